@@ -1,0 +1,100 @@
+"""Command line: parses arguments and calls the library; every error is one line and a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import GeoaccessError
+
+log = logging.getLogger("geoaccess")
+
+
+def _common(p: argparse.ArgumentParser, *, out: bool = True) -> None:
+    p.add_argument("--region", required=True, help="region name (tibet, chongqing, liaoning, xishuangbanna) or a .toml path")
+    p.add_argument("--data", help="data directory (default: $GEOACCESS_DATA, else ../shared/data, else ./data)")
+    if out:
+        p.add_argument("--out", help="output directory (default: output/{region}/)")
+
+
+def _thresholds(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", action="append", default=[], metavar="LEVEL=MIN",
+                   help="override a travel-time threshold in minutes, e.g. county=90 (levels: clinic, thc, county, "
+                        "county_severe, pref); repeatable")
+
+
+def _engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=["network", "raster"], default="network",
+                   help="network: road graph + off-road legs (default); raster: friction-surface cost distance")
+    p.add_argument("--no-terrain", action="store_true", help="ignore the DEM (flat travel times)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for `python cli.py` / `geoaccess`."""
+    parser = argparse.ArgumentParser(prog="geoaccess", description="Travel time to health care, coverage gaps "
+                                     "and facility siting under the 基本医疗有保障 standards.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("regions", help="list the region configs")
+
+    data = sub.add_parser("data", help="inspect the inputs").add_subparsers(dest="data_command", required=True)
+    check = data.add_parser("check", help="load and validate every input layer; print what was loaded")
+    _common(check, out=False)
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    tt = sub.add_parser("traveltime", help="travel time from every settlement to each facility level")
+    _common(tt)
+    _engine(tt)
+
+    gaps = sub.add_parser("gaps", help="the whole pipeline: travel times, coverage gaps, blank spots (空白点)")
+    _common(gaps)
+    _thresholds(gaps)
+    _engine(gaps)
+    gaps.add_argument("--map", action="store_true", help="also write maps/{region}_coverage.html")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input, 1 internal error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("geoaccess").setLevel(level)
+    try:
+        return _dispatch(args)
+    except GeoaccessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: no output was left half-written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal error: one line unless --debug
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for details)", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from . import commands
+
+    if args.command == "regions":
+        return commands.list_regions()
+    if args.command == "data" and args.data_command == "check":
+        return commands.data_check(args.region, args.data, as_json=args.json)
+    if args.command == "traveltime":
+        return commands.traveltime(args.region, args.data, args.out, engine=args.engine, terrain=not args.no_terrain)
+    if args.command == "gaps":
+        return commands.gaps(args.region, args.data, args.out, thresholds=args.threshold, engine=args.engine,
+                             terrain=not args.no_terrain, write_map=args.map)
+    raise GeoaccessError(f"unknown command {args.command}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

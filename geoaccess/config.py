@@ -1,0 +1,280 @@
+"""Region configs (TOML, one file per region) and the data directory they read from."""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from .errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+REGIONS_DIR = PACKAGE_DIR / "regions"
+
+#: Every section and key a region config may hold, with its default. `{region}` and `{prefix}`
+#: in paths are filled in from the [region] section. Paths are relative to the data directory.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "region": {
+        "key": None,  # required: short name, e.g. "tibet"
+        "name": None,  # required: display name
+        "admin_prefix": None,  # required: statistical code prefix, e.g. "54", "5328"
+        "working_crs": None,  # required: projected CRS for metric work
+        "coord_note": "",
+    },
+    "inputs": {
+        "dem": "dem/{region}_dem_30s.tif",
+        "gazetteer": "gazetteer/adcode",
+        "gazetteer_crs": "gcj02",
+        "facilities": "facilities/{region}_facilities.csv",
+        "facilities_crs": "gcj02",  # used for rows without a coord_sys column
+        "counties": "boundaries/{region}_counties.geojson",
+        "prefectures": "boundaries/{region}_prefectures.geojson",
+        "population": "facts/{region}_county_population_2020.csv",
+        "relocation": "facts/{region}_relocation_sites.csv",
+        "settlement_tables": [],  # extra tables: [{path, crs, columns = {id=..., name=..., ...}}]
+    },
+    "roads": {
+        "source": "shapefile",  # shapefile | osm_file | osm_online
+        "paths": {
+            "national": "roads/china_2000/gd.shp",
+            "provincial": "roads/china_2000/sd.shp",
+            "expressway": "roads/china_2000/hiway.shp",
+        },
+        "snap_tolerance_m": 50.0,
+        "clip_buffer_km": 30.0,
+        "network_type": "drive",
+        "cache_dir": "cache/osm",
+    },
+    "speeds": {
+        "default_kph": 30.0,
+        "use_maxspeed": False,
+        "road_class": {},  # class or OSM highway tag -> km/h
+        "source": "",
+    },
+    "terrain": {},  # validated by geoaccess.terrain.TerrainParams.from_dict
+    "offroad": {
+        "detour_factor": 1.3,
+        "speed_kph": 5.0,  # flat fallback when no DEM; with a DEM, Tobler's function applies
+        "max_offroad_km": 30.0,  # legs longer than this are reported
+    },
+    "thresholds": {
+        "clinic": 15.0,
+        "thc": 30.0,
+        "county": 60.0,
+        "county_severe": 120.0,
+        "pref": 240.0,
+        "bands": [15, 30, 60, 120, 240],
+    },
+    "standards": {
+        "document": "",
+        "name_zh": "",
+        "county_hospitals_required": 1,
+        "county_hospital_scope": "all",  # all | poor
+        "poor_counties": [],  # 6-digit codes where scope = poor
+        "county_may_rely_on_prefecture": False,
+        "township_health_centre_required": True,
+        "township_exempt_urban_districts": False,
+        "village_clinic_required": True,
+        "village_share_population_below": 0,  # villages below this may share a neighbour's clinic
+        "village_share_within_min": 30.0,
+        "township_seat_village_exempt": True,
+        "relocation_clinic_within_min": 30.0,
+    },
+    "siting": {
+        "regional_centres": "",  # project-relative CSV of the named counties
+        "centre_threshold_min": 120.0,
+        "clinic_threshold_min": 30.0,
+        "time_limit_s": 60.0,
+        "candidates": ["targets", "settlements"],
+    },
+}
+
+REQUIRED = {("region", "key"), ("region", "name"), ("region", "admin_prefix"), ("region", "working_crs")}
+_NESTED_FREE = {("roads", "paths"), ("speeds", "road_class"), ("inputs", "settlement_tables")}
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """A validated region config: `.raw` holds every section with defaults filled in."""
+
+    key: str
+    name: str
+    admin_prefix: str
+    working_crs: str
+    source: Path
+    raw: dict[str, dict[str, Any]] = field(repr=False)
+    explicit_inputs: frozenset[str] = frozenset()
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A copy of one section of the config."""
+        return copy.deepcopy(self.raw[name])
+
+    def input_path(self, name: str, data_dir: Path) -> Path | None:
+        """Absolute path of an input layer in the data directory (None when not configured)."""
+        rel = self.raw["inputs"].get(name)
+        if not rel:
+            return None
+        return resolve_input(rel, data_dir)
+
+    @property
+    def thresholds(self) -> dict[str, Any]:
+        return self.section("thresholds")
+
+
+def resolve_input(rel: str | Path, data_dir: Path) -> Path:
+    """A config path: absolute as given, else relative to the data directory."""
+    p = Path(rel).expanduser()
+    return p if p.is_absolute() else Path(data_dir) / p
+
+
+def available_regions() -> list[str]:
+    """Region names shipped with the package (one TOML file each)."""
+    return sorted(p.stem for p in REGIONS_DIR.glob("*.toml"))
+
+
+def find_region_file(name_or_path: str | Path) -> Path:
+    """The TOML file for a region name or path; ConfigError listing the known regions if none."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise ConfigError(p, "region config file not found")
+        return p
+    extra = os.environ.get("GEOACCESS_REGIONS")
+    for folder in ([Path(extra)] if extra else []) + [Path.cwd() / "regions", REGIONS_DIR]:
+        candidate = folder / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(None, f"unknown region '{name_or_path}': known regions are {', '.join(available_regions())} "
+                            f"(or give the path of a .toml file)")
+
+
+def load_region(name_or_path: str | Path) -> RegionConfig:
+    """Load and validate a region config by name (shipped or in ./regions) or by path."""
+    path = find_region_file(name_or_path)
+    try:
+        with open(path, "rb") as fh:
+            user = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"not UTF-8 text: {exc}") from None
+    raw, explicit = _merge_with_defaults(user, path)
+    _validate_values(raw, path)
+    reg = raw["region"]
+    fill = {"region": reg["key"], "prefix": reg["admin_prefix"]}
+    for key, value in raw["inputs"].items():
+        if isinstance(value, str):
+            raw["inputs"][key] = value.format(**fill)
+    raw["roads"]["paths"] = {k: str(v).format(**fill) for k, v in raw["roads"]["paths"].items()} \
+        if isinstance(raw["roads"]["paths"], dict) else [str(v).format(**fill) for v in raw["roads"]["paths"]]
+    return RegionConfig(key=reg["key"], name=reg["name"], admin_prefix=str(reg["admin_prefix"]),
+                        working_crs=reg["working_crs"], source=path, raw=raw, explicit_inputs=frozenset(explicit))
+
+
+def _merge_with_defaults(user: dict, path: Path) -> tuple[dict, set[str]]:
+    raw = copy.deepcopy(DEFAULTS)
+    for section, values in user.items():
+        if section not in DEFAULTS:
+            raise ConfigError(path, f"unknown section [{section}]{_suggest(section, DEFAULTS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(path, f"[{section}] must be a table")
+        if section == "terrain":
+            raw["terrain"] = dict(values)
+            continue
+        for key, value in values.items():
+            if key not in DEFAULTS[section]:
+                raise ConfigError(path, f"unknown key '{key}' in [{section}]{_suggest(key, DEFAULTS[section])}")
+            raw[section][key] = value
+    for section, key in REQUIRED:
+        if not raw[section].get(key):
+            raise ConfigError(path, f"missing required key '{key}' in [{section}]")
+    explicit = {k for k in user.get("inputs", {}) if k not in ("gazetteer_crs", "facilities_crs")}
+    return raw, explicit
+
+
+def _suggest(word: str, options) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _validate_values(raw: dict, path: Path) -> None:
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    from .coords import normalise_system
+
+    reg = raw["region"]
+    if not str(reg["admin_prefix"]).isdigit():
+        raise ConfigError(path, f"[region] admin_prefix must be digits, got '{reg['admin_prefix']}'")
+    reg["admin_prefix"] = str(reg["admin_prefix"])
+    try:
+        crs = CRS.from_user_input(reg["working_crs"])
+    except CRSError as exc:
+        raise ConfigError(path, f"[region] working_crs is not a CRS: {exc}") from None
+    if not crs.is_projected:
+        raise ConfigError(path, "[region] working_crs must be a projected CRS in metres (metric work)")
+    for key in ("gazetteer_crs", "facilities_crs"):
+        try:
+            raw["inputs"][key] = normalise_system(raw["inputs"][key])
+        except ValueError as exc:
+            raise ConfigError(path, f"[inputs] {key}: {exc}") from None
+    if raw["roads"]["source"] not in ("shapefile", "osm_file", "osm_online"):
+        raise ConfigError(path, f"[roads] source must be shapefile, osm_file or osm_online, got '{raw['roads']['source']}'")
+    _positive(path, "roads", raw["roads"], "snap_tolerance_m", "clip_buffer_km", allow_zero=True)
+    _positive(path, "speeds", raw["speeds"], "default_kph")
+    for cls, kph in raw["speeds"]["road_class"].items():
+        if not isinstance(kph, (int, float)) or isinstance(kph, bool) or not 0 < kph <= 200:
+            raise ConfigError(path, f"[speeds.road_class] {cls} = {kph!r}: a speed must be a number in (0, 200] km/h")
+    _positive(path, "offroad", raw["offroad"], "detour_factor", "speed_kph", "max_offroad_km")
+    if raw["offroad"]["detour_factor"] < 1:
+        raise ConfigError(path, "[offroad] detour_factor must be ≥ 1")
+    th = raw["thresholds"]
+    _positive(path, "thresholds", th, "clinic", "thc", "county", "county_severe", "pref")
+    if not th["bands"] or any(not isinstance(b, (int, float)) or b <= 0 for b in th["bands"]):
+        raise ConfigError(path, "[thresholds] bands must be a list of positive minutes")
+    th["bands"] = sorted(float(b) for b in th["bands"])
+    if raw["standards"]["county_hospital_scope"] not in ("all", "poor"):
+        raise ConfigError(path, "[standards] county_hospital_scope must be 'all' or 'poor'")
+    if raw["terrain"]:
+        from .terrain import TerrainParams
+
+        try:
+            TerrainParams.from_dict(raw["terrain"])
+        except ConfigError as exc:
+            raise ConfigError(path, exc.problem) from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(path, f"[terrain] {exc}") from None
+
+
+def _positive(path: Path, section: str, values: dict, *keys: str, allow_zero: bool = False) -> None:
+    for key in keys:
+        v = values[key]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v >= 0 if allow_zero else v > 0)
+        if not ok:
+            raise ConfigError(path, f"[{section}] {key} = {v!r}: must be a {'non-negative' if allow_zero else 'positive'} number")
+        values[key] = float(v)
+
+
+def resolve_data_dir(cli_value: str | Path | None = None) -> tuple[Path, str]:
+    """The data directory: --data, else $GEOACCESS_DATA, else ../shared/data, else the project's data/."""
+    if cli_value:
+        p, how = Path(cli_value), "--data"
+    elif os.environ.get("GEOACCESS_DATA"):
+        p, how = Path(os.environ["GEOACCESS_DATA"]), "$GEOACCESS_DATA"
+    else:
+        for cand in (Path.cwd().parent / "shared" / "data", PROJECT_ROOT.parent / "shared" / "data"):
+            if cand.is_dir():
+                return cand.resolve(), "../shared/data"
+        p, how = PROJECT_ROOT / "data", "project data/"
+    if not p.is_dir():
+        raise ConfigError(p, f"data directory not found (from {how})")
+    return p.resolve(), how

@@ -1,0 +1,41 @@
+"""Errors that reach the user as one clear line (file, row, problem)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GeoaccessError(Exception):
+    """Base class: any error the CLI turns into a one-line message and a non-zero exit."""
+
+    exit_code = 2
+
+
+class InputError(GeoaccessError):
+    """Bad input data: names the file, the row (1-based data row, if any) and the problem."""
+
+    def __init__(self, path: str | Path | None, problem: str, row: int | None = None, column: str | None = None):
+        self.path = str(path) if path is not None else None
+        self.row = row
+        self.column = column
+        self.problem = problem
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        where = []
+        if self.path:
+            where.append(self.path)
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column:
+            where.append(f"column '{self.column}'")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.problem}" if prefix else self.problem
+
+
+class ConfigError(InputError):
+    """A region config that is missing, misspelt or holds a bad value."""
+
+
+class DataCoverageError(InputError):
+    """An input that does not cover the region (e.g. a DEM that misses the settlements)."""

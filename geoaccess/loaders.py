@@ -1,0 +1,649 @@
+"""Input loaders: gazetteer settlements, settlement tables, relocation sites, facility registers,
+boundaries and census population — each returned in WGS84 with the schema in docs/DESIGN.md."""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from ._io import check_unique, data_row, numeric_column, read_table, require_columns
+from .config import RegionConfig
+from .coords import normalise_system, to_wgs84
+from .errors import InputError
+from .schema import FACILITY_LEVELS, SETTLEMENT_KINDS
+
+log = logging.getLogger("geoaccess")
+
+GAZETTEER_COLUMNS = ["code", "parent", "name", "level", "rank", "adcode", "post", "area", "ur_code", "muni",
+                     "virtual", "dummy", "lon", "lat", "wkb", "province", "city", "county", "town", "village"]
+GAZETTEER_LEVELS = ("province", "city", "county", "town", "village")
+URBAN_UR_CODES = ("111", "112", "121", "122")
+RURAL_UR_CODES = ("210", "220")
+_SUFFIXES = ("土家族苗族自治县", "苗族土家族自治县", "土家族自治县", "傣族自治州", "自治县", "自治旗", "特区", "林区",
+             "县", "区", "市", "旗")
+_UNIT_SUFFIXES = ("社区居民委员会", "村民委员会", "社区居委会", "村委会", "居委会", "委会", "办事处")
+
+
+@dataclass
+class LoadReport:
+    """What was loaded, converted, approximated and assumed, layer by layer (for logs and summaries)."""
+
+    layers: dict[str, dict] = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
+
+    def add(self, layer: str, **facts) -> None:
+        self.layers.setdefault(layer, {}).update(facts)
+
+    def assume(self, text: str) -> None:
+        if text not in self.assumptions:
+            self.assumptions.append(text)
+            log.info("assumed: %s", text)
+
+
+@dataclass
+class Inputs:
+    """Every input layer of a region run, in WGS84, plus the load report."""
+
+    settlements: gpd.GeoDataFrame
+    facilities: gpd.GeoDataFrame | None
+    counties: gpd.GeoDataFrame | None
+    prefectures: gpd.GeoDataFrame | None
+    population: pd.DataFrame | None
+    gazetteer: pd.DataFrame | None
+    county_codes: pd.DataFrame  # 2016 code -> current code, with the method that matched
+    report: LoadReport
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- gazetteer
+
+def load_gazetteer(folder: str | Path, prefix: str) -> pd.DataFrame:
+    """All gazetteer rows whose code starts with `prefix`, from `{folder}/{prefix}*.csv` (no header)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "gazetteer folder not found")
+    files = sorted(folder.glob(f"{prefix[:2]}*.csv"))
+    if not files:
+        raise InputError(folder, f"no gazetteer files {prefix[:2]}*.csv for admin prefix {prefix}")
+    frames = []
+    for f in files:
+        df = read_table(f, header=False, names=GAZETTEER_COLUMNS)
+        df["_file"] = f.name
+        df["_line"] = np.arange(1, len(df) + 1)
+        frames.append(df)
+    gaz = pd.concat(frames, ignore_index=True)
+    gaz = gaz[gaz["code"].astype(str).str.startswith(prefix)].reset_index(drop=True)
+    if gaz.empty:
+        raise InputError(folder, f"no gazetteer rows with codes starting {prefix}")
+    bad_code = ~gaz["code"].astype(str).str.fullmatch(r"\d{12}")
+    if bad_code.any():
+        r = gaz[bad_code].iloc[0]
+        raise InputError(folder / r["_file"], f"code '{r['code']}' is not a 12-digit statistical code", row=int(r["_line"]))
+    bad_level = ~gaz["level"].isin(GAZETTEER_LEVELS)
+    if bad_level.any():
+        r = gaz[bad_level].iloc[0]
+        raise InputError(folder / r["_file"], f"unknown level '{r['level']}'", row=int(r["_line"]))
+    for col, lo, hi in (("lon", -180, 180), ("lat", -90, 90)):
+        vals = pd.to_numeric(gaz[col], errors="coerce")
+        bad = gaz[col].notna() & (vals.isna() | (vals < lo) | (vals > hi))
+        if bad.any():
+            r = gaz[bad].iloc[0]
+            raise InputError(folder / r["_file"], f"{col} '{r[col]}' is not a coordinate in [{lo}, {hi}]",
+                             row=int(r["_line"]), column=col)
+        gaz[col] = vals
+    dup = gaz["code"].duplicated(keep=False)
+    if dup.any():
+        r = gaz[dup].iloc[0]
+        raise InputError(folder / r["_file"], f"duplicate code {r['code']}", row=int(r["_line"]))
+    gaz["ur_code"] = gaz["ur_code"].fillna("").astype(str)
+    return gaz
+
+
+# --------------------------------------------------------------------------- boundaries
+
+def load_boundaries(path: str | Path, *, what: str = "boundaries") -> gpd.GeoDataFrame:
+    """County or prefecture polygons with `adcode` (6-digit str) and `name`, in EPSG:4326."""
+    path = Path(path)
+    df = read_table(path)
+    if not isinstance(df, gpd.GeoDataFrame):
+        raise InputError(path, f"{what} must be a vector file with polygons")
+    require_columns(df, ["adcode", "name"], path, what)
+    if df.empty:
+        raise InputError(path, f"{what} file has no features")
+    gdf = df[["adcode", "name", "geometry"]].copy()
+    gdf["adcode"] = gdf["adcode"].astype(str).str.strip().str[:6]
+    null = gdf.geometry.isna() | gdf.geometry.is_empty
+    if null.any():
+        raise InputError(path, "feature has no geometry", row=int(np.flatnonzero(null)[0]) + 1)
+    if gdf.crs is None:
+        gdf = gdf.set_crs(4326)
+    elif gdf.crs.to_epsg() == 4490:  # CGCS2000 is within centimetres of WGS84
+        gdf = gdf.set_crs(4326, allow_override=True)
+    else:
+        gdf = gdf.to_crs(4326)
+    gdf["geometry"] = gdf.geometry.make_valid()
+    return gdf.reset_index(drop=True)
+
+
+def name_stem(name: str) -> str:
+    """A county name without its administrative suffix (米林县 / 米林市 → 米林)."""
+    name = str(name).strip()
+    for suf in _SUFFIXES:
+        if name.endswith(suf) and len(name) > len(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def unit_stem(name: str) -> str:
+    """A township/village name without committee suffixes (噶冲村委会 → 噶冲村)."""
+    name = str(name).strip()
+    for suf in _UNIT_SUFFIXES:
+        if name.endswith(suf) and len(name) > len(suf):
+            name = name[: -len(suf)]
+            break
+    if not name.endswith(("村", "社区", "乡", "镇", "居")) and len(name) >= 2:
+        name = name + "村" if suf in ("村委会", "村民委员会") else name  # type: ignore[possibly-undefined]
+    return name
+
+
+def reconcile_county_codes(gaz_counties: pd.DataFrame, counties: gpd.GeoDataFrame | None) -> pd.DataFrame:
+    """Map each gazetteer county (2016 code) to a current county code: by code, then name, then location.
+
+    Returns a frame indexed by the 6-digit 2016 code with `county_code`, `county_name`, `method`
+    (`code`, `name`, `name_stem`, `location`, `unmatched`).
+    """
+    g = gaz_counties.assign(code6=gaz_counties["code"].str[:6]).set_index("code6")
+    out = pd.DataFrame(index=g.index, data={"gaz_name": g["name"], "county_code": pd.NA, "county_name": pd.NA,
+                                             "method": "unmatched"})
+    if counties is None:
+        out["county_code"] = out.index
+        out["county_name"] = out["gaz_name"]
+        out["method"] = "code"
+        return out
+    by_code = dict(zip(counties["adcode"], counties["name"]))
+    taken: set[str] = set()
+    for code in out.index:
+        if code in by_code and name_stem(by_code[code]) == name_stem(out.at[code, "gaz_name"]):
+            out.loc[code, ["county_code", "county_name", "method"]] = [code, by_code[code], "code"]
+            taken.add(code)
+    free = counties[~counties["adcode"].isin(taken)]
+    for method, key in (("name", lambda s: str(s).strip()), ("name_stem", name_stem)):
+        lookup = free.assign(k=free["name"].map(key)).drop_duplicates("k", keep=False).set_index("k")
+        for code in out.index[out["method"] == "unmatched"]:
+            k = key(out.at[code, "gaz_name"])
+            if k in lookup.index and lookup.at[k, "adcode"] not in taken:
+                out.loc[code, ["county_code", "county_name", "method"]] = [lookup.at[k, "adcode"], lookup.at[k, "name"], method]
+                taken.add(lookup.at[k, "adcode"])
+        free = counties[~counties["adcode"].isin(taken)]
+    rest = out.index[out["method"] == "unmatched"]
+    if len(rest):
+        seats = g.loc[rest, ["lon", "lat"]].dropna()
+        if len(seats):
+            pts = gpd.GeoDataFrame(index=seats.index, geometry=gpd.points_from_xy(seats["lon"], seats["lat"]), crs=4326)
+            hit = gpd.sjoin(pts, counties[["adcode", "name", "geometry"]], predicate="within", how="inner")
+            hit = hit[~hit.index.duplicated()]
+            for code, row in hit.iterrows():
+                out.loc[code, ["county_code", "county_name", "method"]] = [row["adcode"], row["name"], "location"]
+    # Codes whose current county is still at the same code but whose name changed (rare)
+    for code in out.index[(out["method"] == "unmatched") & out.index.isin(list(by_code))]:
+        out.loc[code, ["county_code", "county_name", "method"]] = [code, by_code[code], "code"]
+    return out
+
+
+# --------------------------------------------------------------------------- settlements
+
+def settlements_from_gazetteer(gaz: pd.DataFrame, system: str, county_codes: pd.DataFrame,
+                               source: str = "gazetteer") -> gpd.GeoDataFrame:
+    """Village rows and township seats as settlements; unlocated rows take their township's, else county's seat."""
+    system = normalise_system(system)
+    units = gaz[gaz["level"].isin(["town", "village"])].copy()
+    seats = gaz.set_index("code")[["lon", "lat"]]
+    town_of = np.where(units["level"] == "village", units["parent"], units["code"])
+    county12 = units["code"].str[:6] + "000000"
+    own = units[["lon", "lat"]].to_numpy(dtype=float)
+    town_xy = seats.reindex(town_of).to_numpy(dtype=float)
+    county_xy = seats.reindex(county12).to_numpy(dtype=float)
+    has_own = np.isfinite(own).all(axis=1)
+    has_town = np.isfinite(town_xy).all(axis=1) & (units["level"] == "village").to_numpy()
+    has_county = np.isfinite(county_xy).all(axis=1)
+    quality = np.select([has_own, has_town, has_county], ["exact", "township", "county"], default="none")
+    xy = np.where(has_own[:, None], own, np.where(has_town[:, None], town_xy, county_xy))
+    if (quality == "none").any():
+        r = units[quality == "none"].iloc[0]
+        raise InputError(r["_file"], f"{r['name']} ({r['code']}) has no coordinates and neither has its township or "
+                                     f"county seat", row=int(r["_line"]))
+    lon, lat = to_wgs84(xy[:, 0], xy[:, 1], system)
+    towns_with_urban_core = set(units.loc[units["ur_code"].isin(["111", "112"]), "parent"])
+    kind = np.where(units["level"] == "village", "village",
+                    np.where(units["code"].isin(towns_with_urban_core), "county_seat", "township_seat"))
+    code6 = units["code"].str[:6]
+    cc = county_codes.reindex(code6)
+    out = pd.DataFrame({
+        "settlement_id": units["code"].to_numpy(),
+        "name": units["name"].to_numpy(),
+        "kind": kind,
+        "admin_code": units["code"].to_numpy(),
+        "township_code": town_of,
+        "county_code": cc["county_code"].fillna(code6.reset_index(drop=True).set_axis(cc.index)).to_numpy(dtype=object),
+        "county_name": cc["county_name"].fillna("").to_numpy(dtype=object),
+        "ur_code": units["ur_code"].to_numpy(),
+        "lon": lon, "lat": lat,
+        "loc_quality": quality,
+        "coord_source": f"{source} {system}" + ("→wgs84" if system != "wgs84" else ""),
+    })
+    return gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(out["lon"], out["lat"]), crs=4326)
+
+
+def load_settlement_table(path: str | Path, *, system: str = "wgs84", columns: dict[str, str] | None = None,
+                          default_kind: str = "village") -> gpd.GeoDataFrame:
+    """Settlements from any CSV/GeoJSON/shapefile/GeoPackage with id, name, [kind], lon, lat, [population].
+
+    `columns` maps our names (id, name, kind, lon, lat, population, county_code) to the file's column names.
+    Vector files without lon/lat columns use their point geometry.
+    """
+    path = Path(path)
+    cols = {"id": "id", "name": "name", "kind": "kind", "lon": "lon", "lat": "lat", "population": "population",
+            "county_code": "county_code"}
+    cols.update(columns or {})
+    df = read_table(path)
+    if len(df) == 0:
+        raise InputError(path, "settlement file has no rows")
+    if isinstance(df, gpd.GeoDataFrame) and (cols["lon"] not in df.columns or cols["lat"] not in df.columns):
+        geo = df.to_crs(4326) if df.crs is not None else df
+        if not (geo.geom_type == "Point").all():
+            raise InputError(path, "settlement geometries must be points", row=int(np.flatnonzero(geo.geom_type != "Point")[0]) + 1)
+        df = pd.DataFrame(df.drop(columns="geometry"))
+        df[cols["lon"]], df[cols["lat"]] = geo.geometry.x.to_numpy(), geo.geometry.y.to_numpy()
+    require_columns(df, [cols["id"], cols["name"], cols["lon"], cols["lat"]], path, "settlement table")
+    lon = numeric_column(df, cols["lon"], path)
+    lat = numeric_column(df, cols["lat"], path)
+    check_lonlat_order(lon, lat, path)
+    numeric_column(df, cols["lon"], path, lo=-180, hi=180)
+    numeric_column(df, cols["lat"], path, lo=-90, hi=90)
+    ids = df[cols["id"]].astype(str).str.strip()
+    blank = (ids == "") | df[cols["id"]].isna()
+    if blank.any():
+        raise InputError(path, "settlement id is empty", row=data_row(df, np.flatnonzero(blank)[0]), column=cols["id"])
+    check_unique(ids, path, cols["id"])
+    kind = df[cols["kind"]].astype(str).str.strip() if cols["kind"] in df.columns else pd.Series(default_kind, index=df.index)
+    bad = ~kind.isin(SETTLEMENT_KINDS)
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise InputError(path, f"unknown kind '{kind.iloc[i]}' (expected one of {', '.join(SETTLEMENT_KINDS)})",
+                         row=data_row(df, i), column=cols["kind"])
+    pop = numeric_column(df, cols["population"], path, required=False, lo=0) if cols["population"] in df.columns \
+        else np.full(len(df), np.nan)
+    system = normalise_system(system)
+    wlon, wlat = to_wgs84(lon, lat, system)
+    out = pd.DataFrame({
+        "settlement_id": ids.to_numpy(), "name": df[cols["name"]].astype(str).to_numpy(), "kind": kind.to_numpy(),
+        "admin_code": "", "township_code": "",
+        "county_code": df[cols["county_code"]].astype(str).str[:6].to_numpy() if cols["county_code"] in df.columns else "",
+        "county_name": "", "ur_code": "", "lon": wlon, "lat": wlat, "loc_quality": "exact",
+        "coord_source": f"{path.name} {system}" + ("→wgs84" if system != "wgs84" else ""),
+        "population": pop, "pop_source": np.where(np.isfinite(pop), "data", "missing"),
+    })
+    return gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(wlon, wlat), crs=4326)
+
+
+def check_lonlat_order(lon: np.ndarray, lat: np.ndarray, path: Path, header: bool = True) -> None:
+    """InputError when longitude and latitude look swapped (latitudes beyond ±60 where longitudes fit China)."""
+    suspicious = (np.abs(lat) > 60) & (np.abs(lon) <= 60)
+    if suspicious.any():
+        i = int(np.flatnonzero(suspicious)[0])
+        raise InputError(path, f"lon/lat look swapped (lon={lon[i]}, lat={lat[i]}): longitude comes first",
+                         row=i + (2 if header else 1))
+
+
+def load_relocation_sites(path: str | Path, gaz_settlements: gpd.GeoDataFrame, gaz: pd.DataFrame,
+                          county_codes: pd.DataFrame, counties: gpd.GeoDataFrame | None, system: str,
+                          population: pd.DataFrame | None = None) -> gpd.GeoDataFrame:
+    """Relocation settlements (no coordinates) located through the gazetteer by host village, township or county."""
+    path = Path(path)
+    df = read_table(path)
+    require_columns(df, ["site_id", "name", "host_county"], path, "relocation table")
+    check_unique(df["site_id"].astype(str), path, "site_id")
+    by_id = gaz_settlements.set_index("settlement_id")
+    towns = gaz[gaz["level"] == "town"]
+    villages = gaz[gaz["level"] == "village"]
+    current = county_codes.reset_index().rename(columns={"index": "code6"})
+    if "code6" not in current.columns:
+        current = current.rename(columns={current.columns[0]: "code6"})
+    cty_seats = gaz[gaz["level"] == "county"].assign(code6=lambda d: d["code"].str[:6]).set_index("code6")
+    pref_seats = gaz[gaz["level"] == "city"]
+    rows = []
+    for i, r in df.reset_index(drop=True).iterrows():
+        host_c = str(r["host_county"]).strip()
+        match = current[(current["county_name"] == host_c) | (current["gaz_name"] == host_c)
+                        | (current["county_name"].map(lambda n: name_stem(n) if isinstance(n, str) else "") == name_stem(host_c))]
+        lon = lat = np.nan
+        quality, admin, town_code, county_code, county_name = "none", "", "", "", ""
+        if len(match):
+            m = match.iloc[0]
+            code6, county_code, county_name = m["code6"], m["county_code"], m["county_name"]
+            admin = code6 + "000000"
+            t_name, v_name = _clean(r.get("host_township")), _clean(r.get("host_village"))
+            town = towns[(towns["code"].str[:6] == code6) & (towns["name"] == t_name)] if t_name else towns.iloc[0:0]
+            if t_name and town.empty:
+                town = towns[(towns["code"].str[:6] == code6) & (towns["name"].str.startswith(t_name[:-1]))]
+            if len(town):
+                town_code = admin = town.iloc[0]["code"]
+                seat = by_id.loc[town_code]
+                lon, lat, quality = seat["lon"], seat["lat"], "township" if seat["loc_quality"] == "exact" else seat["loc_quality"]
+                if v_name:
+                    vil = villages[(villages["parent"] == town_code) & (villages["name"].map(unit_stem) == unit_stem(v_name))]
+                    if len(vil):
+                        v = by_id.loc[vil.iloc[0]["code"]]
+                        admin = vil.iloc[0]["code"]
+                        lon, lat = v["lon"], v["lat"]
+                        quality = "village" if v["loc_quality"] == "exact" else v["loc_quality"]
+            elif code6 in cty_seats.index and np.isfinite(cty_seats.at[code6, "lon"]):
+                lon, lat = to_wgs84(cty_seats.at[code6, "lon"], cty_seats.at[code6, "lat"], system)
+                quality = "county"
+        if quality == "none":
+            pref = pref_seats[pref_seats["name"] == _clean(r.get("host_prefecture"))]
+            if len(pref) and np.isfinite(pref.iloc[0]["lon"]):
+                lon, lat = to_wgs84(pref.iloc[0]["lon"], pref.iloc[0]["lat"], system)
+                quality, admin = "prefecture", pref.iloc[0]["code"]
+                hit = _county_at(counties, float(lon), float(lat))
+                county_code, county_name = hit if hit else ("", "")
+            else:
+                raise InputError(path, f"relocation site '{r['name']}': host county '{host_c}' and prefecture "
+                                       f"'{r.get('host_prefecture')}' not found in the gazetteer", row=data_row(df, i))
+        people = pd.to_numeric(pd.Series([r.get("people")]), errors="coerce").iloc[0]
+        households = pd.to_numeric(pd.Series([r.get("households")]), errors="coerce").iloc[0]
+        pop, pop_source = people, "data"
+        if not np.isfinite(people):
+            size = _household_size(population, county_code)
+            if np.isfinite(households) and size:
+                pop, pop_source = households * size, f"households×{size:.2f} (county census household size)"
+            else:
+                pop, pop_source = np.nan, "missing"
+        rows.append({"settlement_id": str(r["site_id"]), "name": str(r["name"]), "kind": "relocation",
+                     "admin_code": admin, "township_code": town_code, "county_code": county_code,
+                     "county_name": county_name, "ur_code": "", "lon": float(lon), "lat": float(lat),
+                     "loc_quality": quality, "coord_source": f"host unit in gazetteer {normalise_system(system)}→wgs84",
+                     "population": pop, "pop_source": pop_source,
+                     "program": _clean(r.get("program")), "year": _clean(r.get("year"))})
+    out = pd.DataFrame(rows)
+    return gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(out["lon"], out["lat"]), crs=4326)
+
+
+def _clean(v) -> str:
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) or pd.isna(v) else str(v).strip()
+
+
+def _county_at(counties: gpd.GeoDataFrame | None, lon: float, lat: float):
+    if counties is None:
+        return None
+    from shapely.geometry import Point
+
+    hit = counties[counties.contains(Point(lon, lat))]
+    return (hit.iloc[0]["adcode"], hit.iloc[0]["name"]) if len(hit) else None
+
+
+def _household_size(population: pd.DataFrame | None, county_code: str) -> float | None:
+    if population is None or not county_code or county_code not in population.index:
+        return None
+    row = population.loc[county_code]
+    hh = row.get("family_households_2020")
+    return float(row["population_2020"]) / float(hh) if hh and float(hh) > 0 else None
+
+
+# --------------------------------------------------------------------------- facilities
+
+REGISTER_COLUMNS = ["facility_id", "name", "level", "lon", "lat"]
+
+
+def load_facilities(path: str | Path, *, default_system: str = "wgs84", gazetteer: pd.DataFrame | None = None,
+                    county_codes: pd.DataFrame | None = None) -> gpd.GeoDataFrame:
+    """A facility register (`facility_id,name,level,admin_code,county,lon,lat,coord_sys,...`) in WGS84.
+
+    Rows without coordinates are located at the seat of their `admin_code` unit (gazetteer) and say so in
+    `loc_quality`; a row that cannot be located is an error, never dropped.
+    """
+    path = Path(path)
+    df = read_table(path)
+    if isinstance(df, gpd.GeoDataFrame) and ("lon" not in df.columns or "lat" not in df.columns):
+        geo = df.to_crs(4326) if df.crs is not None else df
+        df = pd.DataFrame(df.drop(columns="geometry"))
+        df["lon"], df["lat"] = geo.geometry.x.to_numpy(), geo.geometry.y.to_numpy()
+    require_columns(df, REGISTER_COLUMNS, path, "facility register")
+    if len(df) == 0:
+        raise InputError(path, "facility register has no rows")
+    ids = df["facility_id"].astype(str).str.strip()
+    check_unique(ids, path, "facility_id")
+    level = df["level"].astype(str).str.strip()
+    bad = ~level.isin(FACILITY_LEVELS)
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise InputError(path, f"unknown facility level '{level.iloc[i]}' (expected one of {', '.join(FACILITY_LEVELS)})",
+                         row=data_row(df, i), column="level")
+    lon = numeric_column(df, "lon", path, required=False)
+    lat = numeric_column(df, "lat", path, required=False)
+    check_lonlat_order(np.nan_to_num(lon), np.nan_to_num(lat), path)
+    numeric_column(df, "lon", path, required=False, lo=-180, hi=180)
+    numeric_column(df, "lat", path, required=False, lo=-90, hi=90)
+    admin = df["admin_code"].astype(str).str.strip() if "admin_code" in df.columns else pd.Series("", index=df.index)
+    admin = admin.where(df.get("admin_code", pd.Series(index=df.index)).notna(), "")
+    systems = df["coord_sys"].fillna(default_system) if "coord_sys" in df.columns else pd.Series(default_system, index=df.index)
+    try:
+        systems = systems.map(normalise_system)
+    except ValueError:
+        for i, s in enumerate(systems):
+            try:
+                normalise_system(s)
+            except ValueError as exc:
+                raise InputError(path, str(exc), row=data_row(df, i), column="coord_sys") from None
+    quality = np.where(np.isfinite(lon) & np.isfinite(lat), "exact", "none").astype(object)
+    missing = np.flatnonzero(quality == "none")
+    if missing.size:
+        if gazetteer is None:
+            raise InputError(path, "facility has no coordinates", row=data_row(df, missing[0]), column="lon")
+        seats = gazetteer.set_index("code")
+        for i in missing:
+            code = admin.iloc[i].ljust(12, "0")[:12]
+            if code in seats.index and np.isfinite(seats.at[code, "lon"]):
+                lon[i], lat[i] = seats.at[code, "lon"], seats.at[code, "lat"]
+                systems.iloc[i] = "gcj02"
+                quality[i] = "admin_seat"
+            else:
+                raise InputError(path, f"facility has no coordinates and admin_code '{admin.iloc[i]}' has no located seat",
+                                 row=data_row(df, i), column="lon")
+    wlon, wlat = lon.copy(), lat.copy()
+    for system in systems.unique():
+        sel = (systems == system).to_numpy()
+        wlon[sel], wlat[sel] = to_wgs84(lon[sel], lat[sel], system)
+    code6 = admin.str[:6]
+    if county_codes is not None:
+        county = county_codes["county_code"].reindex(code6).to_numpy(dtype=object)
+        county = np.where(pd.isna(county), code6.to_numpy(), county)
+    else:
+        county = code6.to_numpy()
+    out = pd.DataFrame({
+        "facility_id": ids.to_numpy(), "name": df["name"].astype(str).to_numpy(), "level": level.to_numpy(),
+        "admin_code": admin.to_numpy(), "county_code": county, "lon": wlon, "lat": wlat,
+        "coord_sys": systems.to_numpy(), "loc_quality": quality,
+        "basis": df["basis"].astype(str).to_numpy() if "basis" in df.columns else "register",
+    })
+    return gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(wlon, wlat), crs=4326)
+
+
+# --------------------------------------------------------------------------- population
+
+POPULATION_COLUMNS = ["adcode", "population_2020", "urban_population_2020", "rural_population_2020"]
+
+
+def load_population(path: str | Path) -> pd.DataFrame:
+    """County census population (7th census 2020), indexed by 6-digit code; only county-level rows."""
+    path = Path(path)
+    df = read_table(path)
+    require_columns(df, POPULATION_COLUMNS, path, "census table")
+    for col in POPULATION_COLUMNS[1:] + (["family_households_2020"] if "family_households_2020" in df.columns else []):
+        df[col] = numeric_column(df, col, path, required=col == "population_2020", lo=0)
+    df["adcode"] = df["adcode"].astype(str).str.strip()
+    check_unique(df["adcode"], path, "adcode")
+    return df.set_index("adcode")
+
+
+def assign_population(settlements: gpd.GeoDataFrame, population: pd.DataFrame | None,
+                      report: LoadReport | None = None) -> gpd.GeoDataFrame:
+    """Population per settlement: from the data where given, else the county census split, else missing.
+
+    Census split: a county's rural population is shared equally among its rural-coded village units
+    (ur 210/220), its urban population among urban-coded units (ur 111/112/121/122, else its county
+    seat). Township-seat rows are places, their people counted in their villages (population 0).
+    """
+    s = settlements.copy()
+    if "population" not in s.columns:
+        s["population"] = np.nan
+        s["pop_source"] = "missing"
+    need = s["pop_source"].eq("missing") & s["kind"].isin(["village", "township_seat", "county_seat"]) \
+        & s["admin_code"].astype(str).str.len().eq(12)
+    if population is None or not need.any():
+        return s
+    urban = need & s["ur_code"].isin(URBAN_UR_CODES)
+    rural = need & s["ur_code"].isin(RURAL_UR_CODES)
+    seat = need & s["kind"].isin(["township_seat", "county_seat"])
+    n_urban = s[urban].groupby("county_code").size()
+    n_rural = s[rural].groupby("county_code").size()
+    pop = population.reindex(s["county_code"])
+    urb_share = pop["urban_population_2020"].to_numpy() / n_urban.reindex(s["county_code"]).to_numpy()
+    rur_share = pop["rural_population_2020"].to_numpy() / n_rural.reindex(s["county_code"]).to_numpy()
+    # Counties with no urban-coded unit: the urban population goes to the county seat row(s)
+    no_urban = ~s["county_code"].isin(n_urban.index)
+    seat_urban = seat & s["kind"].eq("county_seat") & no_urban
+    n_seat = s[seat_urban].groupby("county_code").size()
+    seat_share = pop["urban_population_2020"].to_numpy() / n_seat.reindex(s["county_code"]).to_numpy()
+    value = np.select([urban.to_numpy(), rural.to_numpy(), seat_urban.to_numpy(), seat.to_numpy()],
+                      [urb_share, rur_share, seat_share, np.zeros(len(s))], default=np.nan)
+    ok = need.to_numpy() & np.isfinite(value)
+    s.loc[ok, "population"] = value[ok]
+    s.loc[ok, "pop_source"] = "census_split"
+    if report is not None:
+        report.assume("population: each county's 2020 census rural population split equally among its rural "
+                      "village units (ur 210/220) and urban population among its urban-coded units (ur 111–122); "
+                      "township-seat rows carry 0 (their people are counted in their villages)")
+        unmatched = sorted(set(population.index) - set(s["county_code"]) - {c for c in population.index if c.endswith("00")})
+        if unmatched:
+            report.add("population", census_units_without_settlements=unmatched)
+    return s
+
+
+# --------------------------------------------------------------------------- everything for a region
+
+def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list[dict] | None = None) -> Inputs:
+    """Load every input layer of a region; optional layers that are absent are skipped and reported."""
+    data_dir = Path(data_dir)
+    report = LoadReport()
+    inp = config.section("inputs")
+    prefix = config.admin_prefix
+    paths: dict[str, Path] = {}
+
+    def optional(name: str) -> Path | None:
+        p = config.input_path(name, data_dir)
+        if p is None:
+            return None
+        if p.exists():
+            paths[name] = p
+            return p
+        if name in config.explicit_inputs:
+            raise InputError(p, f"[inputs] {name}: file not found")
+        report.skipped.append(f"{name}: {p} not found")
+        log.warning("skipped %s: %s not found", name, p)
+        return None
+
+    counties_p, prefs_p = optional("counties"), optional("prefectures")
+    counties = load_boundaries(counties_p, what="county boundaries") if counties_p else None
+    prefectures = load_boundaries(prefs_p, what="prefecture boundaries") if prefs_p else None
+    if counties is not None:
+        counties = counties[counties["adcode"].str.startswith(prefix[:2])].reset_index(drop=True)
+        report.add("counties", file=str(counties_p), count=len(counties), crs="EPSG:4490→EPSG:4326 (treated as WGS84)")
+    if prefectures is not None:
+        report.add("prefectures", file=str(prefs_p), count=len(prefectures))
+
+    pop_p = optional("population")
+    population = load_population(pop_p) if pop_p else None
+    if population is not None:
+        population = population[population.index.str.startswith(prefix[:2])]
+        report.add("population", file=str(pop_p), units=int((~population.index.str.endswith("00")).sum()))
+
+    gaz_p = optional("gazetteer")
+    frames: list[gpd.GeoDataFrame] = []
+    gaz = None
+    county_codes = pd.DataFrame(columns=["gaz_name", "county_code", "county_name", "method"])
+    if gaz_p:
+        gaz = load_gazetteer(gaz_p, prefix)
+        county_codes = reconcile_county_codes(gaz[gaz["level"] == "county"], counties)
+        sett = settlements_from_gazetteer(gaz, inp["gazetteer_crs"], county_codes)
+        frames.append(sett)
+        q = sett.groupby(["kind", "loc_quality"]).size()
+        report.add("gazetteer", folder=str(gaz_p), crs=f"{inp['gazetteer_crs']}→wgs84",
+                   rows_by_level=gaz["level"].value_counts().to_dict(),
+                   settlements_by_kind=sett["kind"].value_counts().to_dict(),
+                   location_quality={f"{k}/{l}": int(n) for (k, l), n in q.items()},
+                   county_codes_by_method=county_codes["method"].value_counts().to_dict(),
+                   county_codes_unmatched=county_codes.index[county_codes["method"] == "unmatched"].tolist(),
+                   county_codes_recoded={c: r["county_code"] for c, r in county_codes.iterrows()
+                                         if r["method"] not in ("code", "unmatched")})
+        if (sett["loc_quality"] != "exact").any():
+            report.assume("settlements without their own coordinates are placed at their township seat "
+                          "(else county seat); loc_quality says which")
+    for spec in (inp.get("settlement_tables") or []) + (extra_settlements or []):
+        p = Path(spec["path"]) if Path(spec["path"]).is_absolute() else data_dir / spec["path"]
+        t = load_settlement_table(p, system=spec.get("crs", "wgs84"), columns=spec.get("columns"))
+        paths.setdefault("settlement_tables", p)
+        frames.append(t)
+        report.add(f"table:{p.name}", rows=len(t), crs=f"{spec.get('crs', 'wgs84')}→wgs84")
+    reloc_p = optional("relocation")
+    if reloc_p and gaz is not None:
+        reloc = load_relocation_sites(reloc_p, frames[0], gaz, county_codes, counties, inp["gazetteer_crs"], population)
+        frames.append(reloc)
+        report.add("relocation", file=str(reloc_p), sites=len(reloc),
+                   location_quality=reloc["loc_quality"].value_counts().to_dict(),
+                   population_source=reloc["pop_source"].str.split(" ").str[0].value_counts().to_dict())
+        report.assume("relocation settlements have no coordinates: each sits at its host village, else township, "
+                      "else county seat (loc_quality says which)")
+    elif reloc_p:
+        report.skipped.append("relocation: needs the gazetteer to locate host units")
+    if not frames:
+        raise InputError(data_dir, f"region '{config.key}' has no settlement input (gazetteer or settlement table)")
+    settlements = pd.concat(frames, ignore_index=True)
+    settlements = gpd.GeoDataFrame(settlements, geometry="geometry", crs=4326)
+    if "population" not in settlements.columns:
+        settlements["population"] = np.nan
+    settlements["pop_source"] = settlements.get("pop_source", pd.Series(index=settlements.index)).fillna("missing")
+    if settlements.empty:
+        raise InputError(data_dir, "no settlements loaded: the settlement inputs are empty")
+    dup = settlements["settlement_id"].duplicated(keep=False)
+    if dup.any():
+        raise InputError(data_dir, f"settlement id '{settlements.loc[dup, 'settlement_id'].iloc[0]}' appears in two inputs")
+    settlements = assign_population(settlements, population, report)
+    settlements["prefecture_code"] = settlements["county_code"].astype(str).str[:4] + "00"
+    if counties is not None:
+        names = dict(zip(counties["adcode"], counties["name"]))
+        fill = settlements["county_name"].fillna("").eq("")
+        settlements.loc[fill, "county_name"] = settlements.loc[fill, "county_code"].map(names).fillna("")
+    report.add("settlements", total=len(settlements), by_kind=settlements["kind"].value_counts().to_dict(),
+               by_loc_quality=settlements["loc_quality"].value_counts().to_dict(),
+               population_source=settlements["pop_source"].value_counts().to_dict())
+
+    fac_p = optional("facilities")
+    facilities = None
+    if fac_p:
+        facilities = load_facilities(fac_p, default_system=inp["facilities_crs"], gazetteer=gaz, county_codes=county_codes)
+        report.add("facilities", file=str(fac_p), count=len(facilities), by_level=facilities["level"].value_counts().to_dict(),
+                   crs_conversions=facilities["coord_sys"].value_counts().to_dict(),
+                   basis=facilities["basis"].value_counts().to_dict())
+        if facilities["basis"].str.contains("standard-derived").any():
+            report.assume("the facility register is derived from the standards (a facility assumed at each "
+                          "administrative seat), not a survey of real buildings")
+    return Inputs(settlements=settlements, facilities=facilities, counties=counties, prefectures=prefectures,
+                  population=population, gazetteer=gaz, county_codes=county_codes, report=report, paths=paths)
