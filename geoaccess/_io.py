@@ -1,7 +1,18 @@
-"""Reading user tables robustly: encodings (UTF-8, GBK), formats, and row-level validation."""
+"""Reading user tables robustly: encodings (UTF-8, GBK, UTF-16), formats, and row-level validation.
+
+Repairs performed on CSV text (each is logged and appended to `repairs`, and listed in docs/reliability.md):
+GBK/GB18030 text is decoded as such; a UTF-8 byte-order mark is removed; UTF-16 text with a byte-order
+mark (Excel's "Unicode text") is decoded; CRLF and bare-CR line breaks become LF; a header with tabs
+and no commas is read as tab-separated; rows holding nothing but separators are skipped; trailing empty
+fields beyond the header are dropped. Everything else that cannot be read is an `InputError` naming the
+file and, where there is one, the line.
+"""
 from __future__ import annotations
 
+import csv
+import io
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +26,21 @@ log = logging.getLogger("geoaccess")
 ENCODINGS = ("utf-8-sig", "gb18030")
 TABLE_SUFFIXES = {".csv", ".txt", ".tsv", ".geojson", ".json", ".shp", ".gpkg", ".fgb"}
 MAX_TABLE_BYTES = 2 * 1024**3
+#: Name of the index of tables read from CSV: the 1-based line in the file where each row starts.
+LINE_INDEX = "line"
+#: Name of the index of tables read from vector files: the 1-based feature number.
+FEATURE_INDEX = "feature"
 
 
 def read_table(path: str | Path, *, header: bool = True, names: list[str] | None = None,
                dtype=str, repairs: list[str] | None = None) -> pd.DataFrame:
     """Read a CSV or a vector file into a DataFrame of strings (CSV) or values, with clear errors.
 
-    CSV is tried as UTF-8, then GB18030 (GBK); a repair is logged and appended to `repairs`.
-    Vector formats (GeoJSON, shapefile, GeoPackage) are read with pyogrio and keep their geometry.
+    CSV is decoded as UTF-8, else GB18030 (GBK), and parsed with the `csv` module; cells are strings,
+    empty cells NaN, and the index (named "line") is the line on which each row starts, so errors can
+    name it (`data_row`). Vector formats (GeoJSON, shapefile, GeoPackage) are read with pyogrio and keep
+    their geometry; their index (named "feature") is the 1-based feature number. Repairs are logged and
+    appended to `repairs`. `dtype` is accepted for compatibility: CSV cells are always strings.
     """
     path = Path(path)
     if not path.exists():
@@ -36,78 +54,227 @@ def read_table(path: str | Path, *, header: bool = True, names: list[str] | None
         raise InputError(path, f"file is {size / 1e9:.1f} GB, larger than the {MAX_TABLE_BYTES / 1e9:.0f} GB a table may be")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".txt", ".tsv"):
-        return _read_csv(path, header=header, names=names, dtype=dtype, repairs=repairs)
+        return _read_csv(path, header=header, names=names, repairs=repairs)
     if suffix in (".geojson", ".json", ".shp", ".gpkg", ".fgb"):
-        return _read_vector(path)
+        return _read_vector(path, repairs)
     raise InputError(path, f"unsupported table format '{suffix}' (use CSV, GeoJSON, shapefile or GeoPackage)")
 
 
-def _read_csv(path: Path, *, header: bool, names, dtype, repairs) -> pd.DataFrame:
-    raw = path.read_bytes()
+def _repaired(repairs: list[str] | None, path: Path, what: str, *, level: int = logging.WARNING) -> None:
+    msg = f"{path.name}: {what}"
+    log.log(level, msg)
+    if repairs is not None and msg not in repairs:
+        repairs.append(msg)
+
+
+def _line_at(raw: bytes, offset: int) -> int:
+    return raw[:offset].count(b"\n") + 1
+
+
+def decode_text(raw: bytes, path: Path, repairs: list[str] | None = None) -> str:
+    """Text of a file: UTF-8 (BOM removed), UTF-16 with a BOM, or GB18030/GBK; else an InputError.
+
+    A UTF-8 file cut inside a character, or one with a few lines in another encoding, is an error naming
+    the line, not a silent misreading as GBK.
+    """
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            text = raw.decode("utf-16")
+        except UnicodeDecodeError:
+            raise InputError(path, "starts like UTF-16 text (byte-order mark) but is not valid UTF-16: "
+                                   "cut short or damaged?") from None
+        _repaired(repairs, path, "read as UTF-16 (Excel 'Unicode text'), not UTF-8")
+        return text.lstrip("\ufeff")
     if b"\x00" in raw[:65536]:
         raise InputError(path, "looks like a binary file, not CSV text")
-    text, used = None, None
-    for enc in ENCODINGS:
-        try:
-            text = raw.decode(enc)
-            used = enc
-            break
-        except UnicodeDecodeError as exc:
-            last = exc
-    if text is None:
-        line = raw[: last.start].count(b"\n") + 1  # type: ignore[possibly-undefined]
-        raise InputError(path, f"text is neither UTF-8 nor GBK/GB18030 (undecodable byte at line {line})")
-    if used != "utf-8-sig":
-        msg = f"{path.name}: read as {used.upper()} (GBK family), not UTF-8"
-        log.warning(msg)
-        if repairs is not None:
-            repairs.append(msg)
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    import io
-
     try:
-        df = pd.read_csv(io.StringIO(text), sep=sep, header=0 if header else None, names=names, dtype=dtype,
-                         keep_default_na=False, na_values=[""], skip_blank_lines=True, on_bad_lines="error",
-                         engine="python" if names is None else "c")
-    except pd.errors.EmptyDataError:
-        raise InputError(path, "file has no rows") from None
-    except pd.errors.ParserError as exc:
-        raise InputError(path, f"malformed CSV: {_parser_message(exc)}") from None
-    if names is not None and not header:
-        # C engine pads short rows with NaN silently and errors on long ones: check field counts.
-        counts = np.fromiter((ln.count(sep) + 1 for ln in text.splitlines() if ln.strip()), dtype=int)
-        bad = np.flatnonzero(counts != len(names))
-        if bad.size:
-            raise InputError(path, f"expected {len(names)} fields, found {counts[bad[0]]}", row=int(bad[0]) + 1)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        utf8_error = exc
+    else:
+        if text.startswith("\ufeff"):
+            _repaired(repairs, path, "UTF-8 byte-order mark removed", level=logging.INFO)
+            text = text[1:]
+        return text
+    prefix_is_utf8 = not raw[: utf8_error.start].isascii()
+    if utf8_error.reason == "unexpected end of data" and utf8_error.end == len(raw) and prefix_is_utf8:
+        raise InputError(path, "file ends in the middle of a UTF-8 character: it looks cut short "
+                               "(incomplete download or copy)", row=_line_at(raw, utf8_error.start))
+    utf8_lines, other_lines = 0, []
+    for i, line in enumerate(raw.split(b"\n"), 1):
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8")
+            utf8_lines += 1
+        except UnicodeDecodeError:
+            other_lines.append(i)
+    if utf8_lines > len(other_lines):
+        raise InputError(path, f"line {other_lines[0]} is not UTF-8 although {utf8_lines} other lines are: mixed "
+                               "encodings or a damaged byte (re-save the file as UTF-8)", row=other_lines[0])
+    try:
+        text = raw.decode("gb18030")
+    except UnicodeDecodeError as exc:
+        line = _line_at(raw, exc.start)
+        raise InputError(path, f"text is neither UTF-8 nor GBK/GB18030 (undecodable byte at line {line})",
+                         row=line) from None
+    _repaired(repairs, path, "read as GB18030 (GBK family), not UTF-8")
+    return text.lstrip("\ufeff")
+
+
+def _read_csv(path: Path, *, header: bool, names, repairs) -> pd.DataFrame:
+    text = decode_text(path.read_bytes(), path, repairs)
+    if "\x00" in text:
+        raise InputError(path, "looks like a binary file, not CSV text (NUL character)",
+                         row=text[: text.index("\x00")].count("\n") + 1)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            _repaired(repairs, path, "bare CR line breaks (old Mac style) read as line breaks")
+            text = text.replace("\r", "\n")
+    if not text.strip():
+        raise InputError(path, "file has no rows (only blank lines)")
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    first = text.lstrip("\n").split("\n", 1)[0]
+    if sep == "," and "\t" in first and "," not in first:
+        sep = "\t"
+        _repaired(repairs, path, "read as tab-separated (the header has tabs, no commas)")
+    cut = not text.endswith("\n")
+    if cut:
+        _repaired(repairs, path, f"no line break after the last line ({text.count(chr(10)) + 1}): if the file "
+                                 "was cut short, its last row is incomplete")
+
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    n_empty, prev = 0, 0
+    try:
+        for rec in reader:
+            start, prev = prev + 1, reader.line_num
+            if not any(f.strip() for f in rec):
+                n_empty += len(rec) > 1  # a row of separators only (spreadsheet export); blank lines are silent
+                continue
+            rows.append(rec)
+            lines.append(start)
+    except csv.Error as exc:
+        msg = str(exc)
+        if "field limit" in msg:
+            problem = (f"a field is longer than {csv.field_size_limit()} characters: damaged file or not a "
+                       "table of this kind?")
+        elif "unexpected end of data" in msg:
+            problem = "malformed CSV: a quoted field that starts on this line is never closed (file cut short, or a stray '\"')"
+        else:
+            problem = f"malformed CSV: {msg}"
+        raise InputError(path, problem, row=prev + 1) from None
+    if n_empty:
+        _repaired(repairs, path, f"{n_empty} row(s) with no values (only separators) skipped")
+    if not rows:
+        raise InputError(path, "file has no rows")
+
     if header:
-        df.columns = [str(c).strip() for c in df.columns]
-    return df
+        columns = _header_names(rows.pop(0), path)
+        lines.pop(0)
+    else:
+        columns = list(names) if names is not None else list(range(max(map(len, rows))))
+    width = len(columns)
+    if header and cut and rows and len(rows[-1]) < width:
+        raise InputError(path, f"the last line has {len(rows[-1])} of the header's {width} fields and no line break: "
+                               "the file looks cut short (incomplete download or copy)", row=lines[-1])
+    for k, rec in enumerate(rows):
+        if len(rec) == width:
+            continue
+        if header and len(rec) > width and not any(f.strip() for f in rec[width:]):
+            del rec[width:]  # trailing empty fields (spreadsheet export)
+        elif header and len(rec) < width:
+            rec.extend([""] * (width - len(rec)))  # missing trailing cells are empty cells
+        elif header:
+            raise InputError(path, f"malformed CSV: {len(rec)} fields, but the header has {width}", row=lines[k])
+        else:
+            raise InputError(path, f"expected {width} fields, found {len(rec)}", row=lines[k])
+    df = pd.DataFrame(rows, columns=pd.Index(columns, dtype=object), dtype=object,
+                      index=pd.Index(np.asarray(lines, dtype=np.int64), name=LINE_INDEX))
+    return df.where(df.ne(""), np.nan) if len(df) else df
 
 
-def _parser_message(exc: Exception) -> str:
-    msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    return msg.replace("Error tokenizing data. C error: ", "")
+def _header_names(fields: list[str], path: Path) -> list[str]:
+    """Column names as pandas would give them: stripped, 'Unnamed: i' for blanks, '.1' for repeats."""
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for i, f in enumerate(fields):
+        name = f.strip() or f"Unnamed: {i}"
+        if name in seen:
+            seen[name] += 1
+            log.warning("%s: column '%s' appears more than once; the repeat is read as '%s.%d'",
+                        path.name, name, name, seen[name])
+            name = f"{name}.{seen[name]}"
+        seen.setdefault(name, 0)
+        out.append(name)
+    return out
 
 
-def _read_vector(path: Path) -> pd.DataFrame:
+def _read_vector(path: Path, repairs: list[str] | None = None) -> pd.DataFrame:
     import pyogrio
 
+    kwargs: dict = {}
+    source: Path | str = path
+    tmp = None
+    suffix = path.suffix.lower()
     try:
-        return pyogrio.read_dataframe(path)
+        if suffix in (".geojson", ".json"):
+            raw = path.read_bytes()
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = decode_text(raw, path, repairs)  # GBK repair, else a clear error
+                tmp = tempfile.NamedTemporaryFile("w", suffix=suffix, encoding="utf-8", delete=False)
+                with tmp:
+                    tmp.write(text)
+                source = tmp.name
+        elif suffix == ".shp" and not path.with_suffix(".cpg").exists() and _dbf_ldid(path) == 0:
+            # No .cpg and no code page in the DBF: GDAL would read Latin-1. Try UTF-8, then GBK.
+            kwargs["encoding"] = "UTF-8"
+        try:
+            df = pyogrio.read_dataframe(source, **kwargs)
+        except UnicodeDecodeError:
+            if kwargs.get("encoding") != "UTF-8":
+                raise
+            df = pyogrio.read_dataframe(source, encoding="GB18030")
+            _repaired(repairs, path, "attribute table (.dbf, no .cpg) read as GB18030 (GBK family)")
+    except InputError:
+        raise
     except Exception as exc:  # pyogrio raises DataSourceError / DataLayerError / GEOS errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(path, f"cannot read as a vector file: {first}") from None
+    finally:
+        if tmp is not None:
+            Path(tmp.name).unlink(missing_ok=True)
+    df.index = pd.RangeIndex(1, len(df) + 1, name=FEATURE_INDEX)
+    return df
+
+
+def _dbf_ldid(shp: Path) -> int | None:
+    """The DBF language driver id (byte 29) of a shapefile's attribute table; None without a .dbf."""
+    dbf = next((p for p in (shp.with_suffix(".dbf"), shp.with_suffix(".DBF")) if p.exists()), None)
+    if dbf is None:
+        return None
+    with open(dbf, "rb") as fh:
+        head = fh.read(32)
+    return head[29] if len(head) > 29 else None
 
 
 def numeric_column(df: pd.DataFrame, column: str, path: Path, *, required: bool = True,
                    lo: float | None = None, hi: float | None = None, header: bool = True) -> np.ndarray:
-    """A column as float, with an InputError naming the first bad row (1-based data row)."""
-    values = np.array(pd.to_numeric(df[column], errors="coerce"), dtype=float)
+    """A column as float, with an InputError naming the first bad row (its line in the file)."""
+    col = df[column]
+    if col.dtype == object:  # cells may be lists or other objects (vector files): anything not scalar is bad
+        col = col.map(lambda v: v if np.ndim(v) == 0 else "<list>")
+    values = np.array(pd.to_numeric(col, errors="coerce"), dtype=float)
     given = df[column].notna().to_numpy()
     bad = np.flatnonzero(given & ~np.isfinite(values))
     if bad.size:
         i = bad[0]
-        raise InputError(path, f"'{df[column].iloc[i]}' is not a number", row=data_row(df, i, header), column=column)
+        raise InputError(path, f"'{_short(df[column].iloc[i])}' is not a number", row=data_row(df, i, header),
+                         column=column)
     if required:
         missing = np.flatnonzero(~given)
         if missing.size:
@@ -123,8 +290,16 @@ def numeric_column(df: pd.DataFrame, column: str, path: Path, *, required: bool 
     return values
 
 
-def data_row(df: pd.DataFrame, position: int, header: bool = True) -> int:
-    """1-based line number in the file of the row at `position` (counting the header line)."""
+def _short(value, limit: int = 60) -> str:
+    s = str(value)
+    return s if len(s) <= limit else s[:limit] + f"… ({len(s)} characters)"
+
+
+def data_row(df: pd.DataFrame | pd.Series, position: int, header: bool = True) -> int:
+    """The row number an error names for the row at `position`: its line in a CSV file (the index of
+    `read_table` tables), its feature number in a vector file, else position + 2 (header) / + 1."""
+    if df.index.name in (LINE_INDEX, FEATURE_INDEX):
+        return int(df.index[position])
     return int(position) + (2 if header else 1)
 
 
@@ -135,7 +310,7 @@ def check_unique(values: pd.Series, path: Path, column: str, header: bool = True
         idx = np.flatnonzero(dup)
         first_val = values.iloc[idx[0]]
         rows = np.flatnonzero((values == first_val).to_numpy())
-        raise InputError(path, f"duplicate id '{first_val}' (also on line {data_row(values, rows[1], header)})",
+        raise InputError(path, f"duplicate id '{_short(first_val)}' (also on line {data_row(values, rows[1], header)})",
                          row=data_row(values, rows[0], header), column=column)
 
 
@@ -143,5 +318,5 @@ def require_columns(df: pd.DataFrame, columns, path: Path, what: str) -> None:
     """InputError listing the required columns a table lacks and the columns it has."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        have = ", ".join(map(str, df.columns[:15]))
+        have = ", ".join(_short(c, 40) for c in df.columns[:15])
         raise InputError(path, f"{what} lacks column(s) {', '.join(missing)} (it has: {have})")

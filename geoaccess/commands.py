@@ -63,3 +63,96 @@ def _fmt(v) -> str:
     if isinstance(v, (list, tuple)):
         return ", ".join(map(str, v)) or "none"
     return str(v)
+
+
+def _setup(region: str, data: str | None, out: str | None):
+    cfg = load_region(region)
+    data_dir, how = resolve_data_dir(data)
+    log.info("region %s (%s); data %s (from %s)", cfg.key, cfg.source, data_dir, how)
+    out_dir = Path(out) if out else Path("output") / cfg.key
+    return cfg, data_dir, out_dir
+
+
+def traveltime(region: str, data: str | None, out: str | None, *, engine: str = "network", terrain: bool = True) -> int:
+    """Write the settlement table with travel times to each facility level."""
+    import time
+
+    from ._atomic import atomic_output_dir
+    from .pipeline import check_invariants, compute_region_times, software_versions
+
+    cfg, data_dir, out_dir = _setup(region, data, out)
+    t0 = time.perf_counter()
+    run = compute_region_times(cfg, data_dir, terrain=terrain, engine=engine)
+    check_invariants(run.table, len(run.inputs.settlements))
+    tc = run.table["t_county_min"].to_numpy(dtype=float)
+    import numpy as np
+
+    summary = {"region": cfg.key, "settlements": len(run.table), "status": run.table["status"].value_counts().to_dict(),
+               "share_county_within_60_min": float(np.mean(tc <= 60)),
+               "share_county_within_120_min": float(np.mean(tc <= 120)),
+               "engine": run.engine, "timings_s": run.timings, "assumptions": run.inputs.report.assumptions,
+               "software": software_versions(), "wall_time_s": round(time.perf_counter() - t0, 2)}
+    with atomic_output_dir(out_dir, inputs=run.inputs.paths, manifest_name="manifest_traveltime.json") as tmp:
+        run.table.drop(columns="geometry").to_csv(tmp / "settlements.csv", index=False, encoding="utf-8")
+        (tmp / "traveltime_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=str),
+                                                     encoding="utf-8")
+    print(f"{len(run.table)} settlements → {out_dir / 'settlements.csv'}")
+    print(f"within 60 min of a county hospital: {summary['share_county_within_60_min']:.1%}; "
+          f"within 120 min: {summary['share_county_within_120_min']:.1%} "
+          f"(status: {summary['status']})")
+    return 0
+
+
+def gaps(region: str, data: str | None, out: str | None, *, thresholds: list[str] | None = None,
+         engine: str = "network", terrain: bool = True, write_map: bool = False) -> int:
+    """Run the whole pipeline and print what a planner reads first."""
+    from .pipeline import run_gaps
+
+    cfg, data_dir, out_dir = _setup(region, data, out)
+    summary = run_gaps(cfg, data_dir, out_dir, thresholds=thresholds, terrain=terrain, engine=engine)
+    print_gaps_report(summary)
+    return 0
+
+
+def print_gaps_report(summary: dict) -> None:
+    """The short table a planner reads: coverage by level and band, worst counties, blank spots by rule."""
+    tables = summary["_tables"]
+    cov = summary["coverage"]
+    bands = list(cov["all_settlements"]["by_count"]["clinic"].keys())
+    names = {"clinic": "clinic 卫生室+", "thc": "township HC 卫生院+", "county": "county hosp. 县医院+",
+             "pref": "prefecture 地市医院"}
+    print(f"\n{summary['region_name']} — {summary['inputs']['settlements']} settlements, "
+          f"{summary['inputs']['facilities']} facilities   (outputs: {summary['out_dir']})")
+    for scope, label in (("all_settlements", "all settlements (approximated positions disclosed)"),
+                         ("exactly_located", "exactly located settlements only")):
+        block = cov[scope]
+        print(f"\nShare within … minutes — {label}, n={block['n']}")
+        print(f"  {'level':24s}" + "".join(f"{b + ' min':>9s}" for b in bands))
+        for g, row in block["by_count"].items():
+            print(f"  {names[g]:24s}" + "".join(f"{row[b]:9.1%}" for b in bands))
+        if "by_population" in block:
+            row = block["by_population"]["county"]
+            print(f"  {'  by population (county)':24s}" + "".join(f"{row[b]:9.1%}" for b in bands))
+    c = tables["counties"].dropna(subset=["median_t_county_min"]).sort_values("median_t_county_min", ascending=False)
+    print("\nWorst counties (median minutes to a county hospital or better):")
+    for _, r in c.head(8).iterrows():
+        print(f"  {r['county_code']} {r['county_name']:8s} median {r['median_t_county_min']:6.0f}  "
+              f"max {r['max_t_county_min']:6.0f}  within 60 min {r['share_county_60']:6.1%}  "
+              f"({r['n_exact']}/{r['n_settlements']} exactly located)")
+    rel = tables["relocation"]
+    if len(rel):
+        print("\nRelocation settlements (易地搬迁安置点): minutes to clinic / county hospital")
+        for _, r in rel.iterrows():
+            print(f"  {r['settlement_id']} {r['name'][:18]:18s} {r['t_clinic_min']:6.0f} / {r['t_county_min']:6.0f}"
+                  f"   located at {r['loc_quality']}")
+    bs = summary["blank_spots"]
+    print(f"\nBlank spots (空白点): {bs['total']}  " + ", ".join(f"{k}: {v}" for k, v in bs["by_rule"].items()))
+    print(f"  exemptions applied: {bs['exemptions']}")
+    for item in bs["not_auditable"]:
+        print(f"  not auditable: {item}")
+    print("\nAssumed:")
+    for a in summary["assumptions"]:
+        print(f"  - {a}")
+    for s in summary["skipped"]:
+        print(f"  skipped: {s}")
+    print(f"\nwall time {summary['wall_time_s']:.1f} s")

@@ -60,9 +60,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "terrain": {},  # validated by geoaccess.terrain.TerrainParams.from_dict
     "offroad": {
-        "detour_factor": 1.3,
-        "speed_kph": 5.0,  # flat fallback when no DEM; with a DEM, Tobler's function applies
-        "max_offroad_km": 30.0,  # legs longer than this are reported
+        "max_offroad_km": 30.0,  # legs longer than this are reported (speeds and detour: [terrain])
     },
     "thresholds": {
         "clinic": 15.0,
@@ -97,6 +95,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 REQUIRED = {("region", "key"), ("region", "name"), ("region", "admin_prefix"), ("region", "working_crs")}
+#: A region config is a few kilobytes; anything far larger is not one.
+MAX_CONFIG_BYTES = 1024**2
 _NESTED_FREE = {("roads", "paths"), ("speeds", "road_class"), ("inputs", "settlement_tables")}
 
 
@@ -158,24 +158,104 @@ def find_region_file(name_or_path: str | Path) -> Path:
 def load_region(name_or_path: str | Path) -> RegionConfig:
     """Load and validate a region config by name (shipped or in ./regions) or by path."""
     path = find_region_file(name_or_path)
+    text = _config_text(path)
     try:
-        with open(path, "rb") as fh:
-            user = tomllib.load(fh)
+        user = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, f"not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, f"not UTF-8 text: {exc}") from None
     raw, explicit = _merge_with_defaults(user, path)
     _validate_values(raw, path)
     reg = raw["region"]
     fill = {"region": reg["key"], "prefix": reg["admin_prefix"]}
     for key, value in raw["inputs"].items():
         if isinstance(value, str):
-            raw["inputs"][key] = value.format(**fill)
-    raw["roads"]["paths"] = {k: str(v).format(**fill) for k, v in raw["roads"]["paths"].items()} \
-        if isinstance(raw["roads"]["paths"], dict) else [str(v).format(**fill) for v in raw["roads"]["paths"]]
+            raw["inputs"][key] = _fill(value, fill, path, f"[inputs] {key}")
+    raw["roads"]["paths"] = {k: _fill(str(v), fill, path, f"[roads.paths] {k}") for k, v in raw["roads"]["paths"].items()} \
+        if isinstance(raw["roads"]["paths"], dict) else [_fill(str(v), fill, path, "[roads] paths") for v in raw["roads"]["paths"]]
     return RegionConfig(key=reg["key"], name=reg["name"], admin_prefix=str(reg["admin_prefix"]),
                         working_crs=reg["working_crs"], source=path, raw=raw, explicit_inputs=frozenset(explicit))
+
+
+def _config_text(path: Path) -> str:
+    """The config's text: UTF-8 (a byte-order mark is removed), else GB18030/GBK with a warning; else ConfigError."""
+    import logging
+
+    log = logging.getLogger("geoaccess")
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(path, f"is {size / 1e6:.1f} MB: too large for a region config (a few KB); wrong file?")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, f"cannot be read: {exc.strerror or exc}") from None
+    if b"\x00" in raw:
+        raise ConfigError(path, "looks like a binary file, not a TOML region config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        try:
+            text = raw.decode("gb18030")
+        except UnicodeDecodeError:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise ConfigError(path, f"not UTF-8 text (undecodable byte at line {line})", row=line) from None
+        log.warning("%s: read as GB18030 (GBK family), not UTF-8", path.name)
+    if text.startswith("\ufeff"):
+        log.info("%s: UTF-8 byte-order mark removed", path.name)
+        text = text[1:]
+    if text and not text.endswith(("\n", "\r")):
+        log.warning("%s: no line break at the end: if the file was cut short, the settings after line %d take "
+                    "their defaults", path.name, text.count("\n") + 1)
+    return text
+
+
+def _fill(value: str, fill: dict, path: Path, where: str) -> str:
+    """`{region}` and `{prefix}` filled in; ConfigError for any other brace."""
+    try:
+        return value.format(**fill)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise ConfigError(path, f"{where} = {value!r}: only {{region}} and {{prefix}} may appear in braces "
+                                f"({type(exc).__name__}: {exc})") from None
+
+
+def _check_types(raw: dict, path: Path) -> None:
+    """Each value has the type of its default (numbers may be int or float; [roads] paths a table or list)."""
+    def kind(v) -> str:
+        return "a boolean (true/false)" if isinstance(v, bool) else "a number" if isinstance(v, (int, float)) \
+            else "a string" if isinstance(v, str) else "a list" if isinstance(v, list) else "a table"
+
+    for section, defaults in DEFAULTS.items():
+        if section == "terrain":
+            continue
+        for key, default in defaults.items():
+            value = raw[section][key]
+            if default is None:  # required [region] keys
+                ok = isinstance(value, str) or (key in ("admin_prefix", "working_crs") and isinstance(value, int)
+                                                and not isinstance(value, bool))
+                want = "a string"
+            elif (section, key) == ("roads", "paths"):
+                ok, want = isinstance(value, (dict, list)), "a table or a list of paths"
+            else:
+                want = kind(default)
+                ok = kind(value) == want
+            if not ok:
+                raise ConfigError(path, f"[{section}] {key} = {_show(value)}: must be {want}")
+    for section, key in (("roads", "paths"), ("speeds", "road_class")):
+        value = raw[section][key]
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            if key == "paths" and not isinstance(v, str):
+                raise ConfigError(path, f"[roads.paths] {k} = {_show(v)}: must be a path (string)")
+    for i, spec in enumerate(raw["inputs"]["settlement_tables"]):
+        if not isinstance(spec, dict) or not isinstance(spec.get("path"), str):
+            raise ConfigError(path, f"[inputs] settlement_tables[{i}] = {_show(spec)}: must be a table with a path, "
+                                    "e.g. {{ path = 'x.csv', crs = 'gcj02' }}")
+        if not isinstance(spec.get("crs", "wgs84"), str) or not isinstance(spec.get("columns", {}), dict):
+            raise ConfigError(path, f"[inputs] settlement_tables[{i}]: crs must be a string and columns a table")
+
+
+def _show(value) -> str:
+    s = repr(value)
+    return s if len(s) <= 60 else s[:60] + "…"
 
 
 def _merge_with_defaults(user: dict, path: Path) -> tuple[dict, set[str]]:
@@ -195,6 +275,7 @@ def _merge_with_defaults(user: dict, path: Path) -> tuple[dict, set[str]]:
     for section, key in REQUIRED:
         if not raw[section].get(key):
             raise ConfigError(path, f"missing required key '{key}' in [{section}]")
+    _check_types(raw, path)
     explicit = {k for k in user.get("inputs", {}) if k not in ("gazetteer_crs", "facilities_crs")}
     return raw, explicit
 
@@ -234,9 +315,7 @@ def _validate_values(raw: dict, path: Path) -> None:
     for cls, kph in raw["speeds"]["road_class"].items():
         if not isinstance(kph, (int, float)) or isinstance(kph, bool) or not 0 < kph <= 200:
             raise ConfigError(path, f"[speeds.road_class] {cls} = {kph!r}: a speed must be a number in (0, 200] km/h")
-    _positive(path, "offroad", raw["offroad"], "detour_factor", "speed_kph", "max_offroad_km")
-    if raw["offroad"]["detour_factor"] < 1:
-        raise ConfigError(path, "[offroad] detour_factor must be ≥ 1")
+    _positive(path, "offroad", raw["offroad"], "max_offroad_km")
     th = raw["thresholds"]
     _positive(path, "thresholds", th, "clinic", "thc", "county", "county_severe", "pref")
     if not th["bands"] or any(not isinstance(b, (int, float)) or b <= 0 for b in th["bands"]):

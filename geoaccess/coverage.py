@@ -12,23 +12,26 @@ def apply_location_quality(settlements: pd.DataFrame, times: pd.DataFrame) -> pd
     """Times for settlements without their own position, never passed off as measured.
 
     A village placed at its township seat is not "0 minutes from its township health centre". Each
-    approximated settlement takes, per level, the worst time among the exactly located settlements of
-    its township (`township_worst`), else the larger of its position's time and the median of the exactly
-    located settlements of its county (`county_median`), else its position's time as a lower bound
+    approximated settlement takes, per level, the larger of its position's time and the worst time among
+    the exactly located villages of its township (`township_worst`), else the median of the exactly
+    located villages of its county (`county_median`), else its position's time as a lower bound
     (`position_lower_bound`). Exactly located rows keep `measured`. Per-level max and median keep
     t_clinic ≤ t_thc ≤ t_county ≤ t_pref.
     """
     t = times.copy()
     exact = settlements["loc_quality"].eq("exact").to_numpy()
     basis = np.where(exact, "measured", "position_lower_bound").astype(object)
+    # Reference times come from exactly located villages only: a township seat's own time says nothing
+    # about how far its villages lie from it.
+    ref = exact & settlements["kind"].isin(["village", "relocation"]).to_numpy() if "kind" in settlements else exact
     town = settlements["township_code"].fillna("").astype(str).to_numpy()
     county = settlements["county_code"].fillna("").astype(str).to_numpy()
     vals = np.array(t[TIME_COLS], dtype=float)
-    ex = pd.DataFrame(vals[exact], columns=TIME_COLS)
-    ex["town"], ex["county"] = town[exact], county[exact]
+    ex = pd.DataFrame(vals[ref], columns=TIME_COLS)
+    ex["town"], ex["county"] = town[ref], county[ref]
     ex = ex[ex["town"] != ""]
     town_worst = ex.groupby("town")[TIME_COLS].max()
-    county_med = pd.DataFrame(vals[exact], columns=TIME_COLS).assign(county=county[exact]).groupby("county")[TIME_COLS].median()
+    county_med = pd.DataFrame(vals[ref], columns=TIME_COLS).assign(county=county[ref]).groupby("county")[TIME_COLS].median()
     approx = ~exact
     tw = town_worst.reindex(town[approx]).to_numpy(dtype=float)
     cm = county_med.reindex(county[approx]).to_numpy(dtype=float)

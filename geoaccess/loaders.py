@@ -64,8 +64,11 @@ class Inputs:
 
 # --------------------------------------------------------------------------- gazetteer
 
-def load_gazetteer(folder: str | Path, prefix: str) -> pd.DataFrame:
-    """All gazetteer rows whose code starts with `prefix`, from `{folder}/{prefix}*.csv` (no header)."""
+def load_gazetteer(folder: str | Path, prefix: str, *, repairs: list[str] | None = None) -> pd.DataFrame:
+    """All gazetteer rows whose code starts with `prefix`, from `{folder}/{prefix}*.csv` (no header).
+
+    Every row of those files must hold a 12-digit code (a damaged row is an error, never dropped).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "gazetteer folder not found")
@@ -74,18 +77,18 @@ def load_gazetteer(folder: str | Path, prefix: str) -> pd.DataFrame:
         raise InputError(folder, f"no gazetteer files {prefix[:2]}*.csv for admin prefix {prefix}")
     frames = []
     for f in files:
-        df = read_table(f, header=False, names=GAZETTEER_COLUMNS)
+        df = read_table(f, header=False, names=GAZETTEER_COLUMNS, repairs=repairs)
         df["_file"] = f.name
-        df["_line"] = np.arange(1, len(df) + 1)
+        df["_line"] = df.index.to_numpy()  # line in the file (blank lines skipped)
         frames.append(df)
     gaz = pd.concat(frames, ignore_index=True)
-    gaz = gaz[gaz["code"].astype(str).str.startswith(prefix)].reset_index(drop=True)
-    if gaz.empty:
-        raise InputError(folder, f"no gazetteer rows with codes starting {prefix}")
     bad_code = ~gaz["code"].astype(str).str.fullmatch(r"\d{12}")
     if bad_code.any():
         r = gaz[bad_code].iloc[0]
         raise InputError(folder / r["_file"], f"code '{r['code']}' is not a 12-digit statistical code", row=int(r["_line"]))
+    gaz = gaz[gaz["code"].astype(str).str.startswith(prefix)].reset_index(drop=True)
+    if gaz.empty:
+        raise InputError(folder, f"no gazetteer rows with codes starting {prefix}")
     bad_level = ~gaz["level"].isin(GAZETTEER_LEVELS)
     if bad_level.any():
         r = gaz[bad_level].iloc[0]
@@ -108,26 +111,35 @@ def load_gazetteer(folder: str | Path, prefix: str) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- boundaries
 
-def load_boundaries(path: str | Path, *, what: str = "boundaries") -> gpd.GeoDataFrame:
+def load_boundaries(path: str | Path, *, what: str = "boundaries", repairs: list[str] | None = None) -> gpd.GeoDataFrame:
     """County or prefecture polygons with `adcode` (6-digit str) and `name`, in EPSG:4326."""
     path = Path(path)
-    df = read_table(path)
+    df = read_table(path, repairs=repairs)
     if not isinstance(df, gpd.GeoDataFrame):
         raise InputError(path, f"{what} must be a vector file with polygons")
     require_columns(df, ["adcode", "name"], path, what)
     if df.empty:
         raise InputError(path, f"{what} file has no features")
     gdf = df[["adcode", "name", "geometry"]].copy()
+    no_code = gdf["adcode"].isna() | gdf["adcode"].astype(str).str.strip().eq("")
+    if no_code.any():
+        raise InputError(path, "adcode is missing", row=data_row(gdf, np.flatnonzero(no_code)[0]), column="adcode")
     gdf["adcode"] = gdf["adcode"].astype(str).str.strip().str[:6]
     null = gdf.geometry.isna() | gdf.geometry.is_empty
     if null.any():
-        raise InputError(path, "feature has no geometry", row=int(np.flatnonzero(null)[0]) + 1)
+        raise InputError(path, "feature has no geometry", row=data_row(gdf, np.flatnonzero(null)[0]))
+    not_poly = ~gdf.geom_type.isin(["Polygon", "MultiPolygon"])
+    if not_poly.any():
+        i = np.flatnonzero(not_poly)[0]
+        raise InputError(path, f"{what} must be polygons, found a {gdf.geom_type.iloc[i]}", row=data_row(gdf, i))
+    gdf["name"] = gdf["name"].fillna("").astype(str)
     if gdf.crs is None:
+        _assume_wgs84(path, repairs)
         gdf = gdf.set_crs(4326)
     elif gdf.crs.to_epsg() == 4490:  # CGCS2000 is within centimetres of WGS84
         gdf = gdf.set_crs(4326, allow_override=True)
     else:
-        gdf = gdf.to_crs(4326)
+        gdf = _to_wgs84(gdf, path)
     gdf["geometry"] = gdf.geometry.make_valid()
     return gdf.reset_index(drop=True)
 
@@ -242,7 +254,7 @@ def settlements_from_gazetteer(gaz: pd.DataFrame, system: str, county_codes: pd.
 
 
 def load_settlement_table(path: str | Path, *, system: str = "wgs84", columns: dict[str, str] | None = None,
-                          default_kind: str = "village") -> gpd.GeoDataFrame:
+                          default_kind: str = "village", repairs: list[str] | None = None) -> gpd.GeoDataFrame:
     """Settlements from any CSV/GeoJSON/shapefile/GeoPackage with id, name, [kind], lon, lat, [population].
 
     `columns` maps our names (id, name, kind, lon, lat, population, county_code) to the file's column names.
@@ -252,19 +264,15 @@ def load_settlement_table(path: str | Path, *, system: str = "wgs84", columns: d
     cols = {"id": "id", "name": "name", "kind": "kind", "lon": "lon", "lat": "lat", "population": "population",
             "county_code": "county_code"}
     cols.update(columns or {})
-    df = read_table(path)
+    df = read_table(path, repairs=repairs)
     if len(df) == 0:
         raise InputError(path, "settlement file has no rows")
     if isinstance(df, gpd.GeoDataFrame) and (cols["lon"] not in df.columns or cols["lat"] not in df.columns):
-        geo = df.to_crs(4326) if df.crs is not None else df
-        if not (geo.geom_type == "Point").all():
-            raise InputError(path, "settlement geometries must be points", row=int(np.flatnonzero(geo.geom_type != "Point")[0]) + 1)
-        df = pd.DataFrame(df.drop(columns="geometry"))
-        df[cols["lon"]], df[cols["lat"]] = geo.geometry.x.to_numpy(), geo.geometry.y.to_numpy()
+        df = _points_to_lonlat(df, path, cols["lon"], cols["lat"], "settlement", repairs)
     require_columns(df, [cols["id"], cols["name"], cols["lon"], cols["lat"]], path, "settlement table")
     lon = numeric_column(df, cols["lon"], path)
     lat = numeric_column(df, cols["lat"], path)
-    check_lonlat_order(lon, lat, path)
+    check_lonlat_order(lon, lat, path, df=df)
     numeric_column(df, cols["lon"], path, lo=-180, hi=180)
     numeric_column(df, cols["lat"], path, lo=-90, hi=90)
     ids = df[cols["id"]].astype(str).str.strip()
@@ -283,7 +291,7 @@ def load_settlement_table(path: str | Path, *, system: str = "wgs84", columns: d
     system = normalise_system(system)
     wlon, wlat = to_wgs84(lon, lat, system)
     out = pd.DataFrame({
-        "settlement_id": ids.to_numpy(), "name": df[cols["name"]].astype(str).to_numpy(), "kind": kind.to_numpy(),
+        "settlement_id": ids.to_numpy(), "name": df[cols["name"]].fillna("").astype(str).to_numpy(), "kind": kind.to_numpy(),
         "admin_code": "", "township_code": "",
         "county_code": df[cols["county_code"]].astype(str).str[:6].to_numpy() if cols["county_code"] in df.columns else "",
         "county_name": "", "ur_code": "", "lon": wlon, "lat": wlat, "loc_quality": "exact",
@@ -293,21 +301,54 @@ def load_settlement_table(path: str | Path, *, system: str = "wgs84", columns: d
     return gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(wlon, wlat), crs=4326)
 
 
-def check_lonlat_order(lon: np.ndarray, lat: np.ndarray, path: Path, header: bool = True) -> None:
+def check_lonlat_order(lon: np.ndarray, lat: np.ndarray, path: Path, header: bool = True,
+                       df: pd.DataFrame | None = None) -> None:
     """InputError when longitude and latitude look swapped (latitudes beyond ±60 where longitudes fit China)."""
     suspicious = (np.abs(lat) > 60) & (np.abs(lon) <= 60)
     if suspicious.any():
         i = int(np.flatnonzero(suspicious)[0])
         raise InputError(path, f"lon/lat look swapped (lon={lon[i]}, lat={lat[i]}): longitude comes first",
-                         row=i + (2 if header else 1))
+                         row=data_row(df, i) if df is not None else i + (2 if header else 1))
+
+
+def _assume_wgs84(path: Path, repairs: list[str] | None) -> None:
+    msg = f"{path.name}: no coordinate system (e.g. a missing .prj): assumed WGS84 longitude/latitude"
+    log.warning(msg)
+    if repairs is not None and msg not in repairs:
+        repairs.append(msg)
+
+
+def _to_wgs84(gdf: gpd.GeoDataFrame, path: Path) -> gpd.GeoDataFrame:
+    try:
+        return gdf.to_crs(4326)
+    except Exception as exc:  # pyproj CRSError / ProjError on an unusable .prj or crs member
+        raise InputError(path, f"cannot convert its coordinate system ({gdf.crs.name if gdf.crs else '?'}) to "
+                               f"WGS84: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+
+
+def _points_to_lonlat(df: gpd.GeoDataFrame, path: Path, lon_col: str, lat_col: str, what: str,
+                      repairs: list[str] | None = None) -> pd.DataFrame:
+    """A vector table of points as a plain table with WGS84 lon/lat columns (error naming a non-point row)."""
+    if df.crs is None:
+        _assume_wgs84(path, repairs)
+    geo = _to_wgs84(df, path) if df.crs is not None else df
+    gt = geo.geom_type
+    bad = ~(gt.eq("Point") | geo.geometry.isna())
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise InputError(path, f"{what} geometries must be points, found a {gt.iloc[i]}", row=data_row(df, i))
+    out = pd.DataFrame(df.drop(columns="geometry"))
+    out[lon_col], out[lat_col] = geo.geometry.x.to_numpy(), geo.geometry.y.to_numpy()
+    return out
 
 
 def load_relocation_sites(path: str | Path, gaz_settlements: gpd.GeoDataFrame, gaz: pd.DataFrame,
                           county_codes: pd.DataFrame, counties: gpd.GeoDataFrame | None, system: str,
-                          population: pd.DataFrame | None = None) -> gpd.GeoDataFrame:
+                          population: pd.DataFrame | None = None, *,
+                          repairs: list[str] | None = None) -> gpd.GeoDataFrame:
     """Relocation settlements (no coordinates) located through the gazetteer by host village, township or county."""
     path = Path(path)
-    df = read_table(path)
+    df = read_table(path, repairs=repairs)
     require_columns(df, ["site_id", "name", "host_county"], path, "relocation table")
     check_unique(df["site_id"].astype(str), path, "site_id")
     by_id = gaz_settlements.set_index("settlement_id")
@@ -403,18 +444,16 @@ REGISTER_COLUMNS = ["facility_id", "name", "level", "lon", "lat"]
 
 
 def load_facilities(path: str | Path, *, default_system: str = "wgs84", gazetteer: pd.DataFrame | None = None,
-                    county_codes: pd.DataFrame | None = None) -> gpd.GeoDataFrame:
+                    county_codes: pd.DataFrame | None = None, repairs: list[str] | None = None) -> gpd.GeoDataFrame:
     """A facility register (`facility_id,name,level,admin_code,county,lon,lat,coord_sys,...`) in WGS84.
 
     Rows without coordinates are located at the seat of their `admin_code` unit (gazetteer) and say so in
     `loc_quality`; a row that cannot be located is an error, never dropped.
     """
     path = Path(path)
-    df = read_table(path)
+    df = read_table(path, repairs=repairs)
     if isinstance(df, gpd.GeoDataFrame) and ("lon" not in df.columns or "lat" not in df.columns):
-        geo = df.to_crs(4326) if df.crs is not None else df
-        df = pd.DataFrame(df.drop(columns="geometry"))
-        df["lon"], df["lat"] = geo.geometry.x.to_numpy(), geo.geometry.y.to_numpy()
+        df = _points_to_lonlat(df, path, "lon", "lat", "facility", repairs)
     require_columns(df, REGISTER_COLUMNS, path, "facility register")
     if len(df) == 0:
         raise InputError(path, "facility register has no rows")
@@ -428,7 +467,7 @@ def load_facilities(path: str | Path, *, default_system: str = "wgs84", gazettee
                          row=data_row(df, i), column="level")
     lon = numeric_column(df, "lon", path, required=False)
     lat = numeric_column(df, "lat", path, required=False)
-    check_lonlat_order(np.nan_to_num(lon), np.nan_to_num(lat), path)
+    check_lonlat_order(np.nan_to_num(lon), np.nan_to_num(lat), path, df=df)
     numeric_column(df, "lon", path, required=False, lo=-180, hi=180)
     numeric_column(df, "lat", path, required=False, lo=-90, hi=90)
     admin = df["admin_code"].astype(str).str.strip() if "admin_code" in df.columns else pd.Series("", index=df.index)
@@ -468,7 +507,7 @@ def load_facilities(path: str | Path, *, default_system: str = "wgs84", gazettee
     else:
         county = code6.to_numpy()
     out = pd.DataFrame({
-        "facility_id": ids.to_numpy(), "name": df["name"].astype(str).to_numpy(), "level": level.to_numpy(),
+        "facility_id": ids.to_numpy(), "name": df["name"].fillna("").astype(str).to_numpy(), "level": level.to_numpy(),
         "admin_code": admin.to_numpy(), "county_code": county, "lon": wlon, "lat": wlat,
         "coord_sys": systems.to_numpy(), "loc_quality": quality,
         "basis": df["basis"].astype(str).to_numpy() if "basis" in df.columns else "register",
@@ -481,11 +520,13 @@ def load_facilities(path: str | Path, *, default_system: str = "wgs84", gazettee
 POPULATION_COLUMNS = ["adcode", "population_2020", "urban_population_2020", "rural_population_2020"]
 
 
-def load_population(path: str | Path) -> pd.DataFrame:
+def load_population(path: str | Path, *, repairs: list[str] | None = None) -> pd.DataFrame:
     """County census population (7th census 2020), indexed by 6-digit code; only county-level rows."""
     path = Path(path)
-    df = read_table(path)
+    df = read_table(path, repairs=repairs)
     require_columns(df, POPULATION_COLUMNS, path, "census table")
+    if len(df) == 0:
+        raise InputError(path, "census table has no rows")
     for col in POPULATION_COLUMNS[1:] + (["family_households_2020"] if "family_households_2020" in df.columns else []):
         df[col] = numeric_column(df, col, path, required=col == "population_2020", lo=0)
     df["adcode"] = df["adcode"].astype(str).str.strip()
@@ -554,15 +595,13 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
         if p.exists():
             paths[name] = p
             return p
-        if name in config.explicit_inputs:
-            raise InputError(p, f"[inputs] {name}: file not found")
         report.skipped.append(f"{name}: {p} not found")
         log.warning("skipped %s: %s not found", name, p)
         return None
 
     counties_p, prefs_p = optional("counties"), optional("prefectures")
-    counties = load_boundaries(counties_p, what="county boundaries") if counties_p else None
-    prefectures = load_boundaries(prefs_p, what="prefecture boundaries") if prefs_p else None
+    counties = load_boundaries(counties_p, what="county boundaries", repairs=report.repairs) if counties_p else None
+    prefectures = load_boundaries(prefs_p, what="prefecture boundaries", repairs=report.repairs) if prefs_p else None
     if counties is not None:
         counties = counties[counties["adcode"].str.startswith(prefix[:2])].reset_index(drop=True)
         report.add("counties", file=str(counties_p), count=len(counties), crs="EPSG:4490→EPSG:4326 (treated as WGS84)")
@@ -570,7 +609,7 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
         report.add("prefectures", file=str(prefs_p), count=len(prefectures))
 
     pop_p = optional("population")
-    population = load_population(pop_p) if pop_p else None
+    population = load_population(pop_p, repairs=report.repairs) if pop_p else None
     if population is not None:
         population = population[population.index.str.startswith(prefix[:2])]
         report.add("population", file=str(pop_p), units=int((~population.index.str.endswith("00")).sum()))
@@ -580,7 +619,7 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
     gaz = None
     county_codes = pd.DataFrame(columns=["gaz_name", "county_code", "county_name", "method"])
     if gaz_p:
-        gaz = load_gazetteer(gaz_p, prefix)
+        gaz = load_gazetteer(gaz_p, prefix, repairs=report.repairs)
         county_codes = reconcile_county_codes(gaz[gaz["level"] == "county"], counties)
         sett = settlements_from_gazetteer(gaz, inp["gazetteer_crs"], county_codes)
         frames.append(sett)
@@ -598,13 +637,14 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
                           "(else county seat); loc_quality says which")
     for spec in (inp.get("settlement_tables") or []) + (extra_settlements or []):
         p = Path(spec["path"]) if Path(spec["path"]).is_absolute() else data_dir / spec["path"]
-        t = load_settlement_table(p, system=spec.get("crs", "wgs84"), columns=spec.get("columns"))
+        t = load_settlement_table(p, system=spec.get("crs", "wgs84"), columns=spec.get("columns"), repairs=report.repairs)
         paths.setdefault("settlement_tables", p)
         frames.append(t)
         report.add(f"table:{p.name}", rows=len(t), crs=f"{spec.get('crs', 'wgs84')}→wgs84")
     reloc_p = optional("relocation")
     if reloc_p and gaz is not None:
-        reloc = load_relocation_sites(reloc_p, frames[0], gaz, county_codes, counties, inp["gazetteer_crs"], population)
+        reloc = load_relocation_sites(reloc_p, frames[0], gaz, county_codes, counties, inp["gazetteer_crs"], population,
+                                      repairs=report.repairs)
         frames.append(reloc)
         report.add("relocation", file=str(reloc_p), sites=len(reloc),
                    location_quality=reloc["loc_quality"].value_counts().to_dict(),
@@ -619,7 +659,8 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
     settlements = gpd.GeoDataFrame(settlements, geometry="geometry", crs=4326)
     if "population" not in settlements.columns:
         settlements["population"] = np.nan
-    settlements["pop_source"] = settlements.get("pop_source", pd.Series(index=settlements.index)).fillna("missing")
+    settlements["pop_source"] = settlements.get("pop_source", pd.Series(index=settlements.index, dtype=object)) \
+        .astype(object).fillna("missing")
     if settlements.empty:
         raise InputError(data_dir, "no settlements loaded: the settlement inputs are empty")
     dup = settlements["settlement_id"].duplicated(keep=False)
@@ -638,7 +679,8 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
     fac_p = optional("facilities")
     facilities = None
     if fac_p:
-        facilities = load_facilities(fac_p, default_system=inp["facilities_crs"], gazetteer=gaz, county_codes=county_codes)
+        facilities = load_facilities(fac_p, default_system=inp["facilities_crs"], gazetteer=gaz, county_codes=county_codes,
+                                     repairs=report.repairs)
         report.add("facilities", file=str(fac_p), count=len(facilities), by_level=facilities["level"].value_counts().to_dict(),
                    crs_conversions=facilities["coord_sys"].value_counts().to_dict(),
                    basis=facilities["basis"].value_counts().to_dict())

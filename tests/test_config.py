@@ -57,7 +57,8 @@ def test_an_unknown_section_is_rejected(tmp_path):
     ("\n[thresholds]\ncounty = -5\n", "county = -5"),
     ("\n[speeds.road_class]\nnational = 'fast'\n", "national = 'fast'"),
     ("\n[roads]\nsource = 'carrier pigeon'\n", "source must be"),
-    ("\n[offroad]\ndetour_factor = 0.5\n", "detour_factor must be"),
+    ("\n[terrain]\noffroad_detour_factor = 0.5\n", "offroad_detour_factor = 0.5: must be"),
+    ("\n[terrain]\nuphil_loss_per_grade = 2\n", "unknown key 'uphil_loss_per_grade'.*uphill_loss_per_grade"),
     ("\n[inputs]\ngazetteer_crs = 'utm'\n", "unknown coordinate system"),
 ])
 def test_bad_values_are_named(tmp_path, extra, message):

@@ -35,9 +35,16 @@ def test_a_village_at_its_township_seat_takes_the_townships_worst_measured_time(
 def test_without_measured_neighbours_the_county_median_is_used_not_zero():
     s, t = _table()
     out = apply_location_quality(s, t)
-    # V4's township T9 has no exactly located settlement: max(own, county median of T1, V1, V2)
+    # V4's township T9 has no exactly located village: max(own, county median of the villages V1, V2)
     assert out.loc[4, "time_basis"] == "county_median"
-    assert out.loc[4, "t_clinic_min"] == 10 and out.loc[4, "t_county_min"] == 70
+    assert out.loc[4, "t_clinic_min"] == 15 and out.loc[4, "t_county_min"] == 70
+
+
+def test_a_township_seat_alone_is_no_reference_for_its_villages():
+    s, t = _table()
+    s.loc[1:2, "loc_quality"] = "township"  # only the seat T1 is exactly located in township T1
+    out = apply_location_quality(s, t)
+    assert out.loc[3, "time_basis"] == "position_lower_bound" and out.loc[3, "t_clinic_min"] == 0
 
 
 def test_order_of_levels_survives_the_approximation():

@@ -1,0 +1,186 @@
+"""GIS exports: GeoPackage, shapefiles with the schema's ≤10-character field names, CSV and GeoJSON."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+
+from geoaccess.errors import InputError
+from geoaccess.schema import LAYERS, shapefile_aliases
+
+log = logging.getLogger("geoaccess")
+
+FORMATS = ("gpkg", "shp", "csv", "geojson")
+GPKG_NAME = "geoaccess.gpkg"
+DBF_TEXT_BYTES = 254
+#: Sidecar files a GIS may have built for an older shapefile of the same name; stale ones are removed.
+STALE_SIDECARS = (".qix", ".sbn", ".sbx", ".fix", ".shp.xml", ".cpg", ".prj")
+_GEOMETRY_FAMILY = {"MultiPoint": "Point", "MultiLineString": "LineString", "MultiPolygon": "Polygon"}
+
+
+def export_layers(
+    layers: Mapping[str, pd.DataFrame],
+    out_dir: str | os.PathLike,
+    *,
+    formats=FORMATS,
+    crs: str | int | CRS = "EPSG:4326",
+    region: str | None = None,
+) -> list[Path]:
+    """Write every layer in every format into ``out_dir``, all or nothing.
+
+    Files: ``geoaccess.gpkg`` (one layer per key, full column names); ``{layer}.shp`` with its
+    ``.shx/.dbf/.prj/.cpg`` (field names ≤10 characters from ``schema.shapefile_aliases``, UTF-8) and
+    ``{layer}_fields.csv`` (field → column, unit, meaning); ``{layer}.csv`` (UTF-8 with BOM so Excel opens
+    Chinese correctly; point layers carry WGS84 ``lon``/``lat``, other geometry is left out);
+    ``{layer}.geojson``. A layer without geometry becomes a GeoPackage table, a ``.dbf`` and a CSV.
+
+    Parameters
+    ----------
+    layers : dict
+        Layer name → GeoDataFrame (or DataFrame for tables). A layer without a CRS is taken as WGS84.
+    out_dir : path
+        Output folder (created). Files are written into a temporary folder beside it, then moved in.
+    formats : sequence of str
+        Any of ``gpkg``, ``shp``, ``csv``, ``geojson``.
+    crs : CRS-like
+        Output coordinate reference system for gpkg, shp and geojson (default WGS84).
+    region : str, optional
+        Region key, recorded as the GeoPackage layers' description.
+
+    Returns
+    -------
+    list of Path
+        The files written, in ``out_dir``.
+    """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise InputError(None, f"unknown export format {', '.join(unknown)} (use {', '.join(FORMATS)})")
+    try:
+        target = CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise InputError(None, f"unknown CRS {crs!r}: {exc}") from None
+    out_dir = Path(out_dir)
+    with _staged(out_dir) as tmp:
+        for name, layer in layers.items():
+            frame = _project(layer, target, name)
+            spatial = isinstance(frame, gpd.GeoDataFrame)
+            if "gpkg" in formats:
+                options = {"DESCRIPTION": f"geoaccess {region}: {name}"} if region and spatial else None
+                pyogrio.write_dataframe(frame, tmp / GPKG_NAME, layer=name, driver="GPKG", layer_options=options)
+            if "shp" in formats:
+                write_shapefile(frame, tmp, name)
+            if "csv" in formats:
+                csv_table(layer).to_csv(tmp / f"{name}.csv", index=False, encoding="utf-8-sig")
+            if "geojson" in formats and spatial:
+                rfc = {"RFC7946": "YES"} if target.to_epsg() == 4326 else None
+                pyogrio.write_dataframe(frame, tmp / f"{name}.geojson", driver="GeoJSON", layer_options=rfc)
+        written = sorted(p.name for p in tmp.iterdir())
+    log.info("export: %d layers → %s (%s)", len(layers), out_dir, ", ".join(formats))
+    return [out_dir / n for n in written]
+
+
+def _project(layer: pd.DataFrame, crs: CRS, name: str) -> pd.DataFrame:
+    """The layer in ``crs``; a plain DataFrame when it has no geometry."""
+    if not isinstance(layer, gpd.GeoDataFrame) or layer.geometry.name not in layer or layer.geometry.isna().all():
+        return pd.DataFrame(layer).drop(columns="geometry", errors="ignore")
+    if layer.crs is None:
+        log.info("export: layer %s has no CRS; taken as WGS84", name)
+        layer = layer.set_crs("EPSG:4326")
+    return layer.to_crs(crs)
+
+
+def shapefile_table(frame: pd.DataFrame, name: str = "layer") -> tuple[pd.DataFrame, dict[str, str]]:
+    """The layer as a shapefile can hold it, and its column → field-name mapping.
+
+    Field names from ``schema.shapefile_aliases`` (≤10 characters, unique); booleans become 0/1 integers;
+    text is cut to 254 bytes of UTF-8 (a Chinese character is 3 bytes) with a warning; no column is lost.
+    """
+    geometry = frame.geometry.name if isinstance(frame, gpd.GeoDataFrame) else None
+    aliases = shapefile_aliases([c for c in frame.columns if c != geometry])
+    out = frame.copy()
+    for col in aliases:
+        values = out[col]
+        if pd.api.types.infer_dtype(values, skipna=True) == "boolean":
+            out[col] = pd.array(values, dtype="boolean").astype("Int8")
+        elif not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_datetime64_any_dtype(values):
+            text = values.where(values.isna(), values.astype(str))
+            encoded = text.dropna().str.encode("utf-8")
+            long = encoded[encoded.str.len() > DBF_TEXT_BYTES]
+            if len(long):
+                log.warning("shapefile %s: %d values of '%s' exceed %d bytes of UTF-8 and were cut "
+                            "(the GeoPackage and CSV keep them whole)", name, len(long), col, DBF_TEXT_BYTES)
+                text.loc[long.index] = long.str[:DBF_TEXT_BYTES].str.decode("utf-8", errors="ignore")
+            out[col] = text
+    return out.rename(columns=aliases), aliases
+
+
+def fields_table(aliases: Mapping[str, str], layer: str) -> pd.DataFrame:
+    """``field, column, unit, description`` for every shapefile field, from the schema where it is known."""
+    known = {c.name: c for cols in LAYERS.values() for c in cols.values()} | LAYERS.get(layer, {})
+    rows = [(alias, col, known[col].unit if col in known else "", known[col].description if col in known else "")
+            for col, alias in aliases.items()]
+    return pd.DataFrame(rows, columns=["field", "column", "unit", "description"])
+
+
+def write_shapefile(frame: pd.DataFrame, folder: Path, name: str) -> list[Path]:
+    """``{name}.shp`` (+ ``.shx .dbf .prj .cpg``, UTF-8) and ``{name}_fields.csv`` in ``folder``.
+
+    A layer mixing points, lines and polygons is split into ``{name}_point.shp`` etc., since a shapefile
+    holds one kind. Returns the ``.shp`` (or ``.dbf`` for a table) paths.
+    """
+    table, aliases = shapefile_table(frame, name)
+    fields_table(aliases, name).to_csv(folder / f"{name}_fields.csv", index=False, encoding="utf-8-sig")
+    if not isinstance(table, gpd.GeoDataFrame):
+        pyogrio.write_dataframe(table, folder / f"{name}.dbf", driver="ESRI Shapefile", encoding="UTF-8")
+        return [folder / f"{name}.dbf"]
+    kinds = table.geom_type.map(lambda t: _GEOMETRY_FAMILY.get(t, t))
+    families = list(kinds.dropna().unique())
+    if len(families) <= 1:
+        parts = {name: table}
+    else:  # rows without geometry go with the first kind, so none is lost
+        parts = {f"{name}_{k.lower()}": table[(kinds == k) | (kinds.isna() & (k == families[0]))] for k in families}
+    for stem, part in parts.items():
+        pyogrio.write_dataframe(part, folder / f"{stem}.shp", driver="ESRI Shapefile", encoding="UTF-8")
+    return [folder / f"{stem}.shp" for stem in parts]
+
+
+def csv_table(layer: pd.DataFrame) -> pd.DataFrame:
+    """The layer as a table: point layers get WGS84 ``lon``/``lat`` (if missing); other geometry is dropped."""
+    if not isinstance(layer, gpd.GeoDataFrame) or layer.geometry.name not in layer or layer.geometry.isna().all():
+        return pd.DataFrame(layer).drop(columns="geometry", errors="ignore")
+    table = pd.DataFrame(layer.drop(columns=layer.geometry.name))
+    if layer.geom_type.dropna().eq("Point").all() and not {"lon", "lat"} <= set(table.columns):
+        pts = layer.geometry if layer.crs is None else layer.geometry.to_crs("EPSG:4326")
+        table["lon"], table["lat"] = pts.x, pts.y
+    return table
+
+
+@contextlib.contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out_dir``; on success move its files into ``out_dir``, else drop it."""
+    parent = out_dir.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=parent))
+    try:
+        yield tmp
+        out_dir.mkdir(exist_ok=True)
+        new = {p.name for p in tmp.iterdir()}
+        for shp in (n for n in new if n.endswith(".shp")):
+            for ext in STALE_SIDECARS:
+                stale = shp[:-4] + ext
+                if stale not in new:
+                    (out_dir / stale).unlink(missing_ok=True)
+        for name in sorted(new):
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

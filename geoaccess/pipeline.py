@@ -1,0 +1,329 @@
+"""The region run: inputs → network → terrain → travel times → coverage and blank spots → outputs."""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from .config import RegionConfig
+from .coverage import GROUPS, TIME_COLS, apply_location_quality, classify, coverage_report, unit_summary
+from .errors import ConfigError, InputError
+from .loaders import Inputs, load_inputs
+
+log = logging.getLogger("geoaccess")
+
+SETTLEMENT_OUTPUT_COLUMNS = [
+    "settlement_id", "name", "kind", "county_code", "county_name", "prefecture_code", "township_code", "admin_code",
+    "ur_code", "lon", "lat", "loc_quality", "coord_source", "population", "pop_source",
+    "t_clinic_min", "t_thc_min", "t_county_min", "t_pref_min",
+    "nearest_clinic_id", "nearest_thc_id", "nearest_county_id", "nearest_pref_id",
+    "offroad_m", "offroad_min", "time_basis", "status", "gap_clinic", "gap_thc", "gap_county", "gap_severe",
+]
+THRESHOLD_KEYS = ("clinic", "thc", "county", "county_severe", "pref")
+
+
+@dataclass
+class Run:
+    """Everything a region run computed: inputs, the graph, the settlement table and its metadata."""
+
+    config: RegionConfig
+    data_dir: Path
+    inputs: Inputs
+    table: gpd.GeoDataFrame
+    thresholds: dict
+    graph: object = None
+    dem: object = None
+    terrain_params: object = None
+    engine: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+
+def parse_threshold_overrides(items: list[str], base: dict) -> dict:
+    """Apply `LEVEL=MIN` overrides (from --threshold) to the config thresholds, with clear errors."""
+    th = dict(base)
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(None, f"--threshold '{item}': expected LEVEL=MINUTES, e.g. county=90")
+        key, value = (x.strip() for x in item.split("=", 1))
+        if key not in THRESHOLD_KEYS:
+            raise ConfigError(None, f"--threshold '{item}': unknown level '{key}' (use {', '.join(THRESHOLD_KEYS)})")
+        try:
+            minutes = float(value)
+        except ValueError:
+            raise ConfigError(None, f"--threshold '{item}': '{value}' is not a number of minutes") from None
+        if not minutes > 0:
+            raise ConfigError(None, f"--threshold '{item}': minutes must be positive")
+        th[key] = minutes
+    return th
+
+
+def region_polygon(inputs: Inputs) -> shapely.Geometry:
+    """The region's outline (union of county polygons; else a hull around the settlements), WGS84."""
+    if inputs.counties is not None and len(inputs.counties):
+        return shapely.union_all(inputs.counties.geometry.to_numpy())
+    pts = shapely.points(inputs.settlements["lon"].to_numpy(), inputs.settlements["lat"].to_numpy())
+    return shapely.convex_hull(shapely.multipoints(pts)).buffer(0.1)
+
+
+def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool = True,
+                         engine: str = "network", thresholds: dict | None = None,
+                         inputs: Inputs | None = None, extra_facilities: gpd.GeoDataFrame | None = None) -> Run:
+    """Load a region and compute travel times from every settlement to each facility level."""
+    from . import network as net_mod
+    from .engine import compute_travel_times
+    from .terrain import TerrainParams, add_edge_travel_times, offroad_leg_times, open_dem
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    inputs = inputs or load_inputs(config, data_dir)
+    timings["load_s"] = time.perf_counter() - t0
+    if inputs.facilities is None or inputs.facilities.empty:
+        raise InputError(config.input_path("facilities", data_dir), "no facility register: travel times need facilities")
+    facilities = inputs.facilities
+    if extra_facilities is not None and len(extra_facilities):
+        facilities = pd.concat([facilities, extra_facilities], ignore_index=True)
+    th = thresholds or config.thresholds
+    s = inputs.settlements
+    wcrs = config.working_crs
+    params = TerrainParams.from_dict(config.section("terrain"))
+
+    t = time.perf_counter()
+    dem = None
+    dem_path = config.input_path("dem", data_dir)
+    if terrain and dem_path is not None and dem_path.exists():
+        lon = np.r_[s["lon"].to_numpy(), facilities["lon"].to_numpy()]
+        lat = np.r_[s["lat"].to_numpy(), facilities["lat"].to_numpy()]
+        margin_m = config.section("roads")["clip_buffer_km"] * 1000.0 + 5000.0  # roads reach past the settlements
+        dem = open_dem(dem_path, region_bounds=(lon.min(), lat.min(), lon.max(), lat.max()), margin_m=margin_m)
+        inputs.paths["dem"] = dem_path
+        log.info("DEM %s: %s cells", dem_path.name, "×".join(map(str, dem.array.shape)))
+    elif terrain:
+        inputs.report.skipped.append(f"dem: {dem_path} not found — travel times are flat (no grade or altitude)")
+        log.warning("no DEM: travel times are flat")
+    timings["dem_s"] = time.perf_counter() - t
+
+    if engine == "raster":
+        raise ConfigError(None, "--engine raster is not available yet: use the network engine")
+    t = time.perf_counter()
+    roads = config.section("roads")
+    spec = {"source": roads["source"], "paths": roads["paths"], "snap_tolerance_m": roads["snap_tolerance_m"],
+            "clip_buffer_m": roads["clip_buffer_km"] * 1000.0, "network_type": roads["network_type"],
+            "cache_dir": roads["cache_dir"]}
+    G = net_mod.load_road_network(spec, data_dir, region_polygon(inputs), wcrs)
+    speeds = config.section("speeds")
+    G = net_mod.assign_speeds(G, speeds["road_class"], speeds["default_kph"], use_maxspeed=speeds["use_maxspeed"])
+    timings["network_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    G = add_edge_travel_times(G, dem, params, wcrs)
+    timings["terrain_s"] = time.perf_counter() - t
+
+    def legs(flon, flat, tlon, tlat):
+        return offroad_leg_times(flon, flat, tlon, tlat, dem, params, wcrs)[1]
+
+    t = time.perf_counter()
+    off = config.section("offroad")
+    times = compute_travel_times(G, s, facilities, working_crs=wcrs, offroad_minutes=legs,
+                                 max_offroad_m=off["max_offroad_km"] * 1000.0)
+    timings["engine_s"] = time.perf_counter() - t
+    times = apply_location_quality(s, times)
+    inside = shapely.contains_xy(shapely.buffer(region_polygon(inputs), 0.02), s["lon"].to_numpy(), s["lat"].to_numpy())
+    times = classify(s, times, th, inside_region=inside)
+    table = s.join(times.drop(columns=[c for c in times.columns if c in s.columns]))
+    table = gpd.GeoDataFrame(table, geometry="geometry", crs=4326)
+    ordered = [c for c in SETTLEMENT_OUTPUT_COLUMNS if c in table.columns]
+    extra = [c for c in table.columns if c not in ordered and c != "geometry"]
+    table = table[ordered + extra + ["geometry"]]
+    eng = dict(times.attrs.get("engine", {}))
+    eng.update({"terrain": dem is not None, "terrain_params": params.to_dict(), "working_crs": wcrs,
+                "road_source": roads["source"], "graph": net_mod.graph_summary(G),
+                "build_report": G.graph.get("build_report", {}), "speeds_kph": speeds["road_class"],
+                "speeds_source": speeds["source"]})
+    return Run(config=config, data_dir=Path(data_dir), inputs=inputs, table=table, thresholds=th, graph=G, dem=dem,
+               terrain_params=params, engine=eng, timings=timings, warnings=list(times.attrs.get("warnings", [])))
+
+
+def check_invariants(table: pd.DataFrame, n_input: int) -> None:
+    """Every input row exactly once; t_clinic ≤ t_thc ≤ t_county ≤ t_pref wherever both are known."""
+    if len(table) != n_input or not table["settlement_id"].is_unique:
+        raise AssertionError(f"settlement rows: {len(table)} out for {n_input} in")
+    v = table[TIME_COLS].to_numpy(dtype=float)
+    v = np.where(np.isnan(v), np.inf, v)
+    if not (v[:, :-1] <= v[:, 1:] + 1e-9).all():
+        raise AssertionError("t_clinic ≤ t_thc ≤ t_county ≤ t_pref violated")
+
+
+def summarise(run: Run, audit, wall_s: float) -> dict:
+    """The run summary (summary.json): inputs, statuses, coverage shares, engine, versions, assumptions."""
+    tab = run.table
+    th = run.thresholds
+    bands = th["bands"]
+    cov = coverage_report(tab, bands)
+    tc = tab["t_county_min"].to_numpy(dtype=float)
+    exact = tab["loc_quality"].eq("exact").to_numpy()
+    rep = run.inputs.report
+    county_line = {
+        "share_within_60_min": float(np.mean(tc <= 60)), "share_within_120_min": float(np.mean(tc <= 120)),
+        "share_within_60_min_exactly_located": float(np.mean(tc[exact] <= 60)) if exact.any() else None,
+        "share_within_120_min_exactly_located": float(np.mean(tc[exact] <= 120)) if exact.any() else None,
+    }
+    return {
+        "region": run.config.key, "region_name": run.config.name, "config": str(run.config.source),
+        "data_dir": str(run.data_dir),
+        "inputs": {
+            "settlements": int(len(tab)), "by_kind": tab["kind"].value_counts().to_dict(),
+            "by_loc_quality": tab["loc_quality"].value_counts().to_dict(),
+            "facilities": int(len(run.inputs.facilities)),
+            "facilities_by_level": run.inputs.facilities["level"].value_counts().to_dict(),
+            "counties": int(len(run.inputs.counties)) if run.inputs.counties is not None else 0,
+            "layers": rep.layers,
+        },
+        "status_counts": tab["status"].value_counts().to_dict(),
+        "time_basis_counts": tab["time_basis"].value_counts().to_dict(),
+        "thresholds_min": {k: th[k] for k in THRESHOLD_KEYS},
+        "gaps": {k: int(tab[k].sum()) for k in ("gap_clinic", "gap_thc", "gap_county", "gap_severe")},
+        "gaps_population": {k: float(tab.loc[tab[k], "population"].sum()) for k in
+                            ("gap_clinic", "gap_thc", "gap_county", "gap_severe")},
+        "county_hospital_access": county_line,
+        "coverage": cov,
+        "blank_spots": {"total": int(len(audit.blank_spots)), "by_rule": audit.counts_by_rule(),
+                        "exemptions": int(len(audit.exemptions)), "not_auditable": audit.not_auditable},
+        "engine": run.engine, "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
+        "warnings": run.warnings, "assumptions": rep.assumptions + engine_assumptions(run), "skipped": rep.skipped,
+        "repairs": rep.repairs, "software": software_versions(), "wall_time_s": round(wall_s, 2),
+    }
+
+
+def engine_assumptions(run: Run) -> list[str]:
+    """What the travel-time model assumed, in words, for every report."""
+    p = run.terrain_params
+    out = [f"roads: {run.engine.get('road_source')} network as given (the China 2000 layers hold national and "
+           f"provincial trunk roads only); speeds by class {run.engine.get('speeds_kph')} km/h "
+           f"({run.engine.get('speeds_source')})",
+           f"off-road legs from each settlement/facility to the nearest road point: straight line × "
+           f"{p.offroad_detour_factor} detour at Tobler's speed × {p.offroad_speed_factor} "
+           f"({6 * np.exp(-3.5 * 0.05) * p.offroad_speed_factor:.1f} km/h on the flat), terrain-adjusted; "
+           "they stand for the unmapped local roads and tracks"]
+    if run.dem is not None:
+        out.append("terrain: grade sampled along each road every "
+                   f"{p.sample_spacing_m:.0f} m over a {p.grade_window_m:.0f} m window; uphill and downhill slow "
+                   "differently; altitude derating above "
+                   f"{p.altitude_threshold_m:.0f} m (docs/terrain.md)")
+    return out
+
+
+def software_versions() -> dict:
+    """Versions of Python and the libraries that shaped the numbers."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("geoaccess", "numpy", "scipy", "pandas", "geopandas", "shapely", "pyogrio", "rasterio", "networkx",
+                "osmnx", "pyproj"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def county_table(run: Run, audit) -> pd.DataFrame:
+    """County summary for every county of the region (counties without settlements keep a row)."""
+    tab = run.table
+    counties = run.inputs.counties
+    names = dict(zip(counties["adcode"], counties["name"])) if counties is not None else \
+        dict(zip(tab["county_code"], tab["county_name"]))
+    blanks = audit.blank_spots.groupby("county_code").size() if len(audit.blank_spots) else pd.Series(dtype=int)
+    out = unit_summary(tab, "county_code", names, blanks, run.thresholds)
+    if counties is not None:
+        full = pd.DataFrame({"county_code": counties["adcode"], "county_name": counties["name"]})
+        out = full.merge(out.drop(columns="county_name"), on="county_code", how="left")
+        out["n_settlements"] = out["n_settlements"].fillna(0).astype(int)
+        out["n_blank_spots"] = out["county_code"].map(blanks).fillna(0).astype(int)
+    out.insert(2, "prefecture_code", out["county_code"].str[:4] + "00")
+    return out.sort_values("county_code").reset_index(drop=True)
+
+
+def prefecture_table(run: Run, audit) -> pd.DataFrame:
+    """Prefecture summary (same measures as the county summary)."""
+    tab = run.table
+    prefs = run.inputs.prefectures
+    names = dict(zip(prefs["adcode"], prefs["name"])) if prefs is not None else {}
+    blanks = audit.blank_spots.assign(p=audit.blank_spots["county_code"].astype(str).str[:4] + "00").groupby("p").size() \
+        if len(audit.blank_spots) else None
+    return unit_summary(tab, "prefecture_code", names, blanks, run.thresholds)
+
+
+def run_audit(run: Run):
+    """The blank-spot audit of a computed run, under the region's standards."""
+    from .audit import audit_blank_spots
+
+    inp = run.inputs
+    counties = pd.DataFrame({"county_code": inp.counties["adcode"], "county_name": inp.counties["name"]}) \
+        if inp.counties is not None else run.table[["county_code", "county_name"]].drop_duplicates()
+    basis = inp.facilities["basis"].astype(str)
+    note = "register derived from the standards: one facility per located administrative seat" \
+        if basis.str.contains("standard-derived").any() else ""
+    return audit_blank_spots(standards=run.config.section("standards"), settlements=run.table,
+                             facilities=inp.facilities, counties=counties, gazetteer=inp.gazetteer,
+                             county_codes=inp.county_codes, thresholds=run.thresholds, register_note=note)
+
+
+def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds: list[str] | None = None,
+             terrain: bool = True, engine: str = "network") -> dict:
+    """The planners' command: travel times, gaps, blank spots; every output written atomically."""
+    from ._atomic import atomic_output_dir
+    from .export import export_layers
+
+    t0 = time.perf_counter()
+    th = parse_threshold_overrides(thresholds or [], config.thresholds)
+    run = compute_region_times(config, data_dir, terrain=terrain, engine=engine, thresholds=th)
+    check_invariants(run.table, len(run.inputs.settlements))
+    audit = run_audit(run)
+    counties = county_table(run, audit)
+    prefs = prefecture_table(run, audit)
+    relocation = run.table[run.table["kind"].eq("relocation")]
+    t = time.perf_counter()
+    layers = {"settlements": run.table, "facilities": run.inputs.facilities,
+              "county_summary": _with_polygons(counties, run.inputs.counties),
+              "prefecture_summary": prefs, "blank_spots": audit.blank_spots, "relocation": relocation}
+    if len(audit.exemptions):
+        layers["exemptions"] = audit.exemptions
+    with atomic_output_dir(out_dir, inputs=run.inputs.paths) as tmp:
+        csv_layers = {k: v for k, v in layers.items() if k != "facilities"} | {"exemptions": audit.exemptions}
+        export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
+        export_layers(layers, tmp, formats=("gpkg",), region=config.key)
+        export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)
+        run.timings["write_s"] = time.perf_counter() - t
+        summary = summarise(run, audit, time.perf_counter() - t0)
+        (tmp / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=_json_default),
+                                          encoding="utf-8")
+    summary["out_dir"] = str(out_dir)
+    summary["_tables"] = {"counties": counties, "relocation": relocation, "audit": audit}
+    return summary
+
+
+def _with_polygons(table: pd.DataFrame, counties: gpd.GeoDataFrame | None):
+    if counties is None:
+        return table
+    geo = counties[["adcode", "geometry"]].rename(columns={"adcode": "county_code"})
+    return gpd.GeoDataFrame(table.merge(geo, on="county_code", how="left"), geometry="geometry", crs=4326)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if np.isnan(o) else float(o)
+    if isinstance(o, (np.ndarray,)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)

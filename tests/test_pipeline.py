@@ -1,0 +1,137 @@
+"""The planners' command on the real Tibet data, and the CLI's behaviour on bad input."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geoaccess.cli import main
+
+OUTPUTS = ["settlements.csv", "county_summary.csv", "prefecture_summary.csv", "blank_spots.csv", "relocation.csv",
+           "exemptions.csv", "summary.json", "manifest.json", "geoaccess.gpkg", "settlements.shp", "settlements.cpg"]
+
+
+@pytest.fixture(scope="module")
+def tibet_run(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tibet")
+    code = main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_gaps_writes_every_output(tibet_run):
+    for name in OUTPUTS:
+        assert (tibet_run / name).exists(), name
+
+
+def test_every_settlement_comes_out_exactly_once(tibet_run):
+    s = pd.read_csv(tibet_run / "settlements.csv", dtype={"settlement_id": str})
+    assert len(s) == 5467 + 695 + 20 and s["settlement_id"].is_unique
+
+
+def test_levels_are_ordered_for_every_row(tibet_run):
+    s = pd.read_csv(tibet_run / "settlements.csv")
+    v = s[["t_clinic_min", "t_thc_min", "t_county_min", "t_pref_min"]].to_numpy()
+    v = np.where(np.isnan(v), np.inf, v)
+    assert (v[:, :-1] <= v[:, 1:] + 1e-9).all()
+
+
+def test_unreachable_rows_are_kept_with_empty_times(tibet_run):
+    s = pd.read_csv(tibet_run / "settlements.csv")
+    assert set(s["status"]) <= {"ok", "unreachable", "outside_region"}
+    unreachable = s[s["status"] == "unreachable"]
+    assert unreachable[["t_clinic_min", "t_thc_min", "t_county_min", "t_pref_min"]].isna().any(axis=1).all()
+
+
+def test_county_summary_has_all_74_counties(tibet_run):
+    c = pd.read_csv(tibet_run / "county_summary.csv", dtype={"county_code": str})
+    assert len(c) == 74 and c["county_code"].is_unique
+    for col in ("share_clinic_30", "share_county_60", "share_county_120"):
+        assert c[col].between(0, 1).all()
+    assert (c["share_county_60"] <= c["share_county_120"]).all()
+
+
+def test_coverage_shares_are_monotone_in_the_threshold(tibet_run):
+    summary = json.loads((tibet_run / "summary.json").read_text())
+    for scope in ("all_settlements", "exactly_located"):
+        for level, row in summary["coverage"][scope]["by_count"].items():
+            shares = [row[b] for b in ("15", "30", "60", "120", "240")]
+            assert shares == sorted(shares) and all(0 <= x <= 1 for x in shares), (scope, level)
+
+
+def test_summary_states_county_hospital_access_and_assumptions(tibet_run):
+    summary = json.loads((tibet_run / "summary.json").read_text())
+    access = summary["county_hospital_access"]
+    assert 0 < access["share_within_60_min"] <= access["share_within_120_min"] <= 1
+    text = " ".join(summary["assumptions"])
+    assert "township seat" in text and "derived from the standards" in text and "off-road" in text
+    assert summary["software"]["numpy"] and summary["wall_time_s"] > 0
+
+
+def test_register_without_village_clinics_is_reported_once(tibet_run):
+    b = pd.read_csv(tibet_run / "blank_spots.csv")
+    assert (b["rule"].str.startswith("register_scope")).sum() == 1
+    assert not (b["unit_level"] == "village").any()
+
+
+def test_relocation_settlements_have_their_own_rows(tibet_run):
+    r = pd.read_csv(tibet_run / "relocation.csv")
+    assert len(r) == 20 and r["t_clinic_min"].notna().all()
+
+
+# ------------------------------------------------------------------ bad input through the CLI
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
+    return err[0]
+
+
+def test_unknown_region_is_one_line_and_exit_2(capsys):
+    assert main(["gaps", "--region", "atlantis"]) == 2
+    assert "unknown region 'atlantis'" in _one_line_error(capsys)
+
+
+def test_bad_threshold_is_one_line(capsys, data_dir, tmp_path):
+    assert main(["gaps", "--region", "tibet", "--data", str(data_dir), "--threshold", "country=9"]) == 2
+    assert "unknown level 'country'" in _one_line_error(capsys)
+
+
+def _copy_region(tmp_path, data_dir, *, drop=(), dem_from=None):
+    d = tmp_path / "data"
+    for sub in ("gazetteer", "roads", "facilities", "boundaries", "facts", "dem"):
+        shutil.copytree(data_dir / sub, d / sub, symlinks=False)
+    for rel in drop:
+        p = d / rel
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if dem_from:
+        (d / "dem/tibet_dem_30s.tif").unlink()
+        shutil.copy(data_dir / dem_from, d / "dem/tibet_dem_30s.tif")
+    return d
+
+
+def test_dem_that_does_not_cover_the_region(capsys, data_dir, tmp_path):
+    d = _copy_region(tmp_path, data_dir, dem_from="dem/chongqing_dem_30s.tif")
+    assert main(["data", "check", "--region", "tibet", "--data", str(d)]) == 2
+    assert "tibet_dem_30s.tif" in _one_line_error(capsys)
+
+
+def test_empty_settlement_input_is_an_error_not_an_empty_report(capsys, data_dir, tmp_path):
+    d = _copy_region(tmp_path, data_dir, drop=["facts/tibet_relocation_sites.csv"])
+    for f in (d / "gazetteer/adcode").glob("54*.csv"):
+        f.write_text("")
+    out = tmp_path / "out"
+    assert main(["gaps", "--region", "tibet", "--data", str(d), "--out", str(out)]) == 2
+    assert "empty" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_missing_optional_layer_runs_and_says_what_it_skipped(capsys, data_dir, tmp_path):
+    d = _copy_region(tmp_path, data_dir, drop=["facts/tibet_relocation_sites.csv", "facts/tibet_county_population_2020.csv"])
+    out = tmp_path / "out"
+    assert main(["-q", "gaps", "--region", "tibet", "--data", str(d), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert any("relocation" in s for s in summary["skipped"]) and any("population" in s for s in summary["skipped"])
+    assert "relocation" not in summary["inputs"]["by_kind"]
