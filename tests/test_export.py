@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import geopandas as gpd
 import numpy as np
@@ -33,7 +34,8 @@ def settlements() -> gpd.GeoDataFrame:
         "status": ["ok", "ok", "unreachable", "ok"],
         "gap_county": [False, False, True, True],
         "remark_for_planners": ["", "位置近似", None, "易地扶贫搬迁"],
-    }, geometry=[Point(91.1325, 29.6531), Point(91.0, 29.6), Point(90.7382, 29.3545), Point(90.9765, 29.3011)], crs="EPSG:4326")
+    }, geometry=[Point(91.1325, 29.6531), Point(91.0, 29.6), Point(90.7382, 29.3545), Point(90.9765, 29.3011)],
+        crs="EPSG:4326")
 
 
 @pytest.fixture
@@ -108,6 +110,9 @@ def test_geopackage_holds_every_layer_with_full_names(tmp_path, layers, settleme
     assert back["gap_county"].tolist() == settlements["gap_county"].tolist()
     table = pyogrio.read_dataframe(tmp_path / "geoaccess.gpkg", layer="blank_spots")
     assert table["rule"][0] == "thc_per_township 乡镇卫生院全覆盖"
+    with sqlite3.connect(tmp_path / "geoaccess.gpkg") as con:
+        descriptions = dict(con.execute("select table_name, description from gpkg_contents"))
+    assert descriptions["settlements"] == "geoaccess tibet: settlements"
 
 
 def test_csv_is_utf8_with_bom_and_lon_lat(tmp_path, layers):

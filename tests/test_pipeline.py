@@ -135,3 +135,28 @@ def test_missing_optional_layer_runs_and_says_what_it_skipped(capsys, data_dir, 
     summary = json.loads((out / "summary.json").read_text())
     assert any("relocation" in s for s in summary["skipped"]) and any("population" in s for s in summary["skipped"])
     assert "relocation" not in summary["inputs"]["by_kind"]
+
+
+def test_map_command_writes_an_offline_map_and_figures(tibet_run, data_dir, tmp_path):
+    assert main(["-q", "map", "--region", "tibet", "--data", str(data_dir), "--out", str(tibet_run),
+                 "--maps-dir", str(tmp_path)]) == 0
+    html = (tmp_path / "tibet_coverage.html").read_text(encoding="utf-8")
+    assert "<script src=\"http" not in html and "leaflet" in html.lower()
+    assert (tmp_path / "tibet_bands_county.png").stat().st_size > 0
+    assert (tmp_path / "tibet_county_coverage.png").stat().st_size > 0
+
+
+def test_export_command_writes_shapefiles_with_utf8_and_a_field_map(tibet_run, data_dir, tmp_path):
+    assert main(["-q", "export", "--region", "tibet", "--data", str(data_dir), "--out", str(tibet_run),
+                 "--format", "shp", "--dest", str(tmp_path)]) == 0
+    assert (tmp_path / "settlements.cpg").read_text().strip().upper() in ("UTF-8", "UTF8")
+    fields = pd.read_csv(tmp_path / "settlements_fields.csv")
+    assert fields.iloc[:, 0].str.len().max() <= 10
+
+
+def test_data_check_prints_every_layer(capsys, data_dir):
+    assert main(["-q", "data", "check", "--region", "tibet", "--data", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    for layer in ("[gazetteer]", "[facilities]", "[counties]", "[relocation]", "[dem]", "[roads]"):
+        assert layer in out
+    assert "village/township=2942" in out and "county_codes_recoded" in out

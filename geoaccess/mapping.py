@@ -1,0 +1,652 @@
+"""Coverage maps: an offline folium map of travel-time bands, facilities and gaps; static PNG figures."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import folium
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from branca.element import Element, MacroElement
+from jinja2 import Template
+
+from geoaccess.errors import InputError
+from geoaccess.schema import COUNTY_SUMMARY_COLUMNS, FACILITY_LEVELS, LEVEL_GROUPS
+
+log = logging.getLogger("geoaccess")
+
+STATIC = Path(__file__).with_name("static")
+BANDS = (15, 30, 60, 120, 240)
+LEVELS = tuple(LEVEL_GROUPS)
+UNREACHABLE_COLOUR = "#404040"
+NO_DATA_COLOUR = "#d9d9d9"
+SHARE_BINS = (0.2, 0.4, 0.6, 0.8)
+
+LEVEL_NAMES = {
+    "clinic": ("卫生室及以上", "clinic or better"),
+    "thc": ("乡镇卫生院及以上", "township health centre or better"),
+    "county": ("县级医院及以上", "county hospital or better"),
+    "pref": ("地市级医院", "prefecture hospital"),
+}
+FACILITY_NAMES = {
+    "village_clinic": "村卫生室 village clinic",
+    "temporary_point": "临时医疗点 temporary point",
+    "township_health_centre": "乡镇卫生院 township health centre",
+    "county_hospital": "县级医院 county hospital",
+    "county_regional_centre": "县域医疗次中心 county regional centre",
+    "prefecture_hospital": "地市级医院 prefecture hospital",
+}
+#: CSS class (geoaccess_map.css) and icon size in pixels per facility level.
+FACILITY_ICONS = {
+    "village_clinic": ("ga-village_clinic", 9),
+    "temporary_point": ("ga-temporary_point", 12),
+    "township_health_centre": ("ga-township_health_centre", 9),
+    "county_hospital": ("ga-county_hospital ga-cross", 15),
+    "county_regional_centre": ("ga-county_regional_centre ga-cross", 17),
+    "prefecture_hospital": ("ga-prefecture_hospital ga-cross", 19),
+}
+KIND_NAMES = {
+    "village": "村 village",
+    "township_seat": "乡镇驻地 township seat",
+    "county_seat": "县城 county seat",
+    "relocation": "搬迁安置点 relocation settlement",
+}
+QUALITY_NAMES = {
+    "exact": "精确 exact",
+    "village": "所在村 at host village",
+    "township": "乡镇驻地 at township seat (approx.)",
+    "county": "县城 at county seat (approx.)",
+}
+STATUS_NAMES = {"ok": "正常 ok", "unreachable": "不可达 unreachable", "outside_region": "区外 outside region"}
+CJK_FAMILIES = (
+    "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
+    "Microsoft YaHei", "SimHei", "PingFang SC", "Noto Sans CJK JP",
+)
+
+
+# ---------------------------------------------------------------- bands and colours
+
+def band_colours(bands=BANDS) -> list[str]:
+    """Hex colour per travel-time band (green = near … red = far), then grey for unreachable."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    cmap = colormaps["RdYlGn_r"]
+    return [to_hex(cmap(x)) for x in np.linspace(0.05, 0.95, len(bands) + 1)] + [UNREACHABLE_COLOUR]
+
+
+def band_labels(bands=BANDS, *, chinese: bool = True) -> list[str]:
+    """Label per band, e.g. ``≤15 min``, ``15–30 min``, ``>240 min``, ``unreachable``."""
+    edges = [f"≤{bands[0]} min"] + [f"{a}–{b} min" for a, b in zip(bands, bands[1:])] + [f">{bands[-1]} min"]
+    return edges + ["不可达 unreachable" if chinese else "unreachable"]
+
+
+def band_index(minutes, bands=BANDS) -> np.ndarray:
+    """Band number per time: 0 for ≤ bands[0], …, len(bands) beyond the last, len(bands)+1 when NaN."""
+    t = np.asarray(minutes, dtype=float)
+    idx = np.searchsorted(np.asarray(bands, dtype=float), t, side="left")
+    return np.where(np.isnan(t), len(bands) + 1, idx)
+
+
+def _share_colour(share: float) -> str:
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    if share is None or np.isnan(share):
+        return NO_DATA_COLOUR
+    k = int(np.searchsorted(SHARE_BINS, share, side="right"))
+    return to_hex(colormaps["YlGnBu"](0.15 + 0.8 * k / len(SHARE_BINS)))
+
+
+# ---------------------------------------------------------------- the interactive map
+
+class _Raw(Element):
+    """Literal text (inlined assets, legend HTML) that Jinja must not interpret."""
+
+    _template = Template("{{ this.text }}")
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+
+class _Script(MacroElement):
+    """A block of JavaScript run after the layers it names have been created."""
+
+    _template = Template("{% macro script(this, kwargs) %}{{ this.code }}{% endmacro %}")
+
+    def __init__(self, code: str):
+        super().__init__()
+        self._name = "GeoaccessScript"
+        self.code = code
+
+
+def _static(name: str) -> str:
+    return (STATIC / name).read_text(encoding="utf-8")
+
+
+def _leaflet_css() -> str:
+    css = _static("leaflet/leaflet.css")
+    for png in sorted((STATIC / "leaflet" / "images").glob("*.png")):
+        uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+        css = css.replace(f"url(images/{png.name})", f"url({uri})")
+    return css
+
+
+def _make_offline(m: folium.Map) -> None:
+    """Replace folium's CDN links (Leaflet, jQuery, Bootstrap, fonts) by inlined Leaflet and our assets."""
+    m.default_js = []
+    m.default_css = []
+    js = _static("leaflet/leaflet.js").replace("//# sourceMappingURL=leaflet.js.map", "")
+    header = m.get_root().header
+    header.add_child(_Raw(f"<style>{_leaflet_css()}</style>"), name="leaflet_css")
+    header.add_child(_Raw(f"<script>{js}</script>"), name="leaflet")
+    header.add_child(_Raw(f"<style>{_static('geoaccess_map.css')}</style>"), name="geoaccess_css")
+    header.add_child(_Raw(f"<script>{_static('geoaccess_map.js')}</script>"), name="geoaccess_js")
+
+
+def _js(value) -> str:
+    """Compact JSON safe to embed in a <script> block."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+
+
+def _wgs84(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    if gdf.crs is None:
+        return gdf.set_crs("EPSG:4326")
+    return gdf.to_crs("EPSG:4326")
+
+
+def _located(gdf: gpd.GeoDataFrame, what: str) -> gpd.GeoDataFrame:
+    """WGS84 rows with a usable point (others cannot be drawn and are logged), index 0..n-1."""
+    gdf = _wgs84(gdf)
+    ok = gdf.geometry.notna() & ~gdf.geometry.is_empty
+    if not ok.all():
+        log.info("map: %d %s without a position are not drawn", int((~ok).sum()), what)
+    return gdf[ok].reset_index(drop=True)
+
+
+def _column(df: pd.DataFrame, name: str, default="") -> pd.Series:
+    return df[name] if name in df else pd.Series(default, index=df.index)
+
+
+def _codes(values: pd.Series, names: Mapping[str, str]) -> tuple[list[int], list[str]]:
+    codes, uniques = pd.factorize(values.fillna("").astype(str))
+    return codes.tolist(), [names.get(u, u) for u in uniques]
+
+
+def _minutes(values: pd.Series) -> list:
+    return [None if v != v else int(v) for v in np.round(values.to_numpy(float)).tolist()]
+
+
+def _lonlat(gdf: gpd.GeoDataFrame) -> dict:
+    return {"lat": np.round(gdf.geometry.y.to_numpy(), 5).tolist(),
+            "lon": np.round(gdf.geometry.x.to_numpy(), 5).tolist()}
+
+
+def _settlement_data(s: gpd.GeoDataFrame, levels, level, bands, facilities) -> dict:
+    """Columnar arrays for the settlement layers (one copy shared by every level's layer)."""
+    kind, kinds = _codes(_column(s, "kind"), KIND_NAMES)
+    qual, quals = _codes(_column(s, "loc_quality", "exact"), QUALITY_NAMES)
+    status, statuses = _codes(_column(s, "status", "ok"), STATUS_NAMES)
+    xy = _lonlat(s)
+    stack = pd.DataFrame(xy).groupby(["lat", "lon"])["lat"].transform("size")
+    near_cols = {lvl: f"nearest_{lvl}_id" for lvl in levels if f"nearest_{lvl}_id" in s}
+    ids = [s[c].dropna().astype(str).to_numpy() for c in near_cols.values()]
+    referenced = pd.Index(pd.unique(np.concatenate(ids)) if ids else [])
+    names = {}
+    if facilities is not None and "facility_id" in facilities:
+        names = dict(zip(facilities["facility_id"].astype(str), _column(facilities, "name").astype(str)))
+    return {
+        **xy,
+        "id": _column(s, "settlement_id").astype(str).tolist(),
+        "name": _column(s, "name").fillna("").astype(str).tolist(),
+        "kind": kind, "kinds": kinds, "qual": qual, "quals": quals, "status": status, "statuses": statuses,
+        "approx": (_column(s, "loc_quality", "exact").fillna("exact") != "exact").astype(int).tolist(),
+        "stack": stack.astype(int).tolist(),
+        "relocation": np.flatnonzero(_column(s, "kind").to_numpy() == "relocation").tolist(),
+        "levels": list(levels),
+        "level": level,
+        "levelNames": {lvl: " ".join(LEVEL_NAMES[lvl]) for lvl in levels},
+        "t": {lvl: _minutes(s[f"t_{lvl}_min"]) for lvl in levels},
+        "band": {lvl: band_index(s[f"t_{lvl}_min"], bands).tolist() for lvl in levels},
+        "near": {lvl: referenced.get_indexer(s[c].astype(str)).tolist() for lvl, c in near_cols.items()},
+        "fac": [[i, names.get(i, "")] for i in referenced],
+        "colours": band_colours(bands),
+    }
+
+
+def _popup_table(row: pd.Series, title_cols=("name", "unit_name", "site_id")) -> str:
+    """Generic popup: the first title column in bold, then every other attribute."""
+    title = next((row[c] for c in title_cols if c in row and pd.notna(row[c])), "")
+    lines = [f"<b>{html.escape(str(title))}</b>"]
+    for key, value in row.items():
+        if key in ("geometry", "lon", "lat") or (key in title_cols and value == title):
+            continue
+        if isinstance(value, float) and np.isnan(value):
+            continue
+        if isinstance(value, float):
+            value = f"{value:,.3g}" if abs(value) < 1 else f"{value:,.1f}"
+        lines.append(f"{html.escape(str(key))}: {html.escape(str(value))}")
+    return "<br>".join(lines)
+
+
+def _marker_data(gdf: gpd.GeoDataFrame, icon: tuple[str, int], popups: list[str]) -> dict:
+    titles = _column(gdf, "name").fillna("").astype(str).tolist()
+    return {**_lonlat(gdf), "icon": icon, "popup": popups, "title": titles}
+
+
+def _facility_popup(row: pd.Series) -> str:
+    level = str(row.get("level", ""))
+    lines = [f"<b>{html.escape(str(row.get('name', '')))}</b>", html.escape(FACILITY_NAMES.get(level, level)),
+             f"编号 id: {html.escape(str(row.get('facility_id', '')))}"]
+    if pd.notna(row.get("basis")):
+        lines.append(f"<small>依据 basis: {html.escape(str(row['basis']))}</small>")
+    return "<br>".join(lines)
+
+
+def _county_layer(counties: gpd.GeoDataFrame, summary: pd.DataFrame | None, column: str) -> dict:
+    """County polygons (simplified to ~500 m) with the coverage share and the choropleth style."""
+    c = counties[["adcode", "name", "geometry"]].copy()
+    c["adcode"] = c["adcode"].astype(str)
+    if summary is not None:
+        s = pd.DataFrame(summary.drop(columns="geometry", errors="ignore")).drop(columns="county_name", errors="ignore")
+        s = s.assign(county_code=s["county_code"].astype(str))
+        c = c.merge(s, how="left", left_on="adcode", right_on="county_code")
+    share = pd.to_numeric(_column(c, column, np.nan), errors="coerce")
+    geoms = shapely.simplify(c.geometry.values, 0.005, preserve_topology=True)
+    c["geometry"] = shapely.transform(geoms, lambda xy: np.round(xy, 4))
+    c["share"] = [f"{v:.0%}" if pd.notna(v) else "—" for v in share]
+    c["n"] = [f"{v:.0f}" if pd.notna(v) else "—" for v in pd.to_numeric(_column(c, "n_settlements", np.nan))]
+    median = pd.to_numeric(_column(c, "median_t_county_min", np.nan))
+    c["median"] = [f"{v:.0f} min" if pd.notna(v) else "—" for v in median]
+    c["style"] = [{"fillColor": _share_colour(v), "color": "#555", "weight": 0.8, "fillOpacity": 0.55} for v in share]
+    return json.loads(c[["adcode", "name", "share", "n", "median", "style", "geometry"]].to_json())
+
+
+def _unit_positions(settlements: gpd.GeoDataFrame) -> pd.Series:
+    """Point per unit code: settlement ids, admin codes (a seat's code is its unit's), else township centroids."""
+    xy = pd.DataFrame({"x": settlements.geometry.x, "y": settlements.geometry.y,
+                       "town": _column(settlements, "township_code").astype(str)})
+    towns = xy[~xy["town"].isin(["", "nan", "None"])].groupby("town")[["x", "y"]].mean()
+    points = pd.concat([
+        pd.Series(settlements.geometry.to_numpy(), index=_column(settlements, "settlement_id").astype(str)),
+        pd.Series(settlements.geometry.to_numpy(), index=_column(settlements, "admin_code").astype(str)),
+        pd.Series(gpd.points_from_xy(towns["x"], towns["y"]), index=towns.index),
+    ])
+    return points[~points.index.duplicated()]
+
+
+def _locate_blank_spots(blank: pd.DataFrame, settlements: gpd.GeoDataFrame, counties: gpd.GeoDataFrame) -> dict:
+    """Rings and county outlines for the blank spots: their own geometry, else located by unit code."""
+    if isinstance(blank, gpd.GeoDataFrame) and blank.geometry.notna().any():
+        geom = _wgs84(blank).geometry.reset_index(drop=True)
+    else:
+        code = blank["unit_code"].astype(str).reset_index(drop=True)
+        points = code.map(_unit_positions(settlements))
+        polygons = code.str[:6].map(pd.Series(counties.geometry.to_numpy(), index=counties["adcode"].astype(str)))
+        is_county = (_column(blank, "unit_level") == "county").reset_index(drop=True)
+        geom = polygons.where(is_county & polygons.notna(), points)
+    rows = pd.DataFrame(blank.drop(columns="geometry", errors="ignore")).reset_index(drop=True).assign(_geom=geom)
+    missing = int(rows["_geom"].isna().sum())
+    if missing:
+        log.info("map: %d blank spots have no location and are listed only in the table", missing)
+    rows = rows.dropna(subset="_geom")
+    key = rows["unit_code"].astype(str) if "unit_code" in rows else rows.index.to_series().astype(str)
+    grouped = rows.drop(columns="_geom").groupby(key, sort=False)
+    popups = grouped.apply(lambda g: "<b>空白点 blank spot</b><br>"
+                           + "<hr>".join(_popup_table(r) for _, r in g.iterrows()),
+                           include_groups=False)
+    first = rows.groupby(key, sort=False)["_geom"].first()
+    units = gpd.GeoDataFrame({"popup": popups.to_numpy()}, geometry=first.to_numpy(), crs="EPSG:4326")
+    is_area = units.geom_type.isin(["Polygon", "MultiPolygon"])
+    points = units[~is_area].set_geometry(units[~is_area].representative_point())
+    areas = units[is_area].set_geometry(units[is_area].simplify(0.005))
+    return {**_lonlat(points), "popup": points["popup"].tolist(), "areas": json.loads(areas.to_json()),
+            "missing": missing}
+
+
+def _raster_rgba(path, bands, max_pixels: int = 1600) -> tuple[np.ndarray, list[list[float]]]:
+    """Travel-time GeoTIFF → RGBA image in Web Mercator rows (so it lines up in Leaflet) and its bounds."""
+    import rasterio
+    from rasterio.transform import from_bounds
+    from rasterio.warp import Resampling, reproject, transform_bounds
+
+    with rasterio.open(path) as src:
+        left, bottom, right, top = transform_bounds(src.crs, "EPSG:3857", *src.bounds)
+        width = min(src.width, max_pixels)
+        height = max(1, round(width * (top - bottom) / (right - left)))  # square pixels in Web Mercator
+        if height > max_pixels:
+            width, height = max(1, round(width * max_pixels / height)), max_pixels
+        transform = from_bounds(left, bottom, right, top, width, height)
+        data = np.full((height, width), np.nan, dtype="float32")
+        reproject(rasterio.band(src, 1), data, dst_transform=transform, dst_crs="EPSG:3857",
+                  src_nodata=src.nodata, dst_nodata=np.nan, resampling=Resampling.nearest)
+    west, south, east, north = transform_bounds("EPSG:3857", "EPSG:4326", left, bottom, right, top)
+    colours = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in band_colours(bands)], dtype="uint8")
+    rgba = np.zeros((height, width, 4), dtype="uint8")
+    valid = np.isfinite(data)
+    rgba[..., :3] = colours[band_index(data, bands)]
+    rgba[..., 3] = np.where(valid, 200, 0)
+    return rgba, [[south, west], [north, east]]
+
+
+def _legend_row(symbol: str, text: str, *, cls: str = "ga-centred", style: str = "") -> str:
+    return (f'<div class="ga-row"><span class="ga-swatch {cls}" style="{style}">{symbol}</span>'
+            f"{html.escape(text)}</div>")
+
+
+def _legend(title: str, level: str, bands, facility_levels, extras: list[tuple[str, str]], share_label: str) -> str:
+    """Title box and legend (HTML; classes from geoaccess_map.css)."""
+    rows = [_legend_row("", lab, cls="ga-dot", style=f"background:{c}")
+            for c, lab in zip(band_colours(bands), band_labels(bands))]
+    rows.append(_legend_row("", "位置近似 approximate position", cls="ga-hollow"))
+    fac = []
+    for lv in facility_levels:
+        css, size = FACILITY_ICONS.get(lv, ("ga-other", 10))
+        px = min(size, 14)
+        fac.append(_legend_row(f'<span class="ga-icon {css}" style="width:{px}px;height:{px}px;display:inline-block">'
+                               "</span>", FACILITY_NAMES.get(lv, lv)))
+    extra = [_legend_row(symbol, text) for symbol, text in extras]
+    shares = [_legend_row("", f"{lo}–{lo + 20}%", style=f"background:{_share_colour((lo + 10) / 100)};opacity:.8")
+              for lo in range(0, 100, 20)]
+    shares.append(_legend_row("", "无数据 no data", style=f"background:{NO_DATA_COLOUR}"))
+    level_name = html.escape(" ".join(LEVEL_NAMES[level]))
+    return (
+        f'<div class="ga-title">{html.escape(title)}</div>'
+        f'<div class="ga-legend" id="ga-legend"><details open><summary>图例 legend</summary>'
+        f'<h4>通行时间 travel time to<br><span id="ga-legend-level">{level_name}</span></h4>' + "".join(rows)
+        + (f'<h4>医疗机构 facilities</h4>{"".join(fac)}' if fac else "")
+        + (f'<h4>重点 highlights</h4>{"".join(extra)}' if extra else "")
+        + f'<h4>县域 county: {html.escape(share_label)}</h4>{"".join(shares)}</details></div>'
+    )
+
+
+def coverage_map(
+    layers: Mapping[str, gpd.GeoDataFrame],
+    *,
+    counties: gpd.GeoDataFrame,
+    title: str,
+    level: str = "county",
+    bands=BANDS,
+    rasters: Mapping[str, str | os.PathLike] | None = None,
+    tiles: str | None = "offline",
+    coverage_column: str = "share_county_60",
+    attribution: str | None = None,
+) -> folium.Map:
+    """Build the interactive coverage map; it renders with no internet (Leaflet is inlined).
+
+    Parameters
+    ----------
+    layers : dict
+        ``settlements`` (required), and any of ``facilities``, ``county_summary``, ``blank_spots``,
+        ``proposed_points``, ``regional_centres``; columns per ``geoaccess.schema``.
+    counties : GeoDataFrame
+        County polygons with ``adcode`` and ``name``, shaded by ``coverage_column`` of ``county_summary``.
+    title : str
+        Shown at the top of the map.
+    level : str
+        Facility level group (``clinic``, ``thc``, ``county``, ``pref``) whose settlement layer, and the
+        facility levels that count for it, show at start (the others are one click away).
+    bands : sequence of minutes
+        Upper edges of the travel-time bands.
+    rasters : dict, optional
+        Level → travel-time GeoTIFF (minutes); each becomes a toggleable image overlay.
+    tiles : str or None
+        ``"offline"``/``None``: plain background, no tile requests; ``"osm"``: OpenStreetMap tiles (online);
+        any other folium/xyzservices tile name, or a URL template (``…/{z}/{x}/{y}.png``, credited with
+        ``attribution``), is passed to ``folium.TileLayer``.
+    coverage_column : str
+        ``county_summary`` column for the choropleth (a share in 0–1).
+    attribution : str, optional
+        Data attribution shown in the map corner (e.g. gazetteer and boundary sources).
+
+    Returns
+    -------
+    folium.Map
+    """
+    settlements = _located(layers["settlements"], "settlements")
+    levels = [lv for lv in LEVELS if f"t_{lv}_min" in settlements]
+    if level not in levels:
+        raise InputError(None, f"map level {level!r} has no t_{level}_min column; choose one of {levels}")
+    counties = _wgs84(counties)
+    facilities = layers.get("facilities")
+    facilities = _located(facilities, "facilities") if facilities is not None and len(facilities) else None
+
+    m = folium.Map(tiles=None, prefer_canvas=True, control_scale=True, zoom_start=6, maxZoom=16)
+    _make_offline(m)
+    if tiles == "osm":
+        folium.TileLayer("OpenStreetMap", name="OpenStreetMap 在线底图 (online)", overlay=True).add_to(m)
+    elif tiles not in (None, "offline"):
+        attr = (attribution or "map tiles") if "{z}" in tiles else None
+        folium.TileLayer(tiles, attr=attr, name="在线底图 online basemap", overlay=True).add_to(m)
+    if attribution:
+        m.add_child(_Script(f"{m.get_name()}.attributionControl.addAttribution({_js(html.escape(attribution))});"))
+
+    share_label = getattr(COUNTY_SUMMARY_COLUMNS.get(coverage_column), "description", coverage_column)
+    tooltip = folium.GeoJsonTooltip(
+        ["name", "adcode", "share", "n", "median"],
+        aliases=["县 county", "代码 code", f"覆盖率 share ({coverage_column})", "居民点 settlements",
+                 "到县医院中位时间 median to county hospital"])
+    county_layer = folium.GeoJson(_county_layer(counties, layers.get("county_summary"), coverage_column),
+                                  name=f"县域覆盖率 counties: {share_label}", tooltip=tooltip).add_to(m)
+    if rasters:
+        folium.map.CustomPane("ga-rasters", z_index=350, pointer_events=False).add_to(m)
+    for lv, path in (rasters or {}).items():
+        rgba, bounds = _raster_rgba(path, bands)
+        folium.raster_layers.ImageOverlay(rgba, bounds, name=f"通行时间面 travel-time surface: {' '.join(LEVEL_NAMES[lv])}",
+                                          opacity=0.7, show=False, pane="ga-rasters").add_to(m)
+
+    groups = {lv: folium.FeatureGroup(name=f"居民点 settlements: {' '.join(LEVEL_NAMES[lv])}", overlay=False,
+                                      show=lv == level).add_to(m) for lv in levels}
+    data = _settlement_data(settlements, levels, level, bands, facilities)
+    relocation = folium.FeatureGroup(name="搬迁安置点 relocation settlements").add_to(m) if data["relocation"] else None
+    group_js = "{" + ",".join(f"{_js(lv)}:{g.get_name()}" for lv, g in groups.items()) + "}"
+    code = [f"geoaccess.addSettlements({group_js},{relocation.get_name() if relocation else 'null'},{_js(data)});"]
+    extras, front = [], []
+    if relocation:
+        extras.append(('<span class="ga-swatch ga-ring" style="border:2.5px solid #6a3d9a"></span>',
+                       "搬迁安置点 relocation settlement"))
+        front.append(relocation.get_name())
+    facility_levels = _add_facilities(m, facilities, level, code) if facilities is not None else []
+    extras += _add_sites(m, layers, code)
+    blank = layers.get("blank_spots")
+    if blank is not None and len(blank):
+        spots = _locate_blank_spots(blank, settlements, counties)
+        missing = f", {spots['missing']} 无位置 without position" if spots["missing"] else ""
+        group = folium.FeatureGroup(name=f"空白点 blank spots ({len(blank)}{missing})").add_to(m)
+        code.append(f"geoaccess.addBlankSpots({group.get_name()},{_js(spots)});")
+        front.append(group.get_name())
+        extras.append(('<span class="ga-swatch ga-ring" style="border:3px dashed #e31a1c"></span>',
+                       "空白点 blank spot (institutional gap)"))
+
+    code.append(f"geoaccess.keepOrder({m.get_name()},{county_layer.get_name()},[{','.join(front)}]);")
+    code.append(f"geoaccess.legendFollows({m.get_name()},{_js(data['levelNames'])});")
+    m.add_child(_Script("\n".join(code)))
+    m.get_root().html.add_child(_Raw(_legend(title, level, bands, facility_levels, extras, share_label)))
+    folium.LayerControl(collapsed=False).add_to(m)
+    west, south, east, north = (settlements if len(settlements) else counties).total_bounds
+    m.fit_bounds([[south, west], [north, east]])
+    return m
+
+
+def _add_facilities(m: folium.Map, facilities: gpd.GeoDataFrame, level: str, code: list[str]) -> list[str]:
+    """One toggleable icon layer per facility level; the levels counting for ``level`` show at start."""
+    level_col = _column(facilities, "level").astype(str)
+    ordered = [lv for lv in FACILITY_LEVELS if (level_col == lv).any()] + sorted(set(level_col) - set(FACILITY_LEVELS))
+    for lv in reversed(ordered):
+        sub = facilities[level_col == lv]
+        shown = lv in LEVEL_GROUPS[level] or lv not in FACILITY_LEVELS
+        group = folium.FeatureGroup(name=f"{FACILITY_NAMES.get(lv, lv)} ({len(sub)})", show=shown).add_to(m)
+        d = _marker_data(sub, FACILITY_ICONS.get(lv, ("ga-other", 10)), [_facility_popup(r) for _, r in sub.iterrows()])
+        code.append(f"geoaccess.addMarkers({group.get_name()},{_js(d)},'facilities',{_js(lv)});")
+    return ordered
+
+
+def _add_sites(m: folium.Map, layers: Mapping[str, gpd.GeoDataFrame], code: list[str]) -> list[tuple[str, str]]:
+    """Proposed temporary points and regional-centre sites, when present; returns their legend entries."""
+    legend = []
+    sites = (("proposed_points", "ga-proposed", 15, "拟设临时医疗点 proposed temporary point"),
+             ("regional_centres", "ga-centre-site", 26, "区域医疗次中心选址 regional-centre site"))
+    for key, css, size, label in sites:
+        layer = layers.get(key)
+        if layer is None or not len(layer):
+            continue
+        layer = _located(layer, key)
+        group = folium.FeatureGroup(name=f"{label} ({len(layer)})").add_to(m)
+        d = _marker_data(layer, (css, size), [_popup_table(r) for _, r in layer.iterrows()])
+        code.append(f"geoaccess.addMarkers({group.get_name()},{_js(d)},'other',{_js(key)});")
+        symbol = f'<span class="ga-icon {css}" style="width:14px;height:14px;display:inline-block"></span>'
+        legend.append((symbol, label))
+    return legend
+
+
+def map_html(m: folium.Map) -> str:
+    """The complete, self-contained HTML document of a map."""
+    return m.get_root().render()
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a map is for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_coverage_map(layers: Mapping[str, gpd.GeoDataFrame], path: str | os.PathLike, **kwargs) -> Path:
+    """Build the coverage map (``coverage_map`` keywords) and write it atomically as one HTML file.
+
+    The conventional location is ``maps/{region}_coverage.html``. Returns the path written.
+    """
+    path = Path(path)
+    _write_text_atomic(path, map_html(coverage_map(layers, **kwargs)))
+    log.info("map: wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    return path
+
+
+# ---------------------------------------------------------------- static figures
+
+def cjk_font() -> str | None:
+    """Name of an installed font with Chinese glyphs that matplotlib can use, else None."""
+    from matplotlib import font_manager
+
+    names = {f.name for f in font_manager.fontManager.ttflist}
+    found = next((f for f in CJK_FAMILIES if f in names), None)
+    if found:
+        return found
+    try:  # fonts installed after matplotlib built its font cache
+        out = subprocess.run(["fc-list", ":lang=zh", "file"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        path = line.strip().rstrip(":")
+        if path.lower().endswith((".ttf", ".otf", ".ttc")):
+            font_manager.fontManager.addfont(path)
+            return font_manager.FontProperties(fname=path).get_name()
+    return None
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    font = cjk_font()
+    if font is None:
+        log.info("figures: no Chinese font found (install fonts-noto-cjk); labels in English only")
+    fig = Figure(figsize=(width, height), dpi=150, layout="constrained")
+    return fig, font
+
+
+def _save_figure(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_settlement_bands(settlements: gpd.GeoDataFrame, counties: gpd.GeoDataFrame, level: str,
+                          path: str | os.PathLike, *, bands=BANDS, title: str | None = None) -> Path:
+    """PNG map of settlements coloured by travel-time band to ``level``, over county outlines.
+
+    Returns the path written.
+    """
+    column = f"t_{level}_min"
+    if column not in settlements:
+        raise InputError(None, f"settlements have no {column} column for the figure")
+    s, c = _wgs84(settlements), _wgs84(counties)
+    west, south, east, north = c.total_bounds if len(c) else s.total_bounds
+    stretch = 1 / np.cos(np.radians((south + north) / 2))
+    fig, font = _figure(11, min(14.0, 1.6 + 10 * stretch * (north - south) / max(east - west, 1e-9)))
+    ax = fig.subplots()
+    c.boundary.plot(ax=ax, color="#8a8a8a", linewidth=0.4, zorder=1)
+    idx = band_index(s[column], bands)
+    labels = band_labels(bands, chinese=font is not None)
+    x, y = s.geometry.x.to_numpy(), s.geometry.y.to_numpy()
+    for k, colour in enumerate(band_colours(bands)):
+        sel = idx == k
+        ax.scatter(x[sel], y[sel], s=5, c=colour, linewidths=0, zorder=2 + k, label=f"{labels[k]} ({sel.sum():,})")
+    zh, en = LEVEL_NAMES[level]
+    heading = title or (f"到{zh}的通行时间 / travel time to {en}" if font else f"Travel time to {en}")
+    ax.set_title(heading, fontfamily=font or "sans-serif")
+    ax.legend(loc="lower left", markerscale=2.5, fontsize=8, prop={"family": font} if font else None,
+              title=f"{len(s):,} settlements")
+    ax.set_aspect(stretch)
+    ax.set_xlabel("longitude °E")
+    ax.set_ylabel("latitude °N")
+    return _save_figure(fig, path)
+
+
+def plot_county_coverage(county_summary: pd.DataFrame, path: str | os.PathLike, *,
+                         columns=("share_clinic_30", "share_county_60", "share_county_120"),
+                         sort_by: str = "share_county_60", title: str | None = None) -> Path:
+    """PNG bar chart of coverage shares by county, best-covered county at the top.
+
+    Returns the path written.
+    """
+    cols = [c for c in columns if c in county_summary]
+    if not cols:
+        raise InputError(None, f"county summary has none of the columns {list(columns)} for the chart")
+    key = sort_by if sort_by in county_summary else cols[0]
+    df = pd.DataFrame(county_summary.drop(columns="geometry", errors="ignore")).sort_values(key, na_position="first")
+    fig, font = _figure(9, max(4.0, 0.24 * len(df) + 2.0))
+    ax = fig.subplots()
+    names = _column(df, "county_name", np.nan) if font else pd.Series(np.nan, index=df.index)
+    labels = names.where(names.notna() & (names != ""), _column(df, "county_code").astype(str))
+    pos = np.arange(len(df))
+    height = 0.8 / len(cols)
+    colours = ["#a6cee3", "#1f78b4", "#08306b", "#b2df8a", "#33a02c"]
+    for k, col in enumerate(cols):
+        desc = COUNTY_SUMMARY_COLUMNS[col].description if col in COUNTY_SUMMARY_COLUMNS else col
+        ax.barh(pos + (k - (len(cols) - 1) / 2) * height, 100 * df[col].astype(float), height=height,
+                color=colours[k % len(colours)], label=desc)
+    ax.set_yticks(pos, labels.astype(str).tolist(), fontsize=7, fontfamily=font or "sans-serif")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(-0.6, len(df) - 0.4)
+    ax.set_xlabel("% of settlements")
+    ax.grid(axis="x", color="#dddddd", linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.set_title(title or ("各县覆盖率 / coverage by county" if font else "Coverage by county"),
+                 fontfamily=font or "sans-serif")
+    fig.legend(loc="outside lower center", fontsize=8, ncols=1, frameon=False)
+    return _save_figure(fig, path)

