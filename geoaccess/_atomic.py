@@ -78,9 +78,16 @@ def _swap(new: Path, target: Path, old: Path) -> None:
     if blocked:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
+        moved = False
         if target.exists():
             os.rename(target, old)
-        os.rename(new, target)
+            moved = True
+        try:
+            os.rename(new, target)
+        except BaseException:
+            if moved:
+                os.rename(old, target)  # put the previous outputs back before anything is cleaned up
+            raise
     finally:
         if blocked:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})

@@ -51,13 +51,23 @@ def read_table(path: str | Path, *, header: bool = True, names: list[str] | None
     if size == 0:
         raise InputError(path, "file is empty")
     if size > MAX_TABLE_BYTES:
-        raise InputError(path, f"file is {size / 1e9:.1f} GB, larger than the {MAX_TABLE_BYTES / 1e9:.0f} GB a table may be")
+        raise InputError(path, f"file is {human_size(size)}, larger than the {human_size(MAX_TABLE_BYTES)} a table may be "
+                               "(wrong file?)")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".txt", ".tsv"):
         return _read_csv(path, header=header, names=names, repairs=repairs)
     if suffix in (".geojson", ".json", ".shp", ".gpkg", ".fgb"):
         return _read_vector(path, repairs)
     raise InputError(path, f"unsupported table format '{suffix}' (use CSV, GeoJSON, shapefile or GeoPackage)")
+
+
+def human_size(n: float) -> str:
+    """Bytes as '512 B', '3.2 MB', '2.0 GB'."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover
 
 
 def _repaired(repairs: list[str] | None, path: Path, what: str, *, level: int = logging.WARNING) -> None:
@@ -86,7 +96,7 @@ def decode_text(raw: bytes, path: Path, repairs: list[str] | None = None) -> str
         _repaired(repairs, path, "read as UTF-16 (Excel 'Unicode text'), not UTF-8")
         return text.lstrip("\ufeff")
     if b"\x00" in raw[:65536]:
-        raise InputError(path, "looks like a binary file, not CSV text")
+        raise InputError(path, "looks like a binary file, not text")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -163,6 +173,9 @@ def _read_csv(path: Path, *, header: bool, names, repairs) -> pd.DataFrame:
                        "table of this kind?")
         elif "unexpected end of data" in msg:
             problem = "malformed CSV: a quoted field that starts on this line is never closed (file cut short, or a stray '\"')"
+        elif "expected after" in msg:
+            problem = ("malformed CSV: a '\"' inside a field (a field with quotes must be quoted whole, its inner quotes "
+                       "doubled)")
         else:
             problem = f"malformed CSV: {msg}"
         raise InputError(path, problem, row=prev + 1) from None
@@ -230,9 +243,11 @@ def _read_vector(path: Path, repairs: list[str] | None = None) -> pd.DataFrame:
                 with tmp:
                     tmp.write(text)
                 source = tmp.name
-        elif suffix == ".shp" and not path.with_suffix(".cpg").exists() and _dbf_ldid(path) == 0:
-            # No .cpg and no code page in the DBF: GDAL would read Latin-1. Try UTF-8, then GBK.
-            kwargs["encoding"] = "UTF-8"
+        elif suffix == ".shp":
+            _check_prj(path)
+            if not path.with_suffix(".cpg").exists() and _dbf_ldid(path) == 0:
+                # No .cpg and no code page in the DBF: GDAL would read Latin-1. Try UTF-8, then GBK.
+                kwargs["encoding"] = "UTF-8"
         try:
             df = pyogrio.read_dataframe(source, **kwargs)
         except UnicodeDecodeError:
@@ -242,14 +257,45 @@ def _read_vector(path: Path, repairs: list[str] | None = None) -> pd.DataFrame:
             _repaired(repairs, path, "attribute table (.dbf, no .cpg) read as GB18030 (GBK family)")
     except InputError:
         raise
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"attribute text is not valid {exc.encoding} (damaged file, or a wrong .cpg "
+                               "code page?)") from None
     except Exception as exc:  # pyogrio raises DataSourceError / DataLayerError / GEOS errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(path, f"cannot read as a vector file: {first}") from None
+        raise InputError(path, _vector_problem(path, exc)) from None
     finally:
         if tmp is not None:
             Path(tmp.name).unlink(missing_ok=True)
     df.index = pd.RangeIndex(1, len(df) + 1, name=FEATURE_INDEX)
     return df
+
+
+def _vector_problem(path: Path, exc: Exception) -> str:
+    """GDAL's complaint in a planner's words (first line, SQL and hints left out)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    what = {".shp": "shapefile (.shp with its .shx and .dbf)", ".gpkg": "GeoPackage", ".geojson": "GeoJSON",
+            ".json": "GeoJSON", ".fgb": "FlatGeobuf"}.get(path.suffix.lower(), "vector file")
+    if "not recognized as being in a supported file format" in first or "not recognised" in first:
+        return f"cannot read as a {what}: not recognised as one (wrong format or damaged)"
+    if "malformed" in first or "not a database" in first or "disk I/O error" in first:
+        return f"cannot read as a {what}: the database is damaged (cut short or corrupted)"
+    if len(first) > 200:
+        first = first[:200] + "…"
+    return f"cannot read as a {what}: {first}"
+
+
+def _check_prj(shp: Path) -> None:
+    """A shapefile's .prj, when present, must be a coordinate system pyproj understands."""
+    prj = next((p for p in (shp.with_suffix(".prj"), shp.with_suffix(".PRJ")) if p.exists()), None)
+    if prj is None:
+        return
+    from pyproj import CRS
+
+    try:
+        CRS.from_wkt(prj.read_bytes().decode("utf-8", errors="replace").strip())
+    except Exception as exc:  # CRSError, UnicodeDecodeError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(prj, f"the shapefile's coordinate system (.prj) is not valid: {first[:160]}") from None
 
 
 def _dbf_ldid(shp: Path) -> int | None:

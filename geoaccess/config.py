@@ -12,7 +12,7 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
@@ -184,25 +184,21 @@ def _config_text(path: Path) -> str:
     try:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
-            raise ConfigError(path, f"is {size / 1e6:.1f} MB: too large for a region config (a few KB); wrong file?")
+            raise ConfigError(path, f"is {size / 2**20:.1f} MB: too large for a region config (a few KB); wrong file?")
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(path, f"cannot be read: {exc.strerror or exc}") from None
     if b"\x00" in raw:
         raise ConfigError(path, "looks like a binary file, not a TOML region config")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        try:
-            text = raw.decode("gb18030")
-        except UnicodeDecodeError:
-            line = raw[: exc.start].count(b"\n") + 1
-            raise ConfigError(path, f"not UTF-8 text (undecodable byte at line {line})", row=line) from None
-        log.warning("%s: read as GB18030 (GBK family), not UTF-8", path.name)
-    if text.startswith("\ufeff"):
-        log.info("%s: UTF-8 byte-order mark removed", path.name)
-        text = text[1:]
-    if text and not text.endswith(("\n", "\r")):
+    from ._io import decode_text
+
+    try:  # UTF-8 (BOM removed) or GBK, as for tables; mixed or damaged text is an error naming the line
+        text = decode_text(raw, path)
+    except InputError as exc:
+        raise ConfigError(path, exc.problem, row=exc.row) from None
+    if not text.strip():
+        raise ConfigError(path, "file is empty")
+    if not text.endswith(("\n", "\r")):
         log.warning("%s: no line break at the end: if the file was cut short, the settings after line %d take "
                     "their defaults", path.name, text.count("\n") + 1)
     return text
@@ -248,7 +244,7 @@ def _check_types(raw: dict, path: Path) -> None:
     for i, spec in enumerate(raw["inputs"]["settlement_tables"]):
         if not isinstance(spec, dict) or not isinstance(spec.get("path"), str):
             raise ConfigError(path, f"[inputs] settlement_tables[{i}] = {_show(spec)}: must be a table with a path, "
-                                    "e.g. {{ path = 'x.csv', crs = 'gcj02' }}")
+                                    "e.g. { path = 'x.csv', crs = 'gcj02' }")
         if not isinstance(spec.get("crs", "wgs84"), str) or not isinstance(spec.get("columns", {}), dict):
             raise ConfigError(path, f"[inputs] settlement_tables[{i}]: crs must be a string and columns a table")
 

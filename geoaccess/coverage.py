@@ -27,6 +27,7 @@ def apply_location_quality(settlements: pd.DataFrame, times: pd.DataFrame) -> pd
     town = settlements["township_code"].fillna("").astype(str).to_numpy()
     county = settlements["county_code"].fillna("").astype(str).to_numpy()
     vals = np.array(t[TIME_COLS], dtype=float)
+    ref = ref & np.isfinite(vals).all(axis=1)  # per-level max/median keep the level order only over complete rows
     ex = pd.DataFrame(vals[ref], columns=TIME_COLS)
     ex["town"], ex["county"] = town[ref], county[ref]
     ex = ex[ex["town"] != ""]

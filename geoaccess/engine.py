@@ -1,8 +1,10 @@
 """Network travel-time engine: off-road legs, CSR road graph, multi-source Dijkstra per level."""
 from __future__ import annotations
 
+import gc
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Callable, Mapping, Sequence
@@ -123,8 +125,26 @@ class _Edges:
     crs: str
 
 
+@contextmanager
+def _gc_paused():
+    """Pause the cyclic GC while bulk-creating acyclic objects (a full collection over a big
+    graph's dicts would otherwise cost more than the extraction itself)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _edge_table(G: nx.MultiDiGraph) -> _Edges:
     """Extract arrays from ``G`` once; pair the two directions of each road by geometry."""
+    with _gc_paused():
+        return _edge_arrays(G)
+
+
+def _edge_arrays(G: nx.MultiDiGraph) -> _Edges:
     rows = list(G.edges(keys=True, data=True))
     if not rows:
         raise InputError(None, "the road graph has no edges: no usable road lines")
@@ -214,16 +234,15 @@ def _snap(edges: _Edges, lon, lat, working_crs: str) -> Snap:
     inner = np.flatnonzero(line[1:] == line[:-1])
     a, b, seg_line = coords[inner], coords[inner + 1], line[inner]
     seg_len = np.hypot(*(b - a).T)
-    cum = np.cumsum(seg_len)
-    line_end = np.zeros(len(lines))
-    np.maximum.at(line_end, seg_line, cum)
-    line_start = np.r_[0.0, line_end[:-1]]
-    line_len = line_end - line_start
-    seg_from = cum - seg_len - line_start[seg_line]  # distance along the line to the segment start
+    first = np.r_[True, seg_line[1:] != seg_line[:-1]]
+    before = np.cumsum(seg_len) - seg_len
+    seg_from = before - before[first][np.cumsum(first) - 1]  # along the line to the segment start
+    line_len = np.zeros(len(lines))
+    line_len[seg_line[first]] = np.add.reduceat(seg_len, np.flatnonzero(first))
 
-    bound, _ = cKDTree(coords).query(xy)
-    segs = shapely.linestrings(np.stack([a, b], axis=1))
-    pi, si = shapely.STRtree(segs).query(shapely.points(xy), predicate="dwithin", distance=bound * (1 + 1e-9) + 1e-6)
+    r = cKDTree(coords).query(xy)[0] * (1 + 1e-9) + 1e-6
+    boxes = shapely.box(xy[:, 0] - r, xy[:, 1] - r, xy[:, 0] + r, xy[:, 1] + r)
+    pi, si = shapely.STRtree(shapely.linestrings(np.stack([a, b], axis=1))).query(boxes)
     ab = b[si] - a[si]
     t = np.clip(np.einsum("ij,ij->i", xy[pi] - a[si], ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-300), 0, 1)
     foot = a[si] + t[:, None] * ab
@@ -319,12 +338,14 @@ def _direct_pairs(o_lon, o_lat, d_lon, d_lat, working_crs, within_m, **leg) -> t
     if within_m is None or within_m < 0 or len(o_lon) == 0 or len(d_lon) == 0:
         return empty
     to_work = _transformer("EPSG:4326", working_crs)
-    o_pts = shapely.points(np.column_stack(to_work.transform(o_lon, o_lat)))
-    d_pts = shapely.points(np.column_stack(to_work.transform(d_lon, d_lat)))
-    oi, di = shapely.STRtree(d_pts).query(o_pts, predicate="dwithin", distance=within_m)
-    if len(oi) == 0:
+    o_ok = np.flatnonzero(np.isfinite(o_lon) & np.isfinite(o_lat))
+    d_ok = np.flatnonzero(np.isfinite(d_lon) & np.isfinite(d_lat))
+    o_xy = np.column_stack(to_work.transform(o_lon[o_ok], o_lat[o_ok]))
+    d_xy = np.column_stack(to_work.transform(d_lon[d_ok], d_lat[d_ok]))
+    pairs = cKDTree(o_xy).sparse_distance_matrix(cKDTree(d_xy), within_m, output_type="ndarray")
+    if len(pairs) == 0:
         return empty
-    dist = shapely.distance(o_pts[oi], d_pts[di])
+    oi, di, dist = o_ok[pairs["i"]], d_ok[pairs["j"]], pairs["v"]
     return oi, di, _leg_minutes(o_lon[oi], o_lat[oi], d_lon[di], d_lat[di], dist, **leg)
 
 
@@ -379,7 +400,7 @@ def _assemble(edges: _Edges, o_snap: Snap, o_min: np.ndarray, d_snap: Snap, d_mi
         pa, pb = _time_share(edges, e, fa), _time_share(edges, e, fb)
         src.append(a)
         dst.append(b)
-        w.append(edges.seconds[e] * (pb - pa))
+        w.append(edges.seconds[e] * np.maximum(pb - pa, 0.0))
 
     # Virtual point nodes and their legs (seconds).
     base = n_road + n_split
@@ -387,20 +408,17 @@ def _assemble(edges: _Edges, o_snap: Snap, o_min: np.ndarray, d_snap: Snap, d_mi
     dest_nodes = base + n_o + np.arange(n_d)
     is_o = ok < n_o
     leg_s = np.r_[o_min, d_min][ok] * 60.0
-    bad = ~np.isfinite(leg_s) | (leg_s < 0)
-    if bad.any():
-        log.warning("%d off-road legs have no finite time: those points stay unconnected", int(bad.sum()))
-        ok, attach, leg_s, is_o = ok[~bad], attach[~bad], leg_s[~bad], is_o[~bad]
-    src += [origin_nodes[ok[is_o]], attach[~is_o]]
-    dst += [attach[is_o], dest_nodes[ok[~is_o] - n_o]]
-    w += [leg_s[is_o], leg_s[~is_o]]
-    oi, di, dmin = direct
-    src.append(origin_nodes[oi])
-    dst.append(dest_nodes[di])
-    w.append(np.asarray(dmin, float) * 60.0)
-
-    n = base + n_o + n_d
-    fwd = _csr(np.concatenate(src), np.concatenate(dst), np.concatenate(w), n)
+    oi, di, direct_min = direct
+    src += [origin_nodes[ok[is_o]], attach[~is_o], origin_nodes[oi]]
+    dst += [attach[is_o], dest_nodes[ok[~is_o] - n_o], dest_nodes[di]]
+    w += [leg_s[is_o], leg_s[~is_o], np.asarray(direct_min, float) * 60.0]
+    src, dst, w = (np.concatenate(x) for x in (src, dst, w))
+    good = w >= 0  # False for NaN
+    if not good.all():
+        log.warning("%d off-road legs have no valid time: left out, their points stay unconnected",
+                    int((~good).sum()))
+        src, dst, w = src[good], dst[good], w[good]
+    fwd = _csr(src, dst, w, base + n_o + n_d)
     return EngineGraph(fwd, _transpose(fwd), edges.node_ids, origin_nodes, dest_nodes,
                        o_snap, d_snap, np.asarray(o_min, float), np.asarray(d_min, float))
 

@@ -327,13 +327,20 @@ def _to_wgs84(gdf: gpd.GeoDataFrame, path: Path) -> gpd.GeoDataFrame:
 
 
 def _points_to_lonlat(df: gpd.GeoDataFrame, path: Path, lon_col: str, lat_col: str, what: str,
-                      repairs: list[str] | None = None) -> pd.DataFrame:
-    """A vector table of points as a plain table with WGS84 lon/lat columns (error naming a non-point row)."""
+                      repairs: list[str] | None = None, *, allow_missing: bool = False) -> pd.DataFrame:
+    """A vector table of points as a plain table with WGS84 lon/lat columns (error naming a non-point row).
+
+    Features without a geometry are an error, unless `allow_missing` (their lon/lat are then NaN).
+    """
     if df.crs is None:
         _assume_wgs84(path, repairs)
     geo = _to_wgs84(df, path) if df.crs is not None else df
     gt = geo.geom_type
-    bad = ~(gt.eq("Point") | geo.geometry.isna())
+    missing = (geo.geometry.isna() | geo.geometry.is_empty).to_numpy()
+    if missing.any() and not allow_missing:
+        raise InputError(path, f"{what} has no geometry (missing or empty point; a damaged or cut .shp?)",
+                         row=data_row(df, np.flatnonzero(missing)[0]))
+    bad = ~(gt.eq("Point").to_numpy() | missing)
     if bad.any():
         i = np.flatnonzero(bad)[0]
         raise InputError(path, f"{what} geometries must be points, found a {gt.iloc[i]}", row=data_row(df, i))
@@ -350,7 +357,15 @@ def load_relocation_sites(path: str | Path, gaz_settlements: gpd.GeoDataFrame, g
     path = Path(path)
     df = read_table(path, repairs=repairs)
     require_columns(df, ["site_id", "name", "host_county"], path, "relocation table")
+    if len(df) == 0:
+        raise InputError(path, "relocation table has no rows")
+    blank = df["site_id"].isna() | df["site_id"].astype(str).str.strip().eq("")
+    if blank.any():
+        raise InputError(path, "site_id is empty", row=data_row(df, np.flatnonzero(blank)[0]), column="site_id")
     check_unique(df["site_id"].astype(str), path, "site_id")
+    for col in ("people", "households"):  # typed values must be numbers: never silently dropped to "missing"
+        if col in df.columns:
+            df[col] = numeric_column(df, col, path, required=False, lo=0)
     by_id = gaz_settlements.set_index("settlement_id")
     towns = gaz[gaz["level"] == "town"]
     villages = gaz[gaz["level"] == "village"]
@@ -453,7 +468,7 @@ def load_facilities(path: str | Path, *, default_system: str = "wgs84", gazettee
     path = Path(path)
     df = read_table(path, repairs=repairs)
     if isinstance(df, gpd.GeoDataFrame) and ("lon" not in df.columns or "lat" not in df.columns):
-        df = _points_to_lonlat(df, path, "lon", "lat", "facility", repairs)
+        df = _points_to_lonlat(df, path, "lon", "lat", "facility", repairs, allow_missing=True)
     require_columns(df, REGISTER_COLUMNS, path, "facility register")
     if len(df) == 0:
         raise InputError(path, "facility register has no rows")

@@ -114,6 +114,23 @@ def test_disconnected_settlement_kept_with_nan(result):
     assert row["offroad_m"] == pytest.approx(50.0, abs=1e-6)
 
 
+def test_settlement_without_coordinates_kept_with_nan():
+    sett = pd.concat([SETTLEMENTS.loc[["s2"]], pd.DataFrame({"lon": [np.nan], "lat": [np.nan]}, index=["nowhere"])])
+    res = compute_travel_times(tiny_graph(), sett, FACILITIES, working_crs=EQC)
+    assert list(res.index) == ["s2", "nowhere"]
+    assert res.loc["nowhere"].drop(["nearest_clinic_id", "nearest_thc_id", "nearest_county_id",
+                                    "nearest_pref_id"]).isna().all()
+    assert res.loc["s2", "t_thc_min"] == pytest.approx(0.75 * 200 / 60, abs=1e-9)
+
+
+def test_parallel_edges_use_the_fastest():
+    G = tiny_graph()
+    G.add_edge("B", "A", travel_time=40.0)  # a second, faster road from B to A (straight line too)
+    res = compute_travel_times(G, SETTLEMENTS.loc[["s2"]], FACILITIES, working_crs=EQC)
+    # Both B→A roads share the straight geometry, so s2 sits on both: 0.75 × 40 s to T at A.
+    assert res.loc["s2", "t_thc_min"] == pytest.approx(0.75 * 40 / 60, abs=1e-9)
+
+
 def test_result_has_contract_columns_and_every_row_once(result):
     assert list(result.index) == list(SETTLEMENTS.index)
     assert list(result.columns) == [
@@ -268,7 +285,7 @@ def test_nearest_facility_times_equal_dense_scipy_on_random_graph():
     np.testing.assert_allclose(dense[np.arange(40)[ok], pick[ok].astype(int)] / 60, expected[ok], atol=1e-9)
 
 
-def test_build_once_reuse_many_passes():
+def test_one_graph_serves_repeated_passes_and_the_cost_matrix():
     G = tiny_graph()
     lon, lat = SETTLEMENTS["lon"], SETTLEMENTS["lat"]
     net = build_engine_graph(G, lon, lat, FACILITIES["lon"], FACILITIES["lat"], working_crs=EQC)
@@ -276,6 +293,7 @@ def test_build_once_reuse_many_passes():
     a = nearest_facility_times(net, net.origin_nodes, {"x": net.dest_nodes[:2]}, ids)
     b = nearest_facility_times(net, net.origin_nodes, {"x": net.dest_nodes[:2]}, ids)
     pd.testing.assert_frame_equal(a, b)
+    # The cost matrix's row minimum over the same facilities (K, T) gives the same minutes.
     coo = cost_matrix(net, net.origin_nodes, net.dest_nodes, 1e6).tocoo()
     best = np.full(len(a), np.inf)
     first_two = coo.col < 2
