@@ -56,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     _engine(gaps)
     gaps.add_argument("--map", action="store_true", help="also write maps/{region}_coverage.html")
 
+    prop = sub.add_parser("propose", help="propose sites").add_subparsers(dest="propose_command", required=True)
+    pc = prop.add_parser("clinics", help="temporary medical points (临时医疗点) for settlements beyond the threshold")
+    _common(pc)
+    pc.add_argument("--threshold", type=float, help="minutes to a clinic (default: the config's, 30)")
+    pc.add_argument("--max-sites", type=int, help="best K points (maximal covering); default: fewest covering all")
+    pc.add_argument("--candidates", action="append", choices=["targets", "settlements", "roads"],
+                    help="candidate sites, repeatable (default: targets and settlements)")
+    pc.add_argument("--time-limit", type=float, help="solver time limit in seconds (default 60)")
+    pce = prop.add_parser("centres", help="sites for the plan's county-level regional medical centres")
+    _common(pce)
+    pce.add_argument("--threshold", type=float, help="minutes to a centre (default: the config's, 120)")
+    pce.add_argument("--time-limit", type=float, help="solver time limit in seconds (default 60)")
+
     mp = sub.add_parser("map", help="folium coverage map (offline) and report figures from the gaps outputs")
     _common(mp)
     mp.add_argument("--level", choices=["clinic", "thc", "county", "pref"], default="county",
@@ -108,6 +121,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         code = commands.gaps(args.region, args.data, args.out, thresholds=args.threshold, engine=args.engine,
                              terrain=not args.no_terrain)
         return commands.map_command(args.region, args.data, args.out) if args.map and code == 0 else code
+    if args.command == "propose" and args.propose_command == "clinics":
+        return commands.propose_clinics_command(args.region, args.data, args.out, threshold=args.threshold,
+                                                max_sites=args.max_sites, candidates=args.candidates,
+                                                time_limit=args.time_limit)
+    if args.command == "propose" and args.propose_command == "centres":
+        return commands.propose_centres_command(args.region, args.data, args.out, threshold=args.threshold,
+                                                time_limit=args.time_limit)
     if args.command == "map":
         return commands.map_command(args.region, args.data, args.out, level=args.level, tiles=args.tiles,
                                     maps_dir=args.maps_dir)

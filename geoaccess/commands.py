@@ -174,8 +174,10 @@ def _gaps_outputs(cfg, data_dir: Path, out_dir: Path) -> dict:
         log.info("no gaps outputs in %s: running gaps first", out_dir)
         run_gaps(cfg, data_dir, out_dir)
     layers = {}
-    for name, _ in pyogrio.list_layers(gpkg):
-        layers[name] = gpd.read_file(gpkg, layer=name)
+    for path in (gpkg, out_dir / "proposed_points.gpkg", out_dir / "regional_centres.gpkg"):
+        if path.exists():
+            for name, _ in pyogrio.list_layers(path):
+                layers[name] = gpd.read_file(path, layer=name)
     return layers
 
 
@@ -214,4 +216,62 @@ def export_command(region: str, data: str | None, out: str | None, *, formats: l
     target = Path(dest) if dest else out_dir / "export"
     files = export_layers(layers, target, formats=tuple(formats), crs=crs, region=cfg.key)
     print(f"{len(files)} files in {target} ({', '.join(formats)}; {crs})")
+    return 0
+
+
+def propose_clinics_command(region: str, data: str | None, out: str | None, *, threshold: float | None,
+                            max_sites: int | None, candidates: list[str] | None, time_limit: float | None) -> int:
+    """Temporary medical points: the fewest that cover every target, or the best K."""
+    from .proposals import propose_clinics
+
+    cfg, data_dir, out_dir = _setup(region, data, out)
+    res = propose_clinics(cfg, data_dir, out_dir, threshold_min=threshold, max_sites=max_sites,
+                          candidates=candidates, time_limit=time_limit)
+    s = res["summary"]
+    sol = s["solver"]
+    print(f"\n临时医疗点 temporary medical points — {cfg.name}, threshold {s['threshold_min']:.0f} min, mode {s['mode']}")
+    print(f"  targets beyond the threshold: {s['n_targets']} settlements ({s['n_relocation_targets']} relocation); "
+          f"{s['n_beyond_not_sitable']} more are beyond it but have no coordinates of their own (not sited)")
+    print(f"  candidates: {s['n_candidates']} ({', '.join(s['candidate_kinds'])}); pairs within the threshold "
+          f"{s['cost_matrix']['pairs_within_threshold']}")
+    print(f"  points proposed: {sol['n_sites']}   solver {sol['status']}, gap {sol['mip_gap']:.2%}, "
+          f"solve {s['solve_s']:.2f} s")
+    cov = sol["coverage"]
+    print(f"  targets covered: {cov['new']['settlements']} of {sol['targets']['settlements']} "
+          f"(population {cov['new']['population']:.0f} of {sol['targets']['population']:.0f})")
+    if sol.get("uncoverable", {}).get("settlements"):
+        print(f"  no candidate within reach of {sol['uncoverable']['settlements']} target settlements")
+    v = s["coverage_after_engine_rerun"]
+    print(f"  checked by re-running the engine with the points added: the same {v['newly_covered']} targets covered, "
+          f"times equal to {v['max_time_difference_min']:.1e} min — {'agrees' if s['verified'] else 'DISAGREES'}")
+    print(f"  outputs: {out_dir}/proposed_points.(csv|shp|gpkg), proposed_assignments.csv, proposed_points_summary.json")
+    return 0
+
+
+def propose_centres_command(region: str, data: str | None, out: str | None, *, threshold: float | None,
+                            time_limit: float | None) -> int:
+    """The plan's county-level regional medical centres: the site in each named county, and the optimum."""
+    from .proposals import propose_centres
+
+    cfg, data_dir, out_dir = _setup(region, data, out)
+    res = propose_centres(cfg, data_dir, out_dir, threshold_min=threshold, time_limit=time_limit)
+    s = res["summary"]
+    print(f"\n县级区域医疗中心 county-level regional medical centres — {cfg.name}, threshold {s['threshold_min']:.0f} min")
+    print(f"  already within {s['threshold_min']:.0f} min of a prefecture hospital: "
+          f"{s['existing_cover']['settlements']} settlements, {s['existing_cover']['population']:.0f} people")
+    print(f"  {'county':10s} {'site':24s} {'new people':>10s} {'only it':>8s} {'catchment':>9s}  gain lies in")
+    for _, r in res["sites"].sort_values("pop_new", ascending=False).iterrows():
+        print(f"  {str(r['county_name']):10s} {str(r['name'])[:24]:24s} {r['pop_new']:10.0f} {r['pop_only']:8.0f} "
+              f"{r['pop_catch']:9.0f}  {r.get('new_counties', '')}")
+    plan, c = s["plan"], s["comparison"]
+    print(f"  all {s['n_centres']} together: +{plan['coverage']['new']['population']:.0f} people "
+          f"({plan['coverage']['new']['settlements']} settlements) within {s['threshold_min']:.0f} min; "
+          f"solver {plan['status']}, solve {s['solve_s']:.1f} s")
+    print(f"  the same number placed anywhere: +{c['optimum_new_population']:.0f} people; the plan's counties reach "
+          f"{c['share_of_optimum']:.1%} of that optimum")
+    print(f"  an optimiser would add: {', '.join(c['added_counties_names']) or 'none'}")
+    print(f"  and drop: {', '.join(c['dropped_counties_names']) or 'none'}")
+    print(f"  checked by re-running the engine: {s['coverage_after_engine_rerun']['covered_after']} settlements within "
+          f"the threshold — {'agrees' if s['verified'] else 'DISAGREES'} with the solver")
+    print(f"  outputs: {out_dir}/regional_centres.(csv|shp|gpkg), optimal_centres.csv, regional_centres_summary.json")
     return 0

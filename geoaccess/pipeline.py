@@ -45,6 +45,9 @@ class Run:
     engine: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    raw_times: pd.DataFrame | None = None  # engine times at each settlement's position, before location quality
+    offroad_minutes: object = None  # the off-road leg model used: f(from_lon, from_lat, to_lon, to_lat) -> minutes
+    facilities: gpd.GeoDataFrame | None = None  # the facilities routed to (register plus any added)
 
 
 def parse_threshold_overrides(items: list[str], base: dict) -> dict:
@@ -134,6 +137,7 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
     times = compute_travel_times(G, s, facilities, working_crs=wcrs, offroad_minutes=legs,
                                  max_offroad_m=off["max_offroad_km"] * 1000.0)
     timings["engine_s"] = time.perf_counter() - t
+    raw_times = times.copy()
     times = apply_location_quality(s, times)
     inside = shapely.contains_xy(shapely.buffer(region_polygon(inputs), 0.02), s["lon"].to_numpy(), s["lat"].to_numpy())
     times = classify(s, times, th, inside_region=inside)
@@ -148,7 +152,8 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
                 "build_report": G.graph.get("build_report", {}), "speeds_kph": speeds["road_class"],
                 "speeds_source": speeds["source"]})
     return Run(config=config, data_dir=Path(data_dir), inputs=inputs, table=table, thresholds=th, graph=G, dem=dem,
-               terrain_params=params, engine=eng, timings=timings, warnings=list(times.attrs.get("warnings", [])))
+               terrain_params=params, engine=eng, timings=timings, warnings=list(times.attrs.get("warnings", [])),
+               raw_times=raw_times, offroad_minutes=legs, facilities=facilities)
 
 
 def check_invariants(table: pd.DataFrame, n_input: int) -> None:

@@ -1,0 +1,251 @@
+"""Proposals: temporary medical points and regional medical centres, costed by the travel-time engine."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from .config import PROJECT_ROOT, RegionConfig
+from .engine import build_engine_graph, compute_travel_times, cost_matrix
+from .errors import ConfigError, InputError
+from .pipeline import Run, _json_default, compute_region_times
+
+log = logging.getLogger("geoaccess")
+
+CANDIDATE_KINDS = ("targets", "settlements", "roads")
+
+
+def candidate_sites(run: Run, kinds, targets: np.ndarray) -> pd.DataFrame:
+    """Candidate points: the target settlements, all settlements and/or road junctions (WGS84)."""
+    s = run.table
+    frames = []
+    for kind in kinds:
+        if kind not in CANDIDATE_KINDS:
+            raise ConfigError(None, f"unknown candidate kind '{kind}' (use {', '.join(CANDIDATE_KINDS)})")
+        if kind == "targets":
+            sub = s[targets]
+        elif kind == "settlements":
+            sub = s
+        else:
+            xs, ys = zip(*((d["x"], d["y"]) for _, d in run.graph.nodes(data=True))) if len(run.graph) else ((), ())
+            frames.append(pd.DataFrame({"candidate_id": [f"road:{n}" for n in run.graph.nodes],
+                                        "name": "road point", "source": "road", "lon": xs, "lat": ys,
+                                        "county_code": ""}))
+            continue
+        frames.append(pd.DataFrame({"candidate_id": "S:" + sub["settlement_id"].astype(str), "name": sub["name"],
+                                    "source": kind, "lon": sub["lon"], "lat": sub["lat"],
+                                    "county_code": sub["county_code"]}))
+    cand = pd.concat(frames, ignore_index=True).drop_duplicates("candidate_id").reset_index(drop=True)
+    if "roads" in kinds and run.inputs.counties is not None:
+        from .pipeline import region_polygon
+        import shapely
+
+        hit = shapely.contains_xy(region_polygon(run.inputs), cand["lon"].to_numpy(), cand["lat"].to_numpy())
+        cand = cand[hit | (cand["source"] != "road")].reset_index(drop=True)
+        road = cand["source"] == "road"
+        if road.any():
+            pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(cand.loc[road, "lon"], cand.loc[road, "lat"]), crs=4326,
+                                   index=cand.index[road])
+            j = gpd.sjoin(pts, run.inputs.counties[["adcode", "geometry"]], predicate="within", how="left")
+            j = j[~j.index.duplicated()]
+            cand.loc[road, "county_code"] = j["adcode"].fillna("").to_numpy()
+    return cand
+
+
+def settlement_candidate_costs(run: Run, candidates: pd.DataFrame, limit_min: float):
+    """Sparse settlements × candidates minutes within `limit_min`, off-road legs as in the main run."""
+    s = run.table
+    net = build_engine_graph(run.graph, s["lon"].to_numpy(), s["lat"].to_numpy(), candidates["lon"].to_numpy(),
+                             candidates["lat"].to_numpy(), working_crs=run.config.working_crs,
+                             offroad_minutes=run.offroad_minutes)
+    return cost_matrix(net, net.origin_nodes, net.dest_nodes, limit_min)
+
+
+def _points(frame: pd.DataFrame) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(frame["lon"], frame["lat"]), crs=4326)
+
+
+def _write(out_dir: Path, layers: dict[str, pd.DataFrame], summary: dict, prefix: str, region: str, inputs) -> None:
+    from ._atomic import atomic_output_dir
+    from .export import export_layers
+
+    with atomic_output_dir(out_dir, inputs=inputs, manifest_name=f"manifest_{prefix}.json") as tmp:
+        export_layers(layers, tmp, formats=("csv",), region=region)
+        export_layers({k: v for k, v in layers.items() if isinstance(v, gpd.GeoDataFrame)}, tmp, formats=("shp",),
+                      region=region)
+        export_layers(layers, tmp / "_gpkg", formats=("gpkg",), region=region)
+        (tmp / "_gpkg" / "geoaccess.gpkg").rename(tmp / f"{prefix}.gpkg")
+        (tmp / "_gpkg").rmdir()
+        (tmp / f"{prefix}_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1,
+                                                               default=_json_default), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- temporary points
+
+def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, threshold_min: float | None = None,
+                    max_sites: int | None = None, candidates=None, time_limit: float | None = None,
+                    run: Run | None = None) -> dict:
+    """Temporary medical points (临时医疗点) for settlements beyond the clinic threshold, relocation first.
+
+    Coverage is judged at each settlement's position (the engine's own times); the result is checked by
+    re-running the engine with the proposed points added as `temporary_point` facilities.
+    """
+    from .siting import run_propose_clinics
+
+    sit = config.section("siting")
+    threshold = float(threshold_min or sit["clinic_threshold_min"])
+    limit = float(time_limit or sit["time_limit_s"])
+    kinds = candidates or sit["candidates"]
+    run = run or compute_region_times(config, data_dir)
+    s = run.table
+    beyond = ~(s["t_clinic_min"].to_numpy(dtype=float) <= threshold)  # reported times (approximations disclosed)
+    sitable = s["loc_quality"].eq("exact").to_numpy() | s["kind"].eq("relocation").to_numpy()
+    targets = beyond & sitable
+    covered_before = ~targets
+    log.info("propose clinics: %d settlements beyond %.0f min of a clinic; %d of them sitable (own coordinates, "
+             "or a relocation settlement)", int(beyond.sum()), threshold, int(targets.sum()))
+    t0 = time.perf_counter()
+    cand = candidate_sites(run, kinds, targets)
+    cost = settlement_candidate_costs(run, cand, threshold)
+    t_cost = time.perf_counter() - t0
+    sett = pd.DataFrame({"settlement_id": s["settlement_id"].to_numpy(), "population": s["population"].to_numpy(),
+                         "kind": s["kind"].to_numpy(), "county_code": s["county_code"].to_numpy()})
+    t0 = time.perf_counter()
+    res = run_propose_clinics(cost, sett, cand, covered_before, threshold_min=threshold, max_sites=max_sites,
+                              time_limit=limit)
+    t_solve = time.perf_counter() - t0
+    sites, assign = res.to_frames()
+    chosen = cand.set_index("candidate_id").loc[list(res.site_ids)].reset_index()
+    new_fac = pd.DataFrame({"facility_id": "TMP-" + chosen["candidate_id"].str.replace(":", "-"),
+                            "name": "临时医疗点 " + chosen["name"].astype(str), "level": "temporary_point",
+                            "admin_code": "", "county_code": chosen["county_code"], "lon": chosen["lon"],
+                            "lat": chosen["lat"], "coord_sys": "wgs84", "basis": "proposed by geoaccess"})
+    verify = _verify(run, _points(new_fac), threshold, covered_before, res)
+    claimed_after = int(res.summary["coverage"]["after"]["settlements"])
+    points = _points(chosen.merge(sites, left_on="candidate_id", right_on="site_id", how="left")
+                     .assign(facility_id=new_fac["facility_id"].to_numpy()))
+    relocation = s["kind"].eq("relocation").to_numpy()
+    summary = {
+        "region": config.key, "threshold_min": threshold, "mode": "max_cover" if max_sites else "cover",
+        "max_sites": max_sites, "candidate_kinds": list(kinds), "n_candidates": int(len(cand)),
+        "n_targets": int(targets.sum()), "n_relocation_targets": int((targets & relocation).sum()),
+        "n_beyond_not_sitable": int((beyond & ~sitable).sum()),
+        "not_sitable_note": "villages beyond the threshold that have no coordinates of their own (placed at their "
+                            "township or county seat) cannot be sited for: they are counted here, not targeted",
+        "cost_matrix": {"pairs_within_threshold": int(cost.nnz), "build_s": round(t_cost, 3)},
+        "solve_s": round(t_solve, 3), "solver": res.summary,
+        "coverage_before": {"settlements": int((~beyond).sum()),
+                            "population": float(np.nansum(s["population"].to_numpy()[~beyond]))},
+        "coverage_after_solver": {"settlements": claimed_after},
+        "coverage_after_engine_rerun": verify,
+        "verified": verify["same_settlements_covered"] and verify["max_time_difference_min"] < 1e-6
+                    and verify["covered_after"] == claimed_after,
+        "basis": "targets: settlements beyond the threshold by their reported times, with coordinates of their own, "
+                 "plus relocation settlements (sited at their host unit's position); coverage of a target by a "
+                 "point is judged by the engine's time from the target's position",
+    }
+    _write(out_dir, {"proposed_points": points, "proposed_assignments": assign}, summary, "proposed_points",
+           config.key, run.inputs.paths)
+    return {"summary": summary, "points": points, "result": res, "run": run}
+
+
+def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existing: np.ndarray, res) -> dict:
+    """Re-run the engine with the new facilities added; check the solver's coverage and times against it.
+
+    The solver's claim per settlement is "within the threshold of a chosen site, at time t". The engine,
+    re-run over the register plus the new sites, gives each settlement's time to the nearest new site; the
+    two must agree on who is covered and on the minutes. Coverage after = existing cover ∪ that set.
+    """
+    level = str(new_facilities["level"].iloc[0])
+    facilities = pd.concat([run.facilities, new_facilities], ignore_index=True)
+    times = compute_travel_times(run.graph, run.table, facilities, working_crs=run.config.working_crs,
+                                 offroad_minutes=run.offroad_minutes, groups={"new": [level]})
+    t_new = times["t_new_min"].to_numpy(dtype=float)
+    engine_cov = t_new <= threshold + 1e-9
+    _, assign = res.to_frames()
+    solver_cov = assign["site_id"].notna().to_numpy()
+    solver_t = assign["time_min"].to_numpy(dtype=float)
+    both = engine_cov & solver_cov
+    after = existing | engine_cov
+    pop = np.nan_to_num(run.table["population"].to_numpy(dtype=float))
+    return {"covered_after": int(after.sum()), "population_after": float(pop[after].sum()),
+            "newly_covered": int((after & ~existing).sum()),
+            "same_settlements_covered": bool(np.array_equal(engine_cov, solver_cov)),
+            "max_time_difference_min": float(np.max(np.abs(t_new[both] - solver_t[both]))) if both.any() else 0.0}
+
+
+# ----------------------------------------------------------------------------- regional centres
+
+def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, threshold_min: float | None = None,
+                    time_limit: float | None = None, run: Run | None = None) -> dict:
+    """Sites for the plan's county-level regional medical centres, and the plan-versus-optimum comparison."""
+    from .siting import run_propose_centres
+
+    sit = config.section("siting")
+    if not sit["regional_centres"]:
+        raise ConfigError(config.source, "[siting] regional_centres: this region's config names no centre list")
+    centres_csv = Path(sit["regional_centres"])
+    centres_csv = centres_csv if centres_csv.is_absolute() else PROJECT_ROOT / centres_csv
+    threshold = float(threshold_min or sit["centre_threshold_min"])
+    limit = float(time_limit or sit["time_limit_s"])
+    run = run or compute_region_times(config, data_dir)
+    s = run.table
+    seats = s[s["kind"].isin(["county_seat", "township_seat"])]
+    hosp = run.facilities[run.facilities["level"].isin(["county_hospital", "county_regional_centre"])]
+    cand = pd.concat([
+        pd.DataFrame({"candidate_id": "S:" + seats["settlement_id"].astype(str), "name": seats["name"],
+                      "source": seats["kind"], "lon": seats["lon"], "lat": seats["lat"],
+                      "county_code": seats["county_code"]}),
+        pd.DataFrame({"candidate_id": "F:" + hosp["facility_id"].astype(str), "name": hosp["name"],
+                      "source": "existing " + hosp["level"], "lon": hosp["lon"], "lat": hosp["lat"],
+                      "county_code": hosp["county_code"]}),
+    ], ignore_index=True)
+    cand = cand[cand["county_code"].astype(str).str.len() == 6].reset_index(drop=True)
+    existing = run.raw_times["t_pref_min"].to_numpy(dtype=float) <= threshold
+    t0 = time.perf_counter()
+    cost = settlement_candidate_costs(run, cand, threshold)
+    t_cost = time.perf_counter() - t0
+    sett = pd.DataFrame({"settlement_id": s["settlement_id"].to_numpy(), "population": s["population"].to_numpy(),
+                         "county_code": s["county_code"].to_numpy()})
+    t0 = time.perf_counter()
+    out = run_propose_centres(cost, sett, cand, existing, centres_csv, threshold_min=threshold, time_limit=limit)
+    t_solve = time.perf_counter() - t0
+    plan, opt = out["plan"], out["optimum"]
+    names = dict(zip(run.inputs.counties["adcode"], run.inputs.counties["name"])) if run.inputs.counties is not None else {}
+    sites, assign = plan.to_frames()
+    site_tab = cand.set_index("candidate_id").loc[list(plan.site_ids)].reset_index()
+    site_tab = site_tab.merge(sites, left_on="candidate_id", right_on="site_id", how="left", suffixes=("", "_s"))
+    site_tab["county_name"] = site_tab["county_code"].map(names)
+    new_fac = pd.DataFrame({"facility_id": "RC-" + site_tab["candidate_id"].str.replace(":", "-"),
+                            "name": "县级区域医疗中心 " + site_tab["name"].astype(str), "level": "county_regional_centre",
+                            "admin_code": "", "county_code": site_tab["county_code"], "lon": site_tab["lon"],
+                            "lat": site_tab["lat"], "coord_sys": "wgs84", "basis": "proposed by geoaccess"})
+    verify = _verify(run, _points(new_fac), threshold, existing, plan)
+    claimed = int(plan.summary["coverage"]["after"]["settlements"])
+    comparison = dict(out["comparison"])
+    for key in ("added_counties", "dropped_counties", "kept_counties", "plan_counties", "optimum_counties"):
+        comparison[key + "_names"] = [names.get(c, c) for c in comparison.get(key, [])]
+    opt_sites, _ = opt.to_frames()
+    opt_tab = cand.set_index("candidate_id").loc[list(opt.site_ids)].reset_index()
+    opt_tab["county_name"] = opt_tab["county_code"].map(names)
+    summary = {
+        "region": config.key, "threshold_min": threshold, "n_centres": int(len(plan.site_ids)),
+        "n_candidates": int(len(cand)), "cost_matrix": {"pairs_within_threshold": int(cost.nnz), "build_s": round(t_cost, 3)},
+        "solve_s": round(t_solve, 3), "existing_cover": {
+            "basis": f"settlements within {threshold:.0f} min of a prefecture hospital (at their positions)",
+            "settlements": int(existing.sum()),
+            "population": float(np.nansum(s["population"].to_numpy()[existing]))},
+        "plan": plan.summary, "optimum": opt.summary, "comparison": comparison,
+        "coverage_after_solver": {"settlements": claimed}, "coverage_after_engine_rerun": verify,
+        "verified": verify["same_settlements_covered"] and verify["max_time_difference_min"] < 1e-6
+                    and verify["covered_after"] == claimed,
+    }
+    layers = {"regional_centres": _points(site_tab.assign(facility_id=new_fac["facility_id"].to_numpy())),
+              "centre_assignments": assign, "optimal_centres": _points(opt_tab)}
+    _write(out_dir, layers, summary, "regional_centres", config.key, run.inputs.paths)
+    return {"summary": summary, "sites": site_tab, "optimum": opt_tab, "run": run}

@@ -1,0 +1,59 @@
+"""Temporary points and the 19 regional centres on the real Tibet data, checked against the engine."""
+import pandas as pd
+import pytest
+
+from geoaccess.config import load_region
+from geoaccess.pipeline import compute_region_times
+from geoaccess.proposals import propose_centres, propose_clinics
+
+
+@pytest.fixture(scope="module")
+def tibet_run(data_dir):
+    return compute_region_times(load_region("tibet"), data_dir)
+
+
+@pytest.fixture(scope="module")
+def centres(tibet_run, data_dir, tmp_path_factory):
+    return propose_centres(load_region("tibet"), data_dir, tmp_path_factory.mktemp("centres"), run=tibet_run)
+
+
+def test_nineteen_centres_exactly_one_in_each_named_county(centres):
+    plan_counties = pd.read_csv("data/facilities/tibet_regional_centres.csv", dtype=str)["county_code_current"]
+    sites = centres["sites"]
+    assert len(sites) == 19
+    assert sorted(sites["county_code"]) == sorted(plan_counties)
+
+
+def test_each_centre_reports_its_gain_and_the_set_is_verified_by_the_engine(centres):
+    s = centres["summary"]
+    assert s["verified"] and s["coverage_after_engine_rerun"]["same_settlements_covered"]
+    sites = centres["sites"]
+    assert (sites["pop_new"] >= sites["pop_only"]).all() and (sites["pop_new"] >= 0).all()
+    assert s["plan"]["coverage"]["new"]["population"] == pytest.approx(
+        s["coverage_after_engine_rerun"]["population_after"] - s["existing_cover"]["population"], rel=1e-9)
+
+
+def test_the_optimum_is_never_below_the_plan(centres):
+    c = centres["summary"]["comparison"]
+    assert c["optimum_new_population"] >= c["plan_new_population"] - 1e-6
+    assert 0 < c["share_of_optimum"] <= 1
+    assert len(c["added_counties"]) == len(c["dropped_counties"]) or centres["summary"]["optimum"]["n_sites"] < 19
+
+
+def test_set_covering_points_cover_every_target_and_agree_with_the_engine(tibet_run, data_dir, tmp_path):
+    res = propose_clinics(load_region("tibet"), data_dir, tmp_path, run=tibet_run)
+    s = res["summary"]
+    assert s["verified"]
+    assert s["solver"]["coverage"]["new"]["settlements"] == s["n_targets"] - s["solver"]["uncoverable"]["settlements"]
+    assert s["solver"]["status"] == "optimal"
+    assert (tmp_path / "proposed_points.csv").exists() and (tmp_path / "proposed_points.shp").exists()
+
+
+def test_best_k_points_are_at_most_k_and_deterministic(tibet_run, data_dir, tmp_path):
+    a = propose_clinics(load_region("tibet"), data_dir, tmp_path / "a", max_sites=10, run=tibet_run)
+    b = propose_clinics(load_region("tibet"), data_dir, tmp_path / "b", max_sites=10, run=tibet_run)
+    assert a["summary"]["solver"]["n_sites"] <= 10 and a["summary"]["verified"]
+    assert a["result"].site_ids == b["result"].site_ids
+    # relocation settlements come first: every coverable relocation target is covered before anything else
+    prio = a["summary"]["solver"].get("priority")
+    assert prio is None or prio["after"]["settlements"] >= prio["before"]["settlements"]
