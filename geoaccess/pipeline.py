@@ -48,6 +48,7 @@ class Run:
     raw_times: pd.DataFrame | None = None  # engine times at each settlement's position, before location quality
     offroad_minutes: object = None  # the off-road leg model used: f(from_lon, from_lat, to_lon, to_lat) -> minutes
     facilities: gpd.GeoDataFrame | None = None  # the facilities routed to (register plus any added)
+    rasters: tuple | None = None  # raster engine: ({group: LevelTimes}, Surface)
 
 
 def parse_threshold_overrides(items: list[str], base: dict) -> dict:
@@ -114,8 +115,8 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
         log.warning("no DEM: travel times are flat")
     timings["dem_s"] = time.perf_counter() - t
 
-    if engine == "raster":
-        raise ConfigError(None, "--engine raster is not available yet: use the network engine")
+    if engine == "raster" and dem is None:
+        raise InputError(dem_path, "--engine raster needs the region's DEM (and --no-terrain cannot be used with it)")
     t = time.perf_counter()
     roads = config.section("roads")
     spec = {"source": roads["source"], "paths": roads["paths"], "snap_tolerance_m": roads["snap_tolerance_m"],
@@ -134,8 +135,12 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
 
     t = time.perf_counter()
     off = config.section("offroad")
-    times = compute_travel_times(G, s, facilities, working_crs=wcrs, offroad_minutes=legs,
-                                 max_offroad_m=off["max_offroad_km"] * 1000.0)
+    rasters = None
+    if engine == "raster":
+        times, rasters = _raster_times(G, dem, params, facilities, s)
+    else:
+        times = compute_travel_times(G, s, facilities, working_crs=wcrs, offroad_minutes=legs,
+                                     max_offroad_m=off["max_offroad_km"] * 1000.0)
     timings["engine_s"] = time.perf_counter() - t
     raw_times = times.copy()
     times = apply_location_quality(s, times)
@@ -153,7 +158,26 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
                 "speeds_source": speeds["source"]})
     return Run(config=config, data_dir=Path(data_dir), inputs=inputs, table=table, thresholds=th, graph=G, dem=dem,
                terrain_params=params, engine=eng, timings=timings, warnings=list(times.attrs.get("warnings", [])),
-               raw_times=raw_times, offroad_minutes=legs, facilities=facilities)
+               raw_times=raw_times, offroad_minutes=legs, facilities=facilities, rasters=rasters)
+
+
+def _raster_times(G, dem, params, facilities: pd.DataFrame, settlements: pd.DataFrame):
+    """The friction-surface engine: roads burned into the DEM grid, one cost-distance pass per level."""
+    from . import raster
+
+    edges = [(d["geometry"], d["speed_kph"]) for _, _, d in G.edges(data=True) if d.get("geometry") is not None]
+    roads = gpd.GeoDataFrame({"speed_kph": [e[1] for e in edges]}, geometry=[e[0] for e in edges], crs=4326)
+    surface = raster.friction_surface(dem.array, dem.transform, roads=roads, crs=str(dem.crs),
+                                      **raster.friction_params(params))
+    results = raster.travel_time_raster(surface, facilities)
+    times = raster.settlement_times(results, settlements, surface)
+    times["offroad_m"] = np.nan
+    times["offroad_min"] = np.nan
+    shape = "×".join(map(str, dem.array.shape))
+    times.attrs["engine"] = {"engine": "raster", "grid": shape, "method": "anisotropic Tobler friction, roads burned "
+                             "in at their class speed, 8-connected multi-source cost distance (docs/raster.md)"}
+    times.attrs["warnings"] = []
+    return times, (results, surface)
 
 
 def check_invariants(table: pd.DataFrame, n_input: int) -> None:
@@ -319,6 +343,12 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
         export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
         export_layers(layers, tmp, formats=("gpkg",), region=config.key)
         export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)
+        if run.rasters:
+            from .raster import write_travel_time_tif
+
+            results, surface = run.rasters
+            for group, res in results.items():
+                write_travel_time_tif(tmp / f"traveltime_{group}.tif", res.minutes, surface)
         run.timings["write_s"] = time.perf_counter() - t
         summary = summarise(run, audit, time.perf_counter() - t0)
         (tmp / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=_json_default),

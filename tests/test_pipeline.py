@@ -160,3 +160,16 @@ def test_data_check_prints_every_layer(capsys, data_dir):
     for layer in ("[gazetteer]", "[facilities]", "[counties]", "[relocation]", "[dem]", "[roads]"):
         assert layer in out
     assert "village/township=2942" in out and "county_codes_recoded" in out
+
+
+def test_raster_engine_runs_the_whole_pipeline_and_writes_a_surface_per_level(data_dir, tmp_path):
+    out = tmp_path / "raster"
+    assert main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out), "--engine", "raster"]) == 0
+    for g in ("clinic", "thc", "county", "pref"):
+        assert (out / f"traveltime_{g}.tif").exists()
+    s = pd.read_csv(out / "settlements.csv", dtype={"settlement_id": str})
+    assert len(s) == 6182 and s["settlement_id"].is_unique
+    v = s[["t_clinic_min", "t_thc_min", "t_county_min", "t_pref_min"]].to_numpy()
+    v = np.where(np.isnan(v), np.inf, v)
+    assert (v[:, :-1] <= v[:, 1:] + 1e-6).all()
+    assert json.loads((out / "summary.json").read_text())["engine"]["engine"] == "raster"
