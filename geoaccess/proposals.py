@@ -106,15 +106,17 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     beyond = ~(s["t_clinic_min"].to_numpy(dtype=float) <= threshold)  # reported times (approximations disclosed)
     sitable = s["loc_quality"].eq("exact").to_numpy() | s["kind"].eq("relocation").to_numpy()
     targets = beyond & sitable
-    covered_before = ~targets
+    rows = ~(beyond & ~sitable)  # settlements the model sees: within the threshold already, or sitable targets
+    covered_before = ~beyond[rows]
     log.info("propose clinics: %d settlements beyond %.0f min of a clinic; %d of them sitable (own coordinates, "
              "or a relocation settlement)", int(beyond.sum()), threshold, int(targets.sum()))
     t0 = time.perf_counter()
     cand = candidate_sites(run, kinds, targets)
-    cost = settlement_candidate_costs(run, cand, threshold)
+    cost = settlement_candidate_costs(run, cand, threshold)[np.flatnonzero(rows)]
     t_cost = time.perf_counter() - t0
-    sett = pd.DataFrame({"settlement_id": s["settlement_id"].to_numpy(), "population": s["population"].to_numpy(),
-                         "kind": s["kind"].to_numpy(), "county_code": s["county_code"].to_numpy()})
+    sub = s[rows]
+    sett = pd.DataFrame({"settlement_id": sub["settlement_id"].to_numpy(), "population": sub["population"].to_numpy(),
+                         "kind": sub["kind"].to_numpy(), "county_code": sub["county_code"].to_numpy()})
     t0 = time.perf_counter()
     res = run_propose_clinics(cost, sett, cand, covered_before, threshold_min=threshold, max_sites=max_sites,
                               time_limit=limit)
@@ -125,7 +127,7 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
                             "name": "临时医疗点 " + chosen["name"].astype(str), "level": "temporary_point",
                             "admin_code": "", "county_code": chosen["county_code"], "lon": chosen["lon"],
                             "lat": chosen["lat"], "coord_sys": "wgs84", "basis": "proposed by geoaccess"})
-    verify = _verify(run, _points(new_fac), threshold, covered_before, res)
+    verify = _verify(run, _points(new_fac), threshold, covered_before, res, rows=rows)
     claimed_after = int(res.summary["coverage"]["after"]["settlements"])
     points = _points(chosen.merge(sites, left_on="candidate_id", right_on="site_id", how="left")
                      .assign(facility_id=new_fac["facility_id"].to_numpy()))
@@ -154,7 +156,8 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     return {"summary": summary, "points": points, "result": res, "run": run}
 
 
-def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existing: np.ndarray, res) -> dict:
+def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existing: np.ndarray, res,
+            rows: np.ndarray | None = None) -> dict:
     """Re-run the engine with the new facilities added; check the solver's coverage and times against it.
 
     The solver's claim per settlement is "within the threshold of a chosen site, at time t". The engine,
@@ -166,6 +169,8 @@ def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existi
     times = compute_travel_times(run.graph, run.table, facilities, working_crs=run.config.working_crs,
                                  offroad_minutes=run.offroad_minutes, groups={"new": [level]})
     t_new = times["t_new_min"].to_numpy(dtype=float)
+    if rows is not None:
+        t_new = t_new[rows]
     engine_cov = t_new <= threshold + 1e-9
     _, assign = res.to_frames()
     solver_cov = assign["site_id"].notna().to_numpy()
@@ -173,6 +178,7 @@ def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existi
     both = engine_cov & solver_cov
     after = existing | engine_cov
     pop = np.nan_to_num(run.table["population"].to_numpy(dtype=float))
+    pop = pop if rows is None else pop[rows]
     return {"covered_after": int(after.sum()), "population_after": float(pop[after].sum()),
             "newly_covered": int((after & ~existing).sum()),
             "same_settlements_covered": bool(np.array_equal(engine_cov, solver_cov)),

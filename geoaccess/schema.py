@@ -88,11 +88,40 @@ FACILITY_COLUMNS = _cols(
     ("basis", "basis", "", "how the facility's existence and position are known"),
 )
 
+SITE_COLUMNS = _cols(
+    ("site_id", "site_id", "", "candidate id of the chosen site (S: settlement, F: facility, road: junction)"),
+    ("candidate_id", "cand_id", "", "candidate id"),
+    ("facility_id", "fac_id", "", "id the proposed facility takes when added to the register"),
+    ("source", "source", "", "where the candidate came from"),
+    ("n_reach", "n_reach", "count", "settlements within the threshold of the site"),
+    ("n_new", "n_new", "count", "settlements within the threshold that were not before"),
+    ("pop_new", "pop_new", "people", "people within the threshold who were not before"),
+    ("n_only", "n_only", "count", "settlements only this site brings within the threshold"),
+    ("pop_only", "pop_only", "people", "people only this site brings within the threshold (remove-one)"),
+    ("n_catch", "n_catch", "count", "settlements for which this site is the nearest chosen site"),
+    ("pop_catch", "pop_catch", "people", "people in the site's catchment"),
+    ("n_prio_new", "n_prio_new", "count", "priority (relocation) settlements newly covered"),
+    ("new_counties", "new_cnty", "", "counties where the site's gain lies (codes, ;-separated)"),
+)
+
+ASSIGNMENT_COLUMNS = _cols(
+    ("time_min", "time_min", "minutes", "time to the nearest chosen site (empty when none within the threshold)"),
+    ("n_covering", "n_cover", "count", "chosen sites within the threshold"),
+    ("cov_before", "cov_before", "", "within the threshold before (existing facilities)"),
+    ("cov_after", "cov_after", "", "within the threshold after"),
+    ("newly_cov", "newly_cov", "", "newly within the threshold"),
+    ("uncoverable", "uncover", "", "no candidate within the threshold"),
+    ("weight", "weight", "people", "population weight used by the model"),
+    ("priority", "priority", "", "priority settlement (relocation)"),
+)
+
 LAYERS = {
     "settlements": SETTLEMENT_COLUMNS,
     "county_summary": COUNTY_SUMMARY_COLUMNS,
     "blank_spots": BLANK_SPOT_COLUMNS,
     "facilities": FACILITY_COLUMNS,
+    "proposed_sites": SITE_COLUMNS,
+    "assignments": ASSIGNMENT_COLUMNS,
 }
 
 #: Facility levels from lowest to highest (standards.md).

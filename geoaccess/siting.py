@@ -278,8 +278,8 @@ def _combine(sols: list[_Solution]) -> dict:
 def _lscp(A: sp.csr_matrix) -> _Mip:
     """min Σ x_j  s.t.  Σ_j a_ij x_j ≥ 1 for every coverable target i,  x binary.
 
-    HiGHS solves its LPs by interior point here: on dense reach (40+ candidates per settlement)
-    the simplex root cut loop stalled with a ~20 % gap where IPM reached ~1 % (docs/siting.md).
+    HiGHS solves its LPs by interior point here: on dense reach (30–45 candidates per settlement)
+    the simplex root cut loop stalled at 19–30 % gap where IPM reached 1.3–12 % (docs/siting.md).
     """
     t, k = A.shape
     return _Mip(np.ones(k), A, np.ones(t), np.full(t, np.inf), np.ones(k), k, maximize=False,
