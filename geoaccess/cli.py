@@ -51,10 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     _engine(tt)
 
     gaps = sub.add_parser("gaps", help="the whole pipeline: travel times, coverage gaps, blank spots (空白点)")
-    _common(gaps)
+    gaps.add_argument("--region", required=True, action="append",
+                      help="region name or .toml path; repeat to run several regions (in parallel with Dask)")
+    gaps.add_argument("--data", help="data directory (default: $GEOACCESS_DATA, else ../shared/data, else ./data)")
+    gaps.add_argument("--out", help="output directory (default: output/{region}/; with several regions, "
+                                    "the folder holding one subfolder per region)")
     _thresholds(gaps)
     _engine(gaps)
     gaps.add_argument("--map", action="store_true", help="also write maps/{region}_coverage.html")
+    dist = gaps.add_argument_group("distributed runs (Dask; docs/distributed.md)")
+    dist.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://host:8786")
+    dist.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes")
+    dist.add_argument("--partition", choices=["prefecture", "county"],
+                      help="route the region's prefectures or counties in parallel (results identical)")
+    dist.add_argument("--buffer-km", type=float, default=100.0, help="roads kept around each partition (km)")
 
     prop = sub.add_parser("propose", help="propose sites").add_subparsers(dest="propose_command", required=True)
     pc = prop.add_parser("clinics", help="temporary medical points (临时医疗点) for settlements beyond the threshold")
@@ -119,8 +129,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.traveltime(args.region, args.data, args.out, engine=args.engine, terrain=not args.no_terrain)
     if args.command == "gaps":
         code = commands.gaps(args.region, args.data, args.out, thresholds=args.threshold, engine=args.engine,
-                             terrain=not args.no_terrain)
-        return commands.map_command(args.region, args.data, args.out) if args.map and code == 0 else code
+                             terrain=not args.no_terrain, scheduler=args.scheduler, workers=args.workers,
+                             partition=args.partition, buffer_km=args.buffer_km)
+        if args.map and code == 0:
+            for region in args.region:
+                out = args.out if len(args.region) == 1 else (str(Path(args.out or "output") / region))
+                code = code or commands.map_command(region, args.data, out)
+        return code
     if args.command == "propose" and args.propose_command == "clinics":
         return commands.propose_clinics_command(args.region, args.data, args.out, threshold=args.threshold,
                                                 max_sites=args.max_sites, candidates=args.candidates,

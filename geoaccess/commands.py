@@ -103,13 +103,38 @@ def traveltime(region: str, data: str | None, out: str | None, *, engine: str = 
     return 0
 
 
-def gaps(region: str, data: str | None, out: str | None, *, thresholds: list[str] | None = None,
-         engine: str = "network", terrain: bool = True) -> int:
-    """Run the whole pipeline and print what a planner reads first."""
+def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresholds: list[str] | None = None,
+         engine: str = "network", terrain: bool = True, scheduler: str | None = None, workers: int | None = None,
+         partition: str | None = None, buffer_km: float = 100.0) -> int:
+    """Run the whole pipeline (one region, several in parallel, or one partitioned) and print the report."""
+    import functools
+
+    from .errors import ConfigError
     from .pipeline import run_gaps
 
-    cfg, data_dir, out_dir = _setup(region, data, out)
-    summary = run_gaps(cfg, data_dir, out_dir, thresholds=thresholds, terrain=terrain, engine=engine)
+    regions = [regions] if isinstance(regions, str) else list(regions)
+    distributed = scheduler is not None or workers is not None
+    if partition and len(regions) > 1:
+        raise ConfigError(None, "--partition splits one region: give a single --region")
+    if len(regions) > 1 or (distributed and not partition):
+        from . import distributed as dd
+
+        for r in regions:
+            load_region(r)  # fail fast on a bad name, before a cluster starts
+        data_dir, _ = resolve_data_dir(data)
+        summaries = dd.gaps_regions(regions, data_dir, Path(out) if out else Path("output"), scheduler=scheduler,
+                                    workers=workers, thresholds=thresholds, terrain=terrain)
+        for summary in summaries.values():
+            print_gaps_report(summary)
+        return 0
+    cfg, data_dir, out_dir = _setup(regions[0], data, out)
+    compute = None
+    if partition:
+        from . import distributed as dd
+
+        compute = functools.partial(dd.partitioned_run, by=partition, buffer_km=buffer_km, scheduler=scheduler,
+                                    workers=workers)
+    summary = run_gaps(cfg, data_dir, out_dir, thresholds=thresholds, terrain=terrain, engine=engine, compute=compute)
     print_gaps_report(summary)
     return 0
 

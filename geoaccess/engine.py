@@ -235,8 +235,9 @@ def _snap(edges: _Edges, lon, lat, working_crs: str) -> Snap:
     a, b, seg_line = coords[inner], coords[inner + 1], line[inner]
     seg_len = np.hypot(*(b - a).T)
     first = np.r_[True, seg_line[1:] != seg_line[:-1]]
-    before = np.cumsum(seg_len) - seg_len
-    seg_from = before - before[first][np.cumsum(first) - 1]  # along the line to the segment start
+    # along each line to the segment start, summed within the line only: a road's snap fractions must not
+    # depend on which other roads are in the graph (partitioned runs equal the whole-region run bit for bit)
+    seg_from = pd.Series(seg_len).groupby(seg_line, sort=False).cumsum().to_numpy() - seg_len
     line_len = np.zeros(len(lines))
     line_len[seg_line[first]] = np.add.reduceat(seg_len, np.flatnonzero(first))
 

@@ -20,6 +20,10 @@ class InputError(GeoaccessError):
         self.problem = problem
         super().__init__(self.message)
 
+    def __reduce__(self):
+        """Pickle by constructor arguments (errors cross process boundaries in distributed runs)."""
+        return (self.__class__, (self.path, self.problem, self.row, self.column))
+
     @property
     def message(self) -> str:
         where = []

@@ -319,14 +319,17 @@ def run_audit(run: Run):
 
 
 def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds: list[str] | None = None,
-             terrain: bool = True, engine: str = "network") -> dict:
-    """The planners' command: travel times, gaps, blank spots; every output written atomically."""
+             terrain: bool = True, engine: str = "network", compute=None) -> dict:
+    """The planners' command: travel times, gaps, blank spots; every output written atomically.
+
+    `compute` replaces `compute_region_times` (same arguments), e.g. the partitioned Dask run.
+    """
     from ._atomic import atomic_output_dir
     from .export import export_layers
 
     t0 = time.perf_counter()
     th = parse_threshold_overrides(thresholds or [], config.thresholds)
-    run = compute_region_times(config, data_dir, terrain=terrain, engine=engine, thresholds=th)
+    run = (compute or compute_region_times)(config, data_dir, terrain=terrain, engine=engine, thresholds=th)
     check_invariants(run.table, len(run.inputs.settlements))
     audit = run_audit(run)
     counties = county_table(run, audit)

@@ -173,3 +173,18 @@ def test_raster_engine_runs_the_whole_pipeline_and_writes_a_surface_per_level(da
     v = np.where(np.isnan(v), np.inf, v)
     assert (v[:, :-1] <= v[:, 1:] + 1e-6).all()
     assert json.loads((out / "summary.json").read_text())["engine"]["engine"] == "raster"
+
+
+def test_partitioned_dask_run_writes_the_same_settlement_table(tibet_run, data_dir, tmp_path):
+    pytest.importorskip("distributed")
+    out = tmp_path / "part"
+    assert main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out),
+                 "--partition", "prefecture", "--workers", "2"]) == 0
+    a = pd.read_csv(out / "settlements.csv", dtype=str)
+    b = pd.read_csv(tibet_run / "settlements.csv", dtype=str)
+    assert a.equals(b)
+
+
+def test_partition_with_several_regions_is_refused(capsys):
+    assert main(["gaps", "--region", "tibet", "--region", "chongqing", "--partition", "county"]) == 2
+    assert "--partition splits one region" in _one_line_error(capsys)

