@@ -18,7 +18,6 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator, Sequence
@@ -31,8 +30,8 @@ import shapely
 from pyproj import Transformer
 
 from .config import RegionConfig, load_region
-from .errors import ConfigError, InputError
-from .pipeline import SETTLEMENT_OUTPUT_COLUMNS, Run, compute_region_times, region_polygon
+from .errors import ConfigError
+from .pipeline import PreparedRegion, Run, compute_region_times, finish_table, prepare_region
 from .schema import LEVEL_GROUPS
 
 log = logging.getLogger("geoaccess")
@@ -127,76 +126,6 @@ def gaps_regions(regions: Sequence[str | RegionConfig], data_dir: str | Path, ou
 
 
 # --------------------------------------------------------------------------- one region, partitioned
-@dataclass
-class _Prepared:
-    inputs: object
-    facilities: pd.DataFrame
-    graph: nx.MultiDiGraph
-    dem: object
-    params: object
-    roads: dict
-    speeds: dict
-    working_crs: str
-
-
-def _prepare(config: RegionConfig, data_dir: Path, terrain: bool, timings: dict) -> _Prepared:
-    """Inputs, DEM and the road graph with travel times, exactly as `compute_region_times` builds them."""
-    from . import network as net_mod
-    from .loaders import load_inputs
-    from .terrain import TerrainParams, add_edge_travel_times, open_dem
-
-    t = time.perf_counter()
-    inputs = load_inputs(config, data_dir)
-    timings["load_s"] = time.perf_counter() - t
-    if inputs.facilities is None or inputs.facilities.empty:
-        raise InputError(config.input_path("facilities", data_dir),
-                         "no facility register: travel times need facilities")
-    s, f = inputs.settlements, inputs.facilities
-    params = TerrainParams.from_dict(config.section("terrain"))
-    t = time.perf_counter()
-    dem = None
-    dem_path = config.input_path("dem", data_dir)
-    if terrain and dem_path is not None and dem_path.exists():
-        lon = np.r_[s["lon"].to_numpy(), f["lon"].to_numpy()]
-        lat = np.r_[s["lat"].to_numpy(), f["lat"].to_numpy()]
-        margin_m = config.section("roads")["clip_buffer_km"] * 1000.0 + 5000.0
-        dem = open_dem(dem_path, region_bounds=(lon.min(), lat.min(), lon.max(), lat.max()), margin_m=margin_m)
-        inputs.paths["dem"] = dem_path
-    elif terrain:
-        inputs.report.skipped.append(f"dem: {dem_path} not found — travel times are flat (no grade or altitude)")
-        log.warning("no DEM: travel times are flat")
-    timings["dem_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    roads = config.section("roads")
-    spec = {"source": roads["source"], "paths": roads["paths"], "snap_tolerance_m": roads["snap_tolerance_m"],
-            "clip_buffer_m": roads["clip_buffer_km"] * 1000.0, "network_type": roads["network_type"],
-            "cache_dir": roads["cache_dir"]}
-    G = net_mod.load_road_network(spec, data_dir, region_polygon(inputs), config.working_crs)
-    speeds = config.section("speeds")
-    G = net_mod.assign_speeds(G, speeds["road_class"], speeds["default_kph"], use_maxspeed=speeds["use_maxspeed"])
-    timings["network_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    G = add_edge_travel_times(G, dem, params, config.working_crs)
-    timings["terrain_s"] = time.perf_counter() - t
-    return _Prepared(inputs, f, G, dem, params, roads, speeds, config.working_crs)
-
-
-def _finish_table(prep: _Prepared, times: pd.DataFrame, thresholds: dict) -> gpd.GeoDataFrame:
-    """Honest times for approximated positions, statuses and gaps, columns: as `compute_region_times`."""
-    from .coverage import apply_location_quality, classify
-
-    s = prep.inputs.settlements
-    times = apply_location_quality(s, times)
-    inside = shapely.contains_xy(shapely.buffer(region_polygon(prep.inputs), 0.02), s["lon"].to_numpy(),
-                                 s["lat"].to_numpy())
-    times = classify(s, times, thresholds, inside_region=inside)
-    table = gpd.GeoDataFrame(s.join(times.drop(columns=[c for c in times.columns if c in s.columns])),
-                             geometry="geometry", crs=4326)
-    ordered = [c for c in SETTLEMENT_OUTPUT_COLUMNS if c in table.columns]
-    extra = [c for c in table.columns if c not in ordered and c != "geometry"]
-    return table[ordered + extra + ["geometry"]]
-
-
 class _LegLookup:
     """``offroad_minutes`` for `build_engine_graph`: legs computed earlier, found by their four end
     coordinates; any other leg (e.g. a settlement sharing a facility's position) is computed."""
@@ -379,7 +308,6 @@ def partitioned_run(config: RegionConfig, data_dir: str | Path, *, by: str = "pr
         raise ConfigError(None, f"partition buffer {buffer_km} km: must be positive")
     if engine != "network":
         raise ConfigError(None, f"--engine {engine}: partitioned runs use the network engine")
-    from . import network as net_mod
     from .engine import _warnings
 
     timings: dict[str, float] = {}
@@ -388,7 +316,8 @@ def partitioned_run(config: RegionConfig, data_dir: str | Path, *, by: str = "pr
     with cluster_client(scheduler, workers, client) as c:
         addresses = list(c.scheduler_info(n_workers=-1).get("workers", {}))
         warm = [c.submit(_warm_up, workers=[a], pure=False) for a in addresses]  # imports, while the client loads
-        prep = _prepare(config, data_dir, terrain, timings)
+        prep = prepare_region(config, data_dir, terrain=terrain)
+        timings.update(prep.timings)
         G, wcrs = prep.graph, config.working_crs
         t = time.perf_counter()
         points = _Points(prep.inputs.settlements, prep.facilities, G, wcrs)
@@ -422,15 +351,13 @@ def partitioned_run(config: RegionConfig, data_dir: str | Path, *, by: str = "pr
     for w in warnings:
         log.warning(w)
     th = thresholds or config.thresholds
-    table = _finish_table(prep, times, th)
+    table = finish_table(prep, times, th)
     timings["total_s"] = time.perf_counter() - t_start
-    eng = {"engine": "network", "terrain": prep.dem is not None, "terrain_params": prep.params.to_dict(),
-           "working_crs": wcrs, "road_source": prep.roads["source"], "graph": net_mod.graph_summary(G),
-           "build_report": G.graph.get("build_report", {}), "speeds_kph": prep.speeds["road_class"],
-           "speeds_source": prep.speeds["source"],
+    eng = {"engine": "network", **prep.engine_facts(),
            "partitions": {"by": by, "buffer_km": buffer_km, "workers": len(addresses), "rounds": rounds_log}}
     return Run(config=config, data_dir=data_dir, inputs=prep.inputs, table=table, thresholds=th, graph=G,
-               dem=prep.dem, terrain_params=prep.params, engine=eng, timings=timings, warnings=warnings)
+               dem=prep.dem, terrain_params=prep.params, engine=eng, timings=timings, warnings=warnings,
+               raw_times=times.copy(), offroad_minutes=prep.offroad_minutes, facilities=prep.facilities)
 
 
 def _warm_up() -> None:
@@ -461,7 +388,7 @@ class _Points:
         self.leg_min = np.full(len(self.ends), np.nan)
 
 
-def _route_in_rounds(c, points: _Points, prep: _Prepared, by: str, buffer_km: float, rounds: int, g_fut,
+def _route_in_rounds(c, points: _Points, prep: PreparedRegion, by: str, buffer_km: float, rounds: int, g_fut,
                      dem_fut) -> tuple[pd.DataFrame, list[dict]]:
     """Route every settlement in its partition; reroute the uncertified with the buffer doubled, then
     on the whole graph. Returns the travel-time result in input order (positional index) and a log."""
@@ -476,8 +403,8 @@ def _route_in_rounds(c, points: _Points, prep: _Prepared, by: str, buffer_km: fl
             break
         t0 = time.perf_counter()
         groups = [pending] if buf is None else [pending[unit[pending] == u] for u in pd.unique(unit[pending])]
-        jobs = [_partition_job(own, buf, unit, polygons, points, prep.working_crs) for own in groups]
-        futures = [c.submit(_route_partition, g_fut, dem_fut, prep.params, prep.working_crs, job, pure=False)
+        jobs = [_partition_job(own, buf, unit, polygons, points, prep.config.working_crs) for own in groups]
+        futures = [c.submit(_route_partition, g_fut, dem_fut, prep.params, prep.config.working_crs, job, pure=False)
                    for job in jobs]
         results = c.gather(futures)
         retry = [pending[:0]]

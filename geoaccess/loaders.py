@@ -3,7 +3,6 @@ boundaries and census population — each returned in WGS84 with the schema in d
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -14,7 +14,7 @@ import pandas as pd
 import shapely
 
 from .config import RegionConfig
-from .coverage import GROUPS, TIME_COLS, apply_location_quality, classify, coverage_report, unit_summary
+from .coverage import TIME_COLS, apply_location_quality, classify, coverage_report, unit_summary
 from .errors import ConfigError, InputError
 from .loaders import Inputs, load_inputs
 
@@ -78,26 +78,53 @@ def region_polygon(inputs: Inputs) -> shapely.Geometry:
     return shapely.convex_hull(shapely.multipoints(pts)).buffer(0.1)
 
 
-def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool = True,
-                         engine: str = "network", thresholds: dict | None = None,
-                         inputs: Inputs | None = None, extra_facilities: gpd.GeoDataFrame | None = None) -> Run:
-    """Load a region and compute travel times from every settlement to each facility level."""
+@dataclass
+class PreparedRegion:
+    """A region ready to route: inputs, the facilities routed to, the DEM and the road graph with its times."""
+
+    config: RegionConfig
+    inputs: Inputs
+    facilities: gpd.GeoDataFrame
+    graph: object
+    dem: object
+    params: object
+    roads: dict
+    speeds: dict
+    timings: dict
+
+    def offroad_minutes(self, flon, flat, tlon, tlat):
+        """The off-road leg model of this region (terrain-aware; flat without a DEM)."""
+        from .terrain import offroad_leg_times
+
+        return offroad_leg_times(flon, flat, tlon, tlat, self.dem, self.params, self.config.working_crs)[1]
+
+    def engine_facts(self) -> dict:
+        """What the engine was given, for the run summary."""
+        from .network import graph_summary
+
+        G = self.graph
+        return {"terrain": self.dem is not None, "terrain_params": self.params.to_dict(),
+                "working_crs": self.config.working_crs, "road_source": self.roads["source"],
+                "graph": graph_summary(G), "build_report": G.graph.get("build_report", {}),
+                "speeds_kph": self.speeds["road_class"], "speeds_source": self.speeds["source"]}
+
+
+def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True, inputs: Inputs | None = None,
+                   extra_facilities: gpd.GeoDataFrame | None = None) -> PreparedRegion:
+    """Load the inputs, open the DEM and build the road graph with terrain-aware edge times."""
     from . import network as net_mod
-    from .engine import compute_travel_times
-    from .terrain import TerrainParams, add_edge_travel_times, offroad_leg_times, open_dem
+    from .terrain import TerrainParams, add_edge_travel_times, open_dem
 
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t = time.perf_counter()
     inputs = inputs or load_inputs(config, data_dir)
-    timings["load_s"] = time.perf_counter() - t0
+    timings["load_s"] = time.perf_counter() - t
     if inputs.facilities is None or inputs.facilities.empty:
         raise InputError(config.input_path("facilities", data_dir), "no facility register: travel times need facilities")
     facilities = inputs.facilities
     if extra_facilities is not None and len(extra_facilities):
         facilities = pd.concat([facilities, extra_facilities], ignore_index=True)
-    th = thresholds or config.thresholds
     s = inputs.settlements
-    wcrs = config.working_crs
     params = TerrainParams.from_dict(config.section("terrain"))
 
     t = time.perf_counter()
@@ -107,58 +134,70 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
         lon = np.r_[s["lon"].to_numpy(), facilities["lon"].to_numpy()]
         lat = np.r_[s["lat"].to_numpy(), facilities["lat"].to_numpy()]
         margin_m = config.section("roads")["clip_buffer_km"] * 1000.0 + 5000.0  # roads reach past the settlements
-        dem = open_dem(dem_path, region_bounds=(lon.min(), lat.min(), lon.max(), lat.max()), margin_m=margin_m)
+        dem = open_dem(dem_path, region_bounds=(np.nanmin(lon), np.nanmin(lat), np.nanmax(lon), np.nanmax(lat)),
+                       margin_m=margin_m)
         inputs.paths["dem"] = dem_path
-        log.info("DEM %s: %s cells", dem_path.name, "×".join(map(str, dem.array.shape)))
     elif terrain:
         inputs.report.skipped.append(f"dem: {dem_path} not found — travel times are flat (no grade or altitude)")
         log.warning("no DEM: travel times are flat")
     timings["dem_s"] = time.perf_counter() - t
 
-    if engine == "raster" and dem is None:
-        raise InputError(dem_path, "--engine raster needs the region's DEM (and --no-terrain cannot be used with it)")
     t = time.perf_counter()
     roads = config.section("roads")
     spec = {"source": roads["source"], "paths": roads["paths"], "snap_tolerance_m": roads["snap_tolerance_m"],
             "clip_buffer_m": roads["clip_buffer_km"] * 1000.0, "network_type": roads["network_type"],
             "cache_dir": roads["cache_dir"]}
-    G = net_mod.load_road_network(spec, data_dir, region_polygon(inputs), wcrs)
+    G = net_mod.load_road_network(spec, data_dir, region_polygon(inputs), config.working_crs)
     speeds = config.section("speeds")
     G = net_mod.assign_speeds(G, speeds["road_class"], speeds["default_kph"], use_maxspeed=speeds["use_maxspeed"])
     timings["network_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    G = add_edge_travel_times(G, dem, params, wcrs)
+    G = add_edge_travel_times(G, dem, params, config.working_crs)
     timings["terrain_s"] = time.perf_counter() - t
+    return PreparedRegion(config, inputs, facilities, G, dem, params, roads, speeds, timings)
 
-    def legs(flon, flat, tlon, tlat):
-        return offroad_leg_times(flon, flat, tlon, tlat, dem, params, wcrs)[1]
 
-    t = time.perf_counter()
-    off = config.section("offroad")
-    rasters = None
-    if engine == "raster":
-        times, rasters = _raster_times(G, dem, params, facilities, s)
-    else:
-        times = compute_travel_times(G, s, facilities, working_crs=wcrs, offroad_minutes=legs,
-                                     max_offroad_m=off["max_offroad_km"] * 1000.0)
-    timings["engine_s"] = time.perf_counter() - t
-    raw_times = times.copy()
+def finish_table(prepared: PreparedRegion, times: pd.DataFrame, thresholds: dict) -> gpd.GeoDataFrame:
+    """The settlement table: honest times for approximated positions, statuses, gaps, columns in order."""
+    s = prepared.inputs.settlements
     times = apply_location_quality(s, times)
-    inside = shapely.contains_xy(shapely.buffer(region_polygon(inputs), 0.02), s["lon"].to_numpy(), s["lat"].to_numpy())
-    times = classify(s, times, th, inside_region=inside)
-    table = s.join(times.drop(columns=[c for c in times.columns if c in s.columns]))
-    table = gpd.GeoDataFrame(table, geometry="geometry", crs=4326)
+    inside = shapely.contains_xy(shapely.buffer(region_polygon(prepared.inputs), 0.02), s["lon"].to_numpy(),
+                                 s["lat"].to_numpy())
+    times = classify(s, times, thresholds, inside_region=inside)
+    table = gpd.GeoDataFrame(s.join(times.drop(columns=[c for c in times.columns if c in s.columns])),
+                             geometry="geometry", crs=4326)
     ordered = [c for c in SETTLEMENT_OUTPUT_COLUMNS if c in table.columns]
     extra = [c for c in table.columns if c not in ordered and c != "geometry"]
-    table = table[ordered + extra + ["geometry"]]
-    eng = dict(times.attrs.get("engine", {}))
-    eng.update({"terrain": dem is not None, "terrain_params": params.to_dict(), "working_crs": wcrs,
-                "road_source": roads["source"], "graph": net_mod.graph_summary(G),
-                "build_report": G.graph.get("build_report", {}), "speeds_kph": speeds["road_class"],
-                "speeds_source": speeds["source"]})
-    return Run(config=config, data_dir=Path(data_dir), inputs=inputs, table=table, thresholds=th, graph=G, dem=dem,
-               terrain_params=params, engine=eng, timings=timings, warnings=list(times.attrs.get("warnings", [])),
-               raw_times=raw_times, offroad_minutes=legs, facilities=facilities, rasters=rasters)
+    return table[ordered + extra + ["geometry"]]
+
+
+def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool = True,
+                         engine: str = "network", thresholds: dict | None = None,
+                         inputs: Inputs | None = None, extra_facilities: gpd.GeoDataFrame | None = None) -> Run:
+    """Load a region and compute travel times from every settlement to each facility level."""
+    from .engine import compute_travel_times
+
+    prep = prepare_region(config, data_dir, terrain=terrain, inputs=inputs, extra_facilities=extra_facilities)
+    if engine == "raster" and prep.dem is None:
+        raise InputError(config.input_path("dem", data_dir),
+                         "--engine raster needs the region's DEM (and --no-terrain cannot be used with it)")
+    th = thresholds or config.thresholds
+    s = prep.inputs.settlements
+    t = time.perf_counter()
+    rasters = None
+    if engine == "raster":
+        times, rasters = _raster_times(prep.graph, prep.dem, prep.params, prep.facilities, s)
+    else:
+        times = compute_travel_times(prep.graph, s, prep.facilities, working_crs=config.working_crs,
+                                     offroad_minutes=prep.offroad_minutes,
+                                     max_offroad_m=config.section("offroad")["max_offroad_km"] * 1000.0)
+    prep.timings["engine_s"] = time.perf_counter() - t
+    table = finish_table(prep, times, th)
+    eng = {**times.attrs.get("engine", {}), **prep.engine_facts()}
+    return Run(config=config, data_dir=Path(data_dir), inputs=prep.inputs, table=table, thresholds=th,
+               graph=prep.graph, dem=prep.dem, terrain_params=prep.params, engine=eng, timings=prep.timings,
+               warnings=list(times.attrs.get("warnings", [])), raw_times=times.copy(),
+               offroad_minutes=prep.offroad_minutes, facilities=prep.facilities, rasters=rasters)
 
 
 def _raster_times(G, dem, params, facilities: pd.DataFrame, settlements: pd.DataFrame):

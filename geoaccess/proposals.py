@@ -12,7 +12,7 @@ import pandas as pd
 
 from .config import PROJECT_ROOT, RegionConfig
 from .engine import build_engine_graph, compute_travel_times, cost_matrix
-from .errors import ConfigError, InputError
+from .errors import ConfigError
 from .pipeline import Run, _json_default, compute_region_times
 
 log = logging.getLogger("geoaccess")

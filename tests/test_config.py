@@ -1,5 +1,4 @@
 """Region configs: loading by name or path, validation errors, data directory resolution."""
-from pathlib import Path
 
 import pytest
 

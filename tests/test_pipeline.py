@@ -1,7 +1,6 @@
 """The planners' command on the real Tibet data, and the CLI's behaviour on bad input."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
