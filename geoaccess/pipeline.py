@@ -131,9 +131,10 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
     dem = None
     dem_path = config.input_path("dem", data_dir)
     if terrain and dem_path is not None and dem_path.exists():
-        lon = np.r_[s["lon"].to_numpy(), facilities["lon"].to_numpy()]
-        lat = np.r_[s["lat"].to_numpy(), facilities["lat"].to_numpy()]
-        margin_m = config.section("roads")["clip_buffer_km"] * 1000.0 + 5000.0  # roads reach past the settlements
+        x0, y0, x1, y1 = shapely.bounds(region_polygon(inputs))  # roads are clipped to the region + a buffer
+        lon = np.r_[s["lon"].to_numpy(), facilities["lon"].to_numpy(), x0, x1]
+        lat = np.r_[s["lat"].to_numpy(), facilities["lat"].to_numpy(), y0, y1]
+        margin_m = config.section("roads")["clip_buffer_km"] * 1000.0 + 5000.0
         dem = open_dem(dem_path, region_bounds=(np.nanmin(lon), np.nanmin(lat), np.nanmax(lon), np.nanmax(lat)),
                        margin_m=margin_m)
         inputs.paths["dem"] = dem_path
