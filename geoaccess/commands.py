@@ -32,7 +32,8 @@ def data_check(region: str, data: str | None, *, as_json: bool = False) -> int:
         s = inputs.settlements
         bounds = (float(s["lon"].min()), float(s["lat"].min()), float(s["lon"].max()), float(s["lat"].max()))
         dem = open_dem(dem_path, region_bounds=bounds)
-        rep.add("dem", file=str(dem_path), shape=list(dem.array.shape), crs=str(dem.crs), covers_settlements=True)
+        rep.add("dem", file=str(dem_path), shape=list(dem.shape), windowed=dem.windowed, crs=str(dem.crs),
+                covers_settlements=True)
     else:
         rep.skipped.append(f"dem: {dem_path} not found (travel times would be flat)")
     roads = cfg.section("roads")

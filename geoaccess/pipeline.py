@@ -182,6 +182,9 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
     if engine == "raster" and prep.dem is None:
         raise InputError(config.input_path("dem", data_dir),
                          "--engine raster needs the region's DEM (and --no-terrain cannot be used with it)")
+    if engine == "raster" and prep.dem.windowed:
+        raise InputError(prep.dem.path, "--engine raster needs the whole DEM window in memory and this one exceeds "
+                                        "GEOACCESS_DEM_MAX_CELLS: use --engine network or a coarser DEM")
     th = thresholds or config.thresholds
     s = prep.inputs.settlements
     t = time.perf_counter()
@@ -213,7 +216,7 @@ def _raster_times(G, dem, params, facilities: pd.DataFrame, settlements: pd.Data
     times = raster.settlement_times(results, settlements, surface)
     times["offroad_m"] = np.nan
     times["offroad_min"] = np.nan
-    shape = "×".join(map(str, dem.array.shape))
+    shape = "×".join(map(str, dem.shape))
     times.attrs["engine"] = {"engine": "raster", "grid": shape, "method": "anisotropic Tobler friction, roads burned "
                              "in at their class speed, 8-connected multi-source cost distance (docs/raster.md)"}
     times.attrs["warnings"] = []

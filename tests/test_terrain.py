@@ -4,8 +4,14 @@ Synthetic DEMs are GeoTIFFs written to tmp_path. Roads are laid out in Web Merca
 (EPSG:3857, also the working CRS) and each edge's `length` is its Mercator length, so a DEM
 that is linear in Mercator x (i.e. in longitude) gives grades and times that are exact by hand.
 """
+import json
 import math
+import os
+import pickle
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -15,7 +21,7 @@ from pyproj import Geod, Transformer
 from rasterio.transform import from_origin
 from shapely.geometry import LineString
 
-from geoaccess.errors import ConfigError, DataCoverageError
+from geoaccess.errors import ConfigError, DataCoverageError, InputError
 from geoaccess.terrain import (TerrainParams, add_edge_travel_times, altitude_speed_factor, edge_time_to_fraction,
                                grade_speed_factor, offroad_leg_times, open_dem, sample_dem, split_time,
                                tobler_kph)
@@ -335,3 +341,297 @@ def test_twenty_thousand_edges_on_tibet_dem_take_under_five_seconds(data_dir):
     samples = G.graph["terrain"]["samples"]
     print(f"add_edge_travel_times: {G.number_of_edges()} edges, {samples} samples, {elapsed:.2f} s")
     assert elapsed < 5.0 and all(np.isfinite(d["travel_time"]) for _, _, d in G.edges(data=True))
+
+
+# --------------------------------------------------------------------------------------------
+# Large DEMs: windowed mode (max_cells exceeded) gives the in-memory answers tile by tile
+# --------------------------------------------------------------------------------------------
+def random_roads(rng, n, west, south, east, north, spread=0.01):
+    """n bent roads (each with its twin) between random points of the box, lengths from the geodesic."""
+    geod = Geod(ellps="WGS84")
+    G = nx.MultiDiGraph(crs="EPSG:4326")
+    lon0, lat0 = rng.uniform(west, east, n), rng.uniform(south, north, n)
+    lon1, lat1 = lon0 + rng.normal(0, spread, n), lat0 + rng.normal(0, spread, n)
+    for i in range(n):
+        bend = ((lon0[i] + lon1[i]) / 2 + spread / 5, (lat0[i] + lat1[i]) / 2)
+        line = LineString([(lon0[i], lat0[i]), bend, (lon1[i], lat1[i])])
+        G.add_node(2 * i, x=lon0[i], y=lat0[i])
+        G.add_node(2 * i + 1, x=lon1[i], y=lat1[i])
+        length = geod.geometry_length(line)
+        G.add_edge(2 * i, 2 * i + 1, 0, geometry=line, length=length, speed_kph=50.0)
+        G.add_edge(2 * i + 1, 2 * i, 0, geometry=line.reverse(), length=length, speed_kph=50.0)
+    return G
+
+
+EDGE_KEYS = ("travel_time", "flat_time", "terrain_factor", "grade_mean", "grade_abs_max", "elev_mean", "elev_max",
+             "dem_filled", "dem_void")
+
+
+def assert_same_edges(G_mem, G_win):
+    """Every terrain attribute of every edge equal (1e-9) in the two graphs, and the same summary."""
+    for u, v, k, d in G_mem.edges(keys=True, data=True):
+        w = G_win.edges[u, v, k]
+        for key in EDGE_KEYS:
+            assert w[key] == pytest.approx(d[key], abs=1e-9, nan_ok=True), (u, v, key)
+        for a, b in zip(d["time_profile"], w["time_profile"]):
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-9)
+    sm, sw = dict(G_mem.graph["terrain"]), dict(G_win.graph["terrain"])
+    assert sm.pop("terrain_factor_mean") == pytest.approx(sw.pop("terrain_factor_mean"), abs=1e-12)
+    assert sm == sw
+
+
+def random_legs(rng, n, west, south, east, north, spread=0.02):
+    lon0, lat0 = rng.uniform(west, east, n), rng.uniform(south, north, n)
+    return lon0, lat0, lon0 + rng.normal(0, spread, n), lat0 + rng.normal(0, spread, n)
+
+
+def assert_same_legs(legs, mem, win, working_crs):
+    """offroad_leg_times: the same walked lengths and minutes (1e-9) on the two DEMs."""
+    for a, b in zip(offroad_leg_times(*legs, mem, TerrainParams(), working_crs),
+                    offroad_leg_times(*legs, win, TerrainParams(), working_crs)):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-9)
+
+
+def points_near_tile_borders(dem, tile, rng, per_border=3):
+    """Lon/lat of points within ±1 cell of every tile border (and corner) of a windowed Dem's grid."""
+    rows, cols = dem.shape
+    orow, ocol = dem.offset
+    bc = np.arange(tile, ocol + cols, tile) - ocol  # tile borders in grid columns
+    br = np.arange(tile, orow + rows, tile) - orow
+    bc, br = bc[(bc > 0) & (bc < cols)], br[(br > 0) & (br < rows)]
+    dc = rng.uniform(-1.0, 1.0, (bc.size, per_border))
+    dr = rng.uniform(-1.0, 1.0, (br.size, per_border))
+    cc = np.r_[(bc[:, None] + dc).ravel(), rng.uniform(0, cols, br.size * per_border),
+               np.repeat(bc, br.size) + rng.uniform(-0.6, 0.6, bc.size * br.size)]
+    rr = np.r_[rng.uniform(0, rows, bc.size * per_border), (br[:, None] + dr).ravel(),
+               np.tile(br, bc.size) + rng.uniform(-0.6, 0.6, bc.size * br.size)]
+    cc = np.r_[cc, bc.astype(float), 0.0, cols, 0.5, cols - 0.5]  # exactly on borders and the grid's edges
+    rr = np.r_[rr, np.full(bc.size, rows / 2), 0.0, rows, rows - 0.5, 0.5]
+    return dem.transform @ (cc, rr)
+
+
+def test_windowed_tibet_dem_samples_equal_in_memory(data_dir):
+    path = data_dir / "dem" / "tibet_dem_30s.tif"
+    box = (88.0, 28.5, 95.0, 32.5)
+    mem = open_dem(path, region_bounds=box)
+    win = open_dem(path, region_bounds=box, max_cells=mem.shape[0] * mem.shape[1] - 1, tile_size=64)
+    assert not mem.windowed and win.windowed and win.shape == mem.shape and win.transform == mem.transform
+    assert win.offset != (0, 0)  # the region's window inside the file: tiles align to the file's grid
+    rng = np.random.default_rng(7)
+    lon, lat = points_near_tile_borders(win, 64, rng)
+    lon = np.r_[lon, rng.uniform(87.5, 95.5, 20_000), 180.0, np.nan]  # some off the window read, one NaN
+    lat = np.r_[lat, rng.uniform(28.0, 33.0, 20_000), 30.0, 30.0]
+    z_mem, z_win = sample_dem(mem, lon, lat), sample_dem(win, lon, lat)
+    assert np.isnan(z_mem).sum() > 2 and np.isfinite(z_mem).sum() > 10_000
+    np.testing.assert_allclose(z_win, z_mem, rtol=0, atol=1e-9)  # NaN where NaN
+    grid = sample_dem(win, lon.reshape(2, -1)[:, :100], lat.reshape(2, -1)[:, :100])
+    assert grid.shape == (2, 100)
+
+
+def test_windowed_tibet_dem_edge_and_leg_times_equal_in_memory(data_dir):
+    path = data_dir / "dem" / "tibet_dem_30s.tif"
+    box = (88.0, 28.5, 95.0, 32.5)
+    mem = open_dem(path, region_bounds=box)
+    win = open_dem(path, region_bounds=box, max_cells=1000, tile_size=128)
+    rng = np.random.default_rng(3)
+    wcrs = "+proj=aea +lat_1=27 +lat_2=36 +lat_0=0 +lon_0=89 +datum=WGS84"
+    G = random_roads(rng, 300, 88.5, 29.0, 94.5, 32.0, spread=0.05)
+    G_win = add_edge_travel_times(nx.MultiDiGraph(G), win, TerrainParams(), wcrs)  # a copy, before any times
+    G_mem = add_edge_travel_times(G, mem, TerrainParams(), wcrs)
+    assert_same_edges(G_mem, G_win)
+    legs = random_legs(rng, 500, 88.5, 29.0, 94.5, 32.0)
+    assert_same_legs(legs, mem, win, wcrs)
+
+
+def holey_surface(lon, lat):
+    """A tilted, rippled surface (bilinear weights matter everywhere)."""
+    return 1000.0 + 0.04 * (merc_x(lon) - merc_x(LON0)) + 30.0 * np.sin(lon * 300.0) * np.cos(lat * 200.0)
+
+
+def holes_across_tile_borders(tile, res=0.001, west=90.9, north=30.1):
+    """Nodata: 3×3-cell holes centred on tile corners, a 15-cell square (roads inside it need the
+    nearest valid cell, ~0.8 km away, across several tiles) and a 110×120-cell block (roads in its
+    middle have nothing within fill_radius_m: void)."""
+    def hole(lon, lat):
+        col = np.floor((lon - west) / res).astype(int)
+        row = np.floor((north - lat) / res).astype(int)
+        near_corner = ((np.abs((col + tile // 2) % tile - tile // 2) <= 1)
+                       & (np.abs((row + tile // 2) % tile - tile // 2) <= 1))
+        medium = (col >= 37) & (col < 52) & (row >= 61) & (row < 76)
+        big = (col >= 150) & (col < 260) & (row >= 40) & (row < 160)
+        return (near_corner & (col % (3 * tile) < tile)) | medium | big
+    return hole
+
+
+@pytest.mark.parametrize("tile", [6, 16])
+def test_windowed_synthetic_dem_with_holes_on_tile_borders_equals_in_memory(tmp_path, tile):
+    path = write_dem(tmp_path / "holes.tif", holey_surface, res=0.001, hole=holes_across_tile_borders(tile))
+    mem = open_dem(path)
+    win = open_dem(path, max_cells=0, tile_size=tile)
+    assert win.windowed and win.shape == (200, 300)
+    rng = np.random.default_rng(tile)
+    lon, lat = points_near_tile_borders(win, tile, rng)
+    z_mem, z_win = sample_dem(mem, lon, lat), sample_dem(win, lon, lat)
+    assert np.isnan(z_mem).sum() > 50  # points in the holes
+    np.testing.assert_allclose(z_win, z_mem, rtol=0, atol=1e-9)
+
+    G = random_roads(rng, 150, 90.92, 29.92, 91.18, 30.08, spread=0.01)
+    # roads wholly inside the medium hole (nearest valid cell), inside the big one (void), running
+    # off the grid, and wholly off it within fill_radius_m of each of its four sides (nearest cell)
+    for i, (a, b) in enumerate([((90.9405, 30.0320), (90.9495, 30.0290)), ((91.1000, 30.0000), (91.1100, 30.0050)),
+                                ((91.1900, 30.0500), (91.2400, 30.0600)), ((91.0500, 30.1040), (91.0600, 30.1080)),
+                                ((90.8950, 30.0200), (90.8900, 30.0300)), ((91.0200, 29.8960), (91.0300, 29.8920)),
+                                ((91.2040, 29.9500), (91.2080, 29.9600))]):
+        line = LineString([a, b])
+        G.add_node(f"h{i}a", x=a[0], y=a[1])
+        G.add_node(f"h{i}b", x=b[0], y=b[1])
+        G.add_edge(f"h{i}a", f"h{i}b", 0, geometry=line, length=Geod(ellps="WGS84").geometry_length(line),
+                   speed_kph=40.0)
+    G_win = add_edge_travel_times(nx.MultiDiGraph(G), win, TerrainParams(), WORK)  # a copy, before any times
+    G_mem = add_edge_travel_times(G, mem, TerrainParams(), WORK)
+    summary = G_mem.graph["terrain"]
+    assert summary["filled_along_edge"] > 0 and summary["filled_nearest_cell"] > 0
+    assert summary["void_edges"] >= 1 and summary["off_grid_samples"] > 0
+    assert_same_edges(G_mem, G_win)
+
+    legs = random_legs(rng, 300, 90.92, 29.92, 91.18, 30.08, spread=0.01)
+    legs = tuple(np.r_[x, extra] for x, extra in zip(legs, (90.9410, 30.0320, 90.9480, 30.0300)))  # inside a hole
+    assert_same_legs(legs, mem, win, WORK)
+
+
+def test_windowed_region_window_of_synthetic_dem_equals_in_memory(tmp_path):
+    path = write_dem(tmp_path / "holes.tif", holey_surface, res=0.001, hole=holes_across_tile_borders(8))
+    box = (90.95, 29.96, 91.12, 30.05)
+    mem = open_dem(path, region_bounds=box, margin_m=1000.0)
+    win = open_dem(path, region_bounds=box, margin_m=1000.0, max_cells=10, tile_size=8)
+    assert win.windowed
+    assert win.shape == mem.shape and win.offset[0] > 0 and win.offset[1] > 0
+    G = random_roads(np.random.default_rng(5), 100, *box, spread=0.01)
+    G_win = add_edge_travel_times(nx.MultiDiGraph(G), win, TerrainParams(), WORK)
+    G_mem = add_edge_travel_times(G, mem, TerrainParams(), WORK)
+    assert_same_edges(G_mem, G_win)
+
+
+def test_windowed_dem_array_is_a_clear_error_naming_the_file(tmp_path):
+    path = write_dem(tmp_path / "national_1s.tif", lambda lon, lat: 1200.0)
+    dem = open_dem(path, max_cells=100)
+    assert dem.windowed and dem.shape == (20, 30)
+    with pytest.raises(InputError, match=r"national_1s\.tif: the DEM window needed \(30 columns × 20 rows.*"
+                                         r"--engine network"):
+        _ = dem.array
+    assert open_dem(path, max_cells=600).array.shape == (20, 30)  # 600 cells fit: in memory
+
+
+def test_max_cells_from_environment(tmp_path, monkeypatch):
+    path = write_dem(tmp_path / "flat.tif", lambda lon, lat: 1200.0)
+    monkeypatch.setenv("GEOACCESS_DEM_MAX_CELLS", "599")
+    assert open_dem(path).windowed and not open_dem(path, max_cells=600).windowed
+    monkeypatch.setenv("GEOACCESS_DEM_MAX_CELLS", "lots")
+    with pytest.raises(ConfigError, match="GEOACCESS_DEM_MAX_CELLS = 'lots'"):
+        open_dem(path)
+    with pytest.raises(ConfigError, match="max_cells"):
+        open_dem(path, max_cells=-1)
+    with pytest.raises(ConfigError, match="tile_size"):
+        open_dem(path, max_cells=0, tile_size=0)
+
+
+def test_windowed_dem_pickles_small_and_samples_after(tmp_path):
+    path = write_dem(tmp_path / "tilt.tif", plane(0.06))
+    dem = open_dem(path, max_cells=0, tile_size=4)
+    blob = pickle.dumps(dem)
+    again = pickle.loads(blob)
+    lon, lat = np.array([91.0, 91.05, 91.13]), np.array([30.0, 29.95, 30.07])
+    assert len(blob) < 5000 and again.windowed
+    assert sample_dem(again, lon, lat) == pytest.approx(sample_dem(open_dem(path), lon, lat), abs=1e-9)
+
+
+def test_windowed_dem_file_gone_is_a_clear_error(tmp_path):
+    path = write_dem(tmp_path / "gone.tif", lambda lon, lat: 1200.0)
+    dem = open_dem(path, max_cells=0)
+    Path(path).unlink()
+    with pytest.raises(InputError, match="gone.tif: cannot read DEM rows"):
+        sample_dem(dem, np.array([91.0]), np.array([30.0]))
+
+
+# Memory: a DEM far larger than the limit is sampled with RSS growth bounded by one tile.
+# Measured with /proc/self/status (VmHWM after resetting it through /proc/self/clear_refs), not
+# ru_maxrss: a child's ru_maxrss starts at its parent's RSS (the pre-exec memory of the fork is
+# folded in), so under a big pytest process it would hide the child's own growth.
+_RSS_PROBE = r"""
+import json, sys, time
+import numpy as np
+import rasterio
+from geoaccess.terrain import _same_crs, open_dem, sample_dem
+
+def status_mb(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024  # kB
+
+path, n, npts, max_cells = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+with rasterio.open(path) as src:  # warm up GDAL and PROJ before the baseline
+    transform = src.transform
+_same_crs("EPSG:4326", "EPSG:4326")
+rng = np.random.default_rng(0)
+col, row = rng.integers(0, n, npts), rng.integers(0, n, npts)  # cell centres all over the grid
+lon, lat = (np.asarray(v) for v in transform @ (col + 0.5, row + 0.5))
+expected = (3000 + row // 7 + col // 11).astype(np.float64)
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
+before = status_mb("VmRSS")
+t = time.perf_counter()
+dem = open_dem(path, max_cells=max_cells)
+z = sample_dem(dem, lon, lat)
+elapsed = time.perf_counter() - t
+print(json.dumps({"growth_mb": status_mb("VmHWM") - before, "before_mb": before, "seconds": elapsed, "windowed": dem.windowed,
+                  "exact": bool(np.allclose(z, expected, rtol=0, atol=1e-6)), "points": npts}))
+"""
+
+
+def write_big_dem(path, n):
+    """An n×n int16 DEM (1″ cells), tiled and deflate-compressed, written strip by strip:
+    z = 3000 + row // 7 + col // 11."""
+    from rasterio.windows import Window
+
+    profile = {"driver": "GTiff", "width": n, "height": n, "count": 1, "dtype": "int16", "crs": "EPSG:4326",
+               "nodata": -32768, "transform": from_origin(80.0, 40.0, 1 / 3600, 1 / 3600), "tiled": True,
+               "blockxsize": 512, "blockysize": 512, "compress": "deflate", "predictor": 2, "BIGTIFF": "IF_SAFER"}
+    cols = np.arange(n, dtype=np.int32) // 11
+    with rasterio.open(path, "w", **profile) as dst:
+        for r0 in range(0, n, 512):
+            rows = np.arange(r0, min(n, r0 + 512), dtype=np.int32)[:, None] // 7
+            dst.write((3000 + rows + cols[None, :]).astype(np.int16), 1, window=Window(0, r0, n, rows.shape[0]))
+    return path
+
+
+def rss_probe(path, n, npts, max_cells):
+    """Peak RSS growth (MB) of open_dem + sample_dem at npts cell centres, measured in a fresh process."""
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("peak RSS is measured through Linux /proc")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(path), str(n), str(npts), str(max_cells)], env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_windowed_sampling_memory_is_bounded_by_a_tile(tmp_path):
+    # 8000² int16 = 128 MB uncompressed, 512 MB as float64: open_dem in memory adds ≈ 670 MB;
+    # windowed, with 2048² tiles, one tile (32 MB float64 + 8 MB raw + blocks) at a time
+    n = 8000
+    res = rss_probe(write_big_dem(tmp_path / "big.tif", n), n, 200_000, max_cells=n * n - 1)
+    print(f"windowed {n}×{n} DEM, {res['points']:,} points: peak RSS +{res['growth_mb']:.0f} MB, "
+          f"{res['seconds']:.2f} s")
+    assert res["windowed"] and res["exact"] and res["growth_mb"] < 150
+
+
+@pytest.mark.slow
+def test_windowed_sampling_of_a_20000_square_dem_stays_under_150_mb(tmp_path):
+    # 20,000² int16: 800 MB uncompressed, 3.2 GB as float64 — above the default max_cells (50 M)
+    n = 20_000
+    t = time.perf_counter()
+    path = write_big_dem(tmp_path / "big.tif", n)
+    written = time.perf_counter() - t
+    res = rss_probe(path, n, 1_000_000, max_cells=50_000_000)  # the default limit
+    print(f"windowed {n}×{n} DEM ({Path(path).stat().st_size / 1e6:.1f} MB on disk, written in {written:.1f} s), "
+          f"{res['points']:,} points: peak RSS +{res['growth_mb']:.0f} MB, {res['seconds']:.2f} s")
+    assert res["windowed"] and res["exact"] and res["growth_mb"] < 150
