@@ -26,13 +26,10 @@ counted in their query times. All answers must equal the engine's to 1e-6 minute
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import math
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -43,6 +40,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from geoaccess import engine  # noqa: E402
+from geoaccess._memory import measure as _measure  # noqa: E402
 from geoaccess.schema import LEVEL_GROUPS  # noqa: E402
 
 GROUPS = {
@@ -58,26 +56,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 # --------------------------------------------------------------------------- measuring
-def _status_mb(field: str) -> float:
-    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
-
-
 def measure(fn, *args, **kwargs) -> tuple[object, dict]:
     """Run ``fn``; return its result, wall seconds and peak RSS rise in MB."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark
-        before = _status_mb("VmRSS")
-    except OSError:
-        before = None
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    seconds = time.perf_counter() - t0
-    peak = None if before is None else max(0.0, _status_mb("VmHWM") - before)
+    out, seconds, peak = _measure(fn, *args, **kwargs)
     return out, {"seconds": round(seconds, 4), "peak_mb": None if peak is None else round(peak, 1)}
 
 

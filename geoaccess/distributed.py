@@ -29,6 +29,7 @@ import pandas as pd
 import shapely
 from pyproj import Transformer
 
+from ._memory import measure
 from .config import RegionConfig, load_region
 from .errors import ConfigError
 from .pipeline import PreparedRegion, Run, compute_region_times, finish_table, prepare_region
@@ -498,25 +499,8 @@ def run_partitioned(region: str | RegionConfig, data_dir: str | Path, *, by: str
 # --------------------------------------------------------------------------- national estimate
 def _measure(fn, *args, **kwargs) -> tuple[object, float, float | None]:
     """Run ``fn``: its result, wall seconds and rise of the process's peak RSS in bytes (Linux)."""
-    import gc
-
-    gc.collect()
-    status = Path("/proc/self/status")
-
-    def field(name: str) -> float:
-        line = next(x for x in status.read_text().splitlines() if x.startswith(name + ":"))
-        return float(line.split()[1]) * 1024.0
-
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark
-        before = field("VmRSS")
-    except OSError:
-        before = None
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    seconds = time.perf_counter() - t
-    return out, seconds, None if before is None else max(0.0, field("VmHWM") - before)
-
+    out, seconds, mb = measure(fn, *args, **kwargs)
+    return out, seconds, None if mb is None else mb * 1024.0 * 1024.0
 
 def measure_engine_costs(data_dir: str | Path | None = None, *, osm_file: str | Path | None = "helsinki",
                          osm_network: str = "all", nx_grid_side: int = 300, grid_side: int = 1000,

@@ -16,6 +16,7 @@ import shapely
 from .config import RegionConfig
 from .coverage import TIME_COLS, apply_location_quality, classify, coverage_report, unit_summary
 from .errors import ConfigError, InputError
+from ._memory import peak_memory_mb
 from .loaders import Inputs, load_inputs
 
 log = logging.getLogger("geoaccess")
@@ -273,18 +274,6 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
         "repairs": rep.repairs, "software": software_versions(), "wall_time_s": round(wall_s, 2),
         "peak_memory_mb": peak_memory_mb(),
     }
-
-
-def peak_memory_mb() -> float | None:
-    """Peak resident memory of this process so far (MB), where the OS reports it."""
-    try:
-        import resource
-        import sys
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return round(peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0, 1)
-    except (ImportError, OSError):
-        return None
 
 
 def engine_assumptions(run: Run) -> list[str]:
