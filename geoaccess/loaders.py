@@ -620,6 +620,7 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
         counties = counties[counties["adcode"].str.startswith(prefix[:2])].reset_index(drop=True)
         report.add("counties", file=str(counties_p), count=len(counties), crs="EPSG:4490→EPSG:4326 (treated as WGS84)")
     if prefectures is not None:
+        prefectures = prefectures[prefectures["adcode"].str.startswith(prefix[:2])].reset_index(drop=True)
         report.add("prefectures", file=str(prefs_p), count=len(prefectures))
 
     pop_p = optional("population")
@@ -635,6 +636,13 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
     if gaz_p:
         gaz = load_gazetteer(gaz_p, prefix, repairs=report.repairs)
         county_codes = reconcile_county_codes(gaz[gaz["level"] == "county"], counties)
+        if counties is not None:
+            # The region's counties: its code block, plus any recoded since the gazetteer (梁平县 500228 → 500155)
+            mine = counties["adcode"].str.startswith(prefix) | counties["adcode"].isin(county_codes["county_code"])
+            if (~mine).any():
+                report.add("counties", outside_region_dropped=int((~mine).sum()))
+            counties = counties[mine].reset_index(drop=True)
+            report.add("counties", count=len(counties))
         sett = settlements_from_gazetteer(gaz, inp["gazetteer_crs"], county_codes)
         frames.append(sett)
         q = sett.groupby(["kind", "loc_quality"]).size()

@@ -187,3 +187,28 @@ def test_partitioned_dask_run_writes_the_same_settlement_table(tibet_run, data_d
 def test_partition_with_several_regions_is_refused(capsys):
     assert main(["gaps", "--region", "tibet", "--region", "chongqing", "--partition", "county"]) == 2
     assert "--partition splits one region" in _one_line_error(capsys)
+
+
+def test_a_prefecture_level_region_is_one_more_config_file(data_dir, tmp_path):
+    """A 4-digit admin prefix (like Xishuangbanna's 5328) on data in the shared layout: Chongqing's 县 block."""
+    cfg = tmp_path / "cq_counties.toml"
+    cfg.write_text("""
+[region]
+key = "cq_counties"
+name = "重庆市辖县 test region"
+admin_prefix = "5002"
+working_crs = "EPSG:32648"
+[inputs]
+dem = "dem/chongqing_dem_30s.tif"
+facilities = "facilities/chongqing_facilities.csv"
+counties = "boundaries/chongqing_counties.geojson"
+prefectures = "boundaries/chongqing_prefectures.geojson"
+population = "facts/chongqing_county_population_2020.csv"
+""", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["-q", "gaps", "--region", str(cfg), "--data", str(data_dir), "--out", str(out)]) == 0
+    s = pd.read_csv(out / "settlements.csv", dtype=str)
+    assert s["settlement_id"].str.startswith("5002").all()
+    c = pd.read_csv(out / "county_summary.csv", dtype={"county_code": str})
+    # 14 counties of the 2016 block, two of them recoded since (梁平县 → 500155, 武隆县 → 500156)
+    assert len(c) == 14 and {"500155", "500156"} <= set(c["county_code"])
