@@ -51,7 +51,10 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None, cli
     if client is not None:
         yield client
         return
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError(None, "distributed runs need Dask: pip install -e '.[dist]' (or 'dask[distributed]')") from None
 
     if scheduler:
         with Client(scheduler) as c:
