@@ -50,7 +50,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "snap_tolerance_m": 50.0,
         "clip_buffer_km": 30.0,
         "network_type": "drive",
-        "cache_dir": "cache/osm",
+        "cache_dir": "cache/osm",  # osm_online: answers cached here (relative to the working directory)
+        "offline": False,  # osm_online: use the cache only, never the network
+        "timeout_s": 180.0,
+        "retries": 3,
     },
     "speeds": {
         "default_kph": 30.0,

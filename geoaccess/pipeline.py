@@ -148,7 +148,8 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
     roads = config.section("roads")
     spec = {"source": roads["source"], "paths": roads["paths"], "snap_tolerance_m": roads["snap_tolerance_m"],
             "clip_buffer_m": roads["clip_buffer_km"] * 1000.0, "network_type": roads["network_type"],
-            "cache_dir": roads["cache_dir"]}
+            "cache_dir": str(Path(roads["cache_dir"]).expanduser().resolve()), "offline": roads["offline"],
+            "timeout": roads["timeout_s"], "retries": int(roads["retries"])}
     G = net_mod.load_road_network(spec, data_dir, region_polygon(inputs), config.working_crs)
     speeds = config.section("speeds")
     G = net_mod.assign_speeds(G, speeds["road_class"], speeds["default_kph"], use_maxspeed=speeds["use_maxspeed"])

@@ -212,3 +212,22 @@ population = "facts/chongqing_county_population_2020.csv"
     c = pd.read_csv(out / "county_summary.csv", dtype={"county_code": str})
     # 14 counties of the 2016 block, two of them recoded since (梁平县 → 500155, 武隆县 → 500156)
     assert len(c) == 14 and {"500155", "500156"} <= set(c["county_code"])
+
+
+def test_offline_osm_download_with_an_empty_cache_is_a_clear_error(capsys, data_dir, tmp_path):
+    cfg = tmp_path / "osm_offline.toml"
+    cfg.write_text(f"""
+[region]
+key = "tibet"
+name = "Tibet, roads from OSM (offline)"
+admin_prefix = "54"
+working_crs = "+proj=aea +lat_1=27 +lat_2=36 +lat_0=0 +lon_0=89 +datum=WGS84 +units=m +no_defs"
+[roads]
+source = "osm_online"
+offline = true
+cache_dir = "{tmp_path / 'cache'}"
+""", encoding="utf-8")
+    assert main(["gaps", "--region", str(cfg), "--data", str(data_dir), "--out", str(tmp_path / "out")]) == 2
+    line = _one_line_error(capsys)
+    assert "offline" in line.lower() or "cache" in line.lower()
+    assert not (tmp_path / "out").exists()
