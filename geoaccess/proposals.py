@@ -20,6 +20,12 @@ log = logging.getLogger("geoaccess")
 CANDIDATE_KINDS = ("targets", "settlements", "roads")
 
 
+def _settlement_candidates(sub: pd.DataFrame, source) -> pd.DataFrame:
+    """Settlements as candidate sites (id `S:<settlement_id>`)."""
+    return pd.DataFrame({"candidate_id": "S:" + sub["settlement_id"].astype(str), "name": sub["name"],
+                         "source": source, "lon": sub["lon"], "lat": sub["lat"], "county_code": sub["county_code"]})
+
+
 def candidate_sites(run: Run, kinds, targets: np.ndarray) -> pd.DataFrame:
     """Candidate points: the target settlements, all settlements and/or road junctions (WGS84)."""
     s = run.table
@@ -37,9 +43,7 @@ def candidate_sites(run: Run, kinds, targets: np.ndarray) -> pd.DataFrame:
                                         "name": "road point", "source": "road", "lon": xs, "lat": ys,
                                         "county_code": ""}))
             continue
-        frames.append(pd.DataFrame({"candidate_id": "S:" + sub["settlement_id"].astype(str), "name": sub["name"],
-                                    "source": kind, "lon": sub["lon"], "lat": sub["lat"],
-                                    "county_code": sub["county_code"]}))
+        frames.append(_settlement_candidates(sub, kind))
     cand = pd.concat(frames, ignore_index=True).drop_duplicates("candidate_id").reset_index(drop=True)
     if "roads" in kinds and run.inputs.counties is not None:
         from .pipeline import region_polygon
@@ -57,9 +61,9 @@ def candidate_sites(run: Run, kinds, targets: np.ndarray) -> pd.DataFrame:
     return cand
 
 
-def settlement_candidate_costs(run: Run, candidates: pd.DataFrame, limit_min: float):
-    """Sparse settlements × candidates minutes within `limit_min`, off-road legs as in the main run."""
-    s = run.table
+def settlement_candidate_costs(run: Run, candidates: pd.DataFrame, limit_min: float, rows: np.ndarray | None = None):
+    """Sparse settlements (all, or the `rows` mask) × candidates minutes within `limit_min`, legs as in the main run."""
+    s = run.table if rows is None else run.table[rows]
     net = build_engine_graph(run.graph, s["lon"].to_numpy(), s["lat"].to_numpy(), candidates["lon"].to_numpy(),
                              candidates["lat"].to_numpy(), working_crs=run.config.working_crs,
                              offroad_minutes=run.offroad_minutes)
@@ -112,7 +116,7 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
              "or a relocation settlement)", int(beyond.sum()), threshold, int(targets.sum()))
     t0 = time.perf_counter()
     cand = candidate_sites(run, kinds, targets)
-    cost = settlement_candidate_costs(run, cand, threshold)[np.flatnonzero(rows)]
+    cost = settlement_candidate_costs(run, cand, threshold, rows)
     t_cost = time.perf_counter() - t0
     sub = s[rows]
     sett = pd.DataFrame({"settlement_id": sub["settlement_id"].to_numpy(), "population": sub["population"].to_numpy(),
@@ -123,11 +127,8 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     t_solve = time.perf_counter() - t0
     sites, assign = res.to_frames()
     chosen = cand.set_index("candidate_id").loc[list(res.site_ids)].reset_index()
-    new_fac = pd.DataFrame({"facility_id": "TMP-" + chosen["candidate_id"].str.replace(":", "-"),
-                            "name": "临时医疗点 " + chosen["name"].astype(str), "level": "temporary_point",
-                            "admin_code": "", "county_code": chosen["county_code"], "lon": chosen["lon"],
-                            "lat": chosen["lat"], "coord_sys": "wgs84", "basis": "proposed by geoaccess"})
-    verify = _verify(run, _points(new_fac), threshold, covered_before, res, rows=rows)
+    new_fac = _as_facilities(chosen, "TMP-", "临时医疗点 ", "temporary_point")
+    verify = _verify(run, new_fac, threshold, covered_before, res, rows=rows)
     claimed_after = int(res.summary["coverage"]["after"]["settlements"])
     points = _points(chosen.merge(sites, left_on="candidate_id", right_on="site_id", how="left")
                      .assign(facility_id=new_fac["facility_id"].to_numpy()))
@@ -145,8 +146,7 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
                             "population": float(np.nansum(s["population"].to_numpy()[~beyond]))},
         "coverage_after_solver": {"settlements": claimed_after},
         "coverage_after_engine_rerun": verify,
-        "verified": verify["same_settlements_covered"] and verify["max_time_difference_min"] < 1e-6
-                    and verify["covered_after"] == claimed_after,
+        "verified": verify["agrees_with_solver"],
         "basis": "targets: settlements beyond the threshold by their reported times, with coordinates of their own, "
                  "plus relocation settlements (sited at their host unit's position); coverage of a target by a "
                  "point is judged by the engine's time from the target's position",
@@ -154,6 +154,15 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     _write(out_dir, {"proposed_points": points, "proposed_assignments": assign}, summary, "proposed_points",
            config.key, run.inputs.paths)
     return {"summary": summary, "points": points, "result": res, "run": run}
+
+
+def _as_facilities(chosen: pd.DataFrame, id_prefix: str, name_prefix: str, level: str) -> gpd.GeoDataFrame:
+    """Chosen candidate sites as register rows, ready to route to."""
+    return _points(pd.DataFrame({
+        "facility_id": id_prefix + chosen["candidate_id"].str.replace(":", "-"),
+        "name": name_prefix + chosen["name"].astype(str), "level": level, "admin_code": "",
+        "county_code": chosen["county_code"], "lon": chosen["lon"], "lat": chosen["lat"], "coord_sys": "wgs84",
+        "basis": "proposed by geoaccess"}))
 
 
 def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existing: np.ndarray, res,
@@ -179,10 +188,13 @@ def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existi
     after = existing | engine_cov
     pop = np.nan_to_num(run.table["population"].to_numpy(dtype=float))
     pop = pop if rows is None else pop[rows]
-    return {"covered_after": int(after.sum()), "population_after": float(pop[after].sum()),
-            "newly_covered": int((after & ~existing).sum()),
-            "same_settlements_covered": bool(np.array_equal(engine_cov, solver_cov)),
-            "max_time_difference_min": float(np.max(np.abs(t_new[both] - solver_t[both]))) if both.any() else 0.0}
+    out = {"covered_after": int(after.sum()), "population_after": float(pop[after].sum()),
+           "newly_covered": int((after & ~existing).sum()),
+           "same_settlements_covered": bool(np.array_equal(engine_cov, solver_cov)),
+           "max_time_difference_min": float(np.max(np.abs(t_new[both] - solver_t[both]))) if both.any() else 0.0}
+    out["agrees_with_solver"] = (out["same_settlements_covered"] and out["max_time_difference_min"] < 1e-6
+                                 and out["covered_after"] == int(res.summary["coverage"]["after"]["settlements"]))
+    return out
 
 
 # ----------------------------------------------------------------------------- regional centres
@@ -204,9 +216,7 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     seats = s[s["kind"].isin(["county_seat", "township_seat"])]
     hosp = run.facilities[run.facilities["level"].isin(["county_hospital", "county_regional_centre"])]
     cand = pd.concat([
-        pd.DataFrame({"candidate_id": "S:" + seats["settlement_id"].astype(str), "name": seats["name"],
-                      "source": seats["kind"], "lon": seats["lon"], "lat": seats["lat"],
-                      "county_code": seats["county_code"]}),
+        _settlement_candidates(seats, seats["kind"]),
         pd.DataFrame({"candidate_id": "F:" + hosp["facility_id"].astype(str), "name": hosp["name"],
                       "source": "existing " + hosp["level"], "lon": hosp["lon"], "lat": hosp["lat"],
                       "county_code": hosp["county_code"]}),
@@ -227,16 +237,12 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     site_tab = cand.set_index("candidate_id").loc[list(plan.site_ids)].reset_index()
     site_tab = site_tab.merge(sites, left_on="candidate_id", right_on="site_id", how="left", suffixes=("", "_s"))
     site_tab["county_name"] = site_tab["county_code"].map(names)
-    new_fac = pd.DataFrame({"facility_id": "RC-" + site_tab["candidate_id"].str.replace(":", "-"),
-                            "name": "县级区域医疗中心 " + site_tab["name"].astype(str), "level": "county_regional_centre",
-                            "admin_code": "", "county_code": site_tab["county_code"], "lon": site_tab["lon"],
-                            "lat": site_tab["lat"], "coord_sys": "wgs84", "basis": "proposed by geoaccess"})
-    verify = _verify(run, _points(new_fac), threshold, existing, plan)
+    new_fac = _as_facilities(site_tab, "RC-", "县级区域医疗中心 ", "county_regional_centre")
+    verify = _verify(run, new_fac, threshold, existing, plan)
     claimed = int(plan.summary["coverage"]["after"]["settlements"])
     comparison = dict(out["comparison"])
     for key in ("added_counties", "dropped_counties", "kept_counties", "plan_counties", "optimum_counties"):
         comparison[key + "_names"] = [names.get(c, c) for c in comparison.get(key, [])]
-    opt_sites, _ = opt.to_frames()
     opt_tab = cand.set_index("candidate_id").loc[list(opt.site_ids)].reset_index()
     opt_tab["county_name"] = opt_tab["county_code"].map(names)
     summary = {
@@ -248,8 +254,7 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
             "population": float(np.nansum(s["population"].to_numpy()[existing]))},
         "plan": plan.summary, "optimum": opt.summary, "comparison": comparison,
         "coverage_after_solver": {"settlements": claimed}, "coverage_after_engine_rerun": verify,
-        "verified": verify["same_settlements_covered"] and verify["max_time_difference_min"] < 1e-6
-                    and verify["covered_after"] == claimed,
+        "verified": verify["agrees_with_solver"],
     }
     layers = {"regional_centres": _points(site_tab.assign(facility_id=new_fac["facility_id"].to_numpy())),
               "centre_assignments": assign, "optimal_centres": _points(opt_tab)}
