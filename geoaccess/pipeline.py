@@ -235,20 +235,25 @@ def check_invariants(table: pd.DataFrame, n_input: int) -> None:
         raise AssertionError("t_clinic ≤ t_thc ≤ t_county ≤ t_pref violated")
 
 
+def county_hospital_access(table: pd.DataFrame) -> dict:
+    """Share of settlements within 60 and 120 minutes of a county hospital, over all and over exactly located."""
+    tc = table["t_county_min"].to_numpy(dtype=float)
+    exact = table["loc_quality"].eq("exact").to_numpy()
+    return {
+        "share_within_60_min": float(np.mean(tc <= 60)), "share_within_120_min": float(np.mean(tc <= 120)),
+        "share_within_60_min_exactly_located": float(np.mean(tc[exact] <= 60)) if exact.any() else None,
+        "share_within_120_min_exactly_located": float(np.mean(tc[exact] <= 120)) if exact.any() else None,
+    }
+
+
 def summarise(run: Run, audit, wall_s: float) -> dict:
     """The run summary (summary.json): inputs, statuses, coverage shares, engine, versions, assumptions."""
     tab = run.table
     th = run.thresholds
     bands = th["bands"]
     cov = coverage_report(tab, bands)
-    tc = tab["t_county_min"].to_numpy(dtype=float)
-    exact = tab["loc_quality"].eq("exact").to_numpy()
     rep = run.inputs.report
-    county_line = {
-        "share_within_60_min": float(np.mean(tc <= 60)), "share_within_120_min": float(np.mean(tc <= 120)),
-        "share_within_60_min_exactly_located": float(np.mean(tc[exact] <= 60)) if exact.any() else None,
-        "share_within_120_min_exactly_located": float(np.mean(tc[exact] <= 120)) if exact.any() else None,
-    }
+    county_line = county_hospital_access(tab)
     return {
         "region": run.config.key, "region_name": run.config.name, "config": str(run.config.source),
         "data_dir": str(run.data_dir),
