@@ -25,8 +25,9 @@ def _thresholds(p: argparse.ArgumentParser) -> None:
 
 
 def _engine(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=["network", "raster"], default="network",
-                   help="network: road graph + off-road legs (default); raster: friction-surface cost distance")
+    p.add_argument("--engine", choices=["combined", "network", "raster"], default=None,
+                   help="combined: roads and terrain in one search (default; network for --partition runs); "
+                        "network: roads only, off-road legs to the nearest road; raster: friction-surface cost distance")
     p.add_argument("--no-terrain", action="store_true", help="ignore the DEM (flat travel times)")
 
 

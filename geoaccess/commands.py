@@ -74,7 +74,7 @@ def _setup(region: str, data: str | None, out: str | None):
     return cfg, data_dir, out_dir
 
 
-def traveltime(region: str, data: str | None, out: str | None, *, engine: str = "network", terrain: bool = True) -> int:
+def traveltime(region: str, data: str | None, out: str | None, *, engine: str | None = None, terrain: bool = True) -> int:
     """Write the settlement table with travel times to each facility level."""
     import time
 
@@ -84,7 +84,7 @@ def traveltime(region: str, data: str | None, out: str | None, *, engine: str = 
 
     cfg, data_dir, out_dir = _setup(region, data, out)
     t0 = time.perf_counter()
-    run = compute_region_times(cfg, data_dir, terrain=terrain, engine=engine)
+    run = compute_region_times(cfg, data_dir, terrain=terrain, engine=engine or "combined")
     check_invariants(run.table, len(run.inputs.settlements))
     access = county_hospital_access(run.table)
     summary = {"region": cfg.key, "settlements": len(run.table), "status": run.table["status"].value_counts().to_dict(),
@@ -102,7 +102,7 @@ def traveltime(region: str, data: str | None, out: str | None, *, engine: str = 
 
 
 def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresholds: list[str] | None = None,
-         engine: str = "network", terrain: bool = True, scheduler: str | None = None, workers: int | None = None,
+         engine: str | None = None, terrain: bool = True, scheduler: str | None = None, workers: int | None = None,
          partition: str | None = None, buffer_km: float = 100.0) -> int:
     """Run the whole pipeline (one region, several in parallel, or one partitioned) and print the report."""
     import functools
@@ -127,6 +127,7 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
         return 0
     cfg, data_dir, out_dir = _setup(regions[0], data, out)
     compute = None
+    engine = engine or ("network" if partition else "combined")
     if partition:
         from . import distributed as dd
 

@@ -64,6 +64,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "terrain": {},  # validated by geoaccess.terrain.TerrainParams.from_dict
     "offroad": {
         "max_offroad_km": 30.0,  # legs longer than this are reported (speeds and detour: [terrain])
+        "direct_km": 10.0,  # combined engine: straight off-road trips to every facility within this distance
+        "grid_moves": 16,  # combined engine: 8 (king's moves) or 16 (with knight's moves) per DEM cell
+        "grid_buffer_km": 30.0,  # combined engine: DEM cells this far outside the region may be crossed
+    },
+    "positions": {  # settlements without their own coordinates (docs/engine.md, "Honest positions")
+        "range_quantiles": [0.1, 0.9],  # low / high of the range over the unit's habitable cells
+        "habitable_quantile": 0.99,  # habitable = altitude and slope below this quantile of located settlements
+        "habitable_max_altitude_m": 0.0,  # > 0 overrides the altitude limit (metres)
+        "habitable_max_slope": 0.0,  # > 0 overrides the slope limit (rise / run)
+        "samples_per_area": 200,  # network engine: cells sampled per unit (grid engines use every cell)
     },
     "thresholds": {
         "clinic": 15.0,
@@ -314,7 +324,20 @@ def _validate_values(raw: dict, path: Path) -> None:
     for cls, kph in raw["speeds"]["road_class"].items():
         if not isinstance(kph, (int, float)) or isinstance(kph, bool) or not 0 < kph <= 200:
             raise ConfigError(path, f"[speeds.road_class] {cls} = {kph!r}: a speed must be a number in (0, 200] km/h")
-    _positive(path, "offroad", raw["offroad"], "max_offroad_km")
+    _positive(path, "offroad", raw["offroad"], "max_offroad_km", "grid_buffer_km")
+    _positive(path, "offroad", raw["offroad"], "direct_km", allow_zero=True)
+    if raw["offroad"]["grid_moves"] not in (8, 16):
+        raise ConfigError(path, f"[offroad] grid_moves = {raw['offroad']['grid_moves']!r}: must be 8 or 16")
+    pos = raw["positions"]
+    q = pos["range_quantiles"]
+    if len(q) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in q) \
+            or not 0 <= q[0] <= 0.5 <= q[1] <= 1:
+        raise ConfigError(path, f"[positions] range_quantiles = {q!r}: must be [low, high] with 0 ≤ low ≤ 0.5 ≤ high ≤ 1")
+    if not 0 < pos["habitable_quantile"] <= 1:
+        raise ConfigError(path, f"[positions] habitable_quantile = {pos['habitable_quantile']!r}: must be in (0, 1]")
+    _positive(path, "positions", pos, "habitable_max_altitude_m", "habitable_max_slope", allow_zero=True)
+    if not isinstance(pos["samples_per_area"], int) or pos["samples_per_area"] < 1:
+        raise ConfigError(path, f"[positions] samples_per_area = {pos['samples_per_area']!r}: must be a whole number ≥ 1")
     th = raw["thresholds"]
     _positive(path, "thresholds", th, "clinic", "thc", "county", "county_severe", "pref")
     if not th["bands"] or any(not isinstance(b, (int, float)) or b <= 0 for b in th["bands"]):

@@ -355,13 +355,14 @@ def partitioned_run(config: RegionConfig, data_dir: str | Path, *, by: str = "pr
     for w in warnings:
         log.warning(w)
     th = thresholds or config.thresholds
-    table = finish_table(prep, times, th)
+    table, positions = finish_table(prep, times, th)
     timings["total_s"] = time.perf_counter() - t_start
     eng = {"engine": "network", **prep.engine_facts(),
            "partitions": {"by": by, "buffer_km": buffer_km, "workers": len(addresses), "rounds": rounds_log}}
     return Run(config=config, data_dir=data_dir, inputs=prep.inputs, table=table, thresholds=th, graph=G,
                dem=prep.dem, terrain_params=prep.params, engine=eng, timings=timings, warnings=warnings,
-               raw_times=times.copy(), offroad_minutes=prep.offroad_minutes, facilities=prep.facilities)
+               raw_times=times.copy(), offroad_minutes=prep.offroad_minutes, facilities=prep.facilities,
+               positions=positions)
 
 
 def _warm_up() -> None:

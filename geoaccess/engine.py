@@ -20,6 +20,7 @@ from scipy.spatial import cKDTree
 
 from geoaccess.errors import InputError
 from geoaccess.schema import LEVEL_GROUPS
+from geoaccess.terrain import TerrainParams, tobler_kph
 
 log = logging.getLogger("geoaccess")
 
@@ -78,6 +79,7 @@ class EngineGraph:
     dest_snap: Snap | None = None
     origin_leg_min: np.ndarray | None = None
     dest_leg_min: np.ndarray | None = None
+    via_nodes: np.ndarray | None = None    # road node of each via point (-1: not snapped)
 
     @property
     def n_nodes(self) -> int:
@@ -286,8 +288,8 @@ def _transformer(src: str, dst: str) -> Transformer:
 
 # --------------------------------------------------------------------------- graph building
 def build_engine_graph(G: nx.MultiDiGraph, origin_lon, origin_lat, dest_lon, dest_lat, *, working_crs: str,
-                       offroad_minutes: OffroadMinutes | None = None, offroad_speed_kph: float = 5.0,
-                       detour_factor: float = 1.3, direct_offroad_m: float = 0.0) -> EngineGraph:
+                       offroad_minutes: OffroadMinutes | None = None, terrain: TerrainParams | None = None,
+                       direct_offroad_m: float = 0.0) -> EngineGraph:
     """Build the CSR engine graph of ``G`` with origins and destinations attached by off-road legs.
 
     Parameters
@@ -297,8 +299,10 @@ def build_engine_graph(G: nx.MultiDiGraph, origin_lon, origin_lat, dest_lon, des
     origin_lon, origin_lat : WGS84 points that travel (settlements): leg point → road.
     dest_lon, dest_lat : WGS84 points travelled to (facilities, candidates): leg road → point.
     working_crs : projected CRS in metres for snapping.
-    offroad_minutes : leg time model ``f(from_lon, from_lat, to_lon, to_lat)``; default flat:
-        ``leg_m * detour_factor / offroad_speed_kph``.
+    offroad_minutes : leg time model ``f(from_lon, from_lat, to_lon, to_lat)`` (a region run passes the
+        terrain-aware :func:`geoaccess.terrain.offroad_leg_times`); default flat: ``leg_m ×
+        offroad_detour_factor`` at Tobler's flat speed × ``offroad_speed_factor`` of ``terrain``.
+    terrain : the off-road parameters (default ``TerrainParams()``), the one definition of the model.
     direct_offroad_m : an origin within this distance of a destination may also go there
         directly off road (0: only when they share coordinates, e.g. a clinic in its village).
 
@@ -311,11 +315,18 @@ def build_engine_graph(G: nx.MultiDiGraph, origin_lon, origin_lat, dest_lon, des
     snap = _snap(edges, np.r_[np.asarray(origin_lon, float), np.asarray(dest_lon, float)],
                  np.r_[np.asarray(origin_lat, float), np.asarray(dest_lat, float)], working_crs)
     o_snap, d_snap = snap.take(slice(0, n_o)), snap.take(slice(n_o, None))
-    leg = dict(offroad_minutes=offroad_minutes, speed_kph=offroad_speed_kph, detour=detour_factor)
+    leg = flat_leg_model(offroad_minutes, terrain)
     o_min = _leg_minutes(origin_lon, origin_lat, o_snap.snap_lon, o_snap.snap_lat, o_snap.leg_m, **leg)
     d_min = _leg_minutes(d_snap.snap_lon, d_snap.snap_lat, dest_lon, dest_lat, d_snap.leg_m, **leg)
     direct = _direct_pairs(origin_lon, origin_lat, dest_lon, dest_lat, working_crs, direct_offroad_m, **leg)
     return _assemble(edges, o_snap, o_min, d_snap, d_min, direct)
+
+
+def flat_leg_model(offroad_minutes: OffroadMinutes | None, terrain: TerrainParams | None) -> dict:
+    """Keyword arguments of ``_leg_minutes``: the given model, else the flat form of the one off-road model."""
+    p = terrain or TerrainParams()
+    kph = max(p.offroad_min_kph, tobler_kph(0.0, p) * p.offroad_speed_factor)
+    return dict(offroad_minutes=offroad_minutes, speed_kph=kph, detour=p.offroad_detour_factor)
 
 
 def _leg_minutes(from_lon, from_lat, to_lon, to_lat, length_m, *, offroad_minutes, speed_kph, detour) -> np.ndarray:
@@ -351,13 +362,19 @@ def _direct_pairs(o_lon, o_lat, d_lon, d_lat, working_crs, within_m, **leg) -> t
 
 
 def _assemble(edges: _Edges, o_snap: Snap, o_min: np.ndarray, d_snap: Snap, d_min: np.ndarray,
-              direct: tuple[np.ndarray, ...]) -> EngineGraph:
-    """Split snapped edges at their snap points, add virtual point nodes, build the CSR pair."""
+              direct: tuple[np.ndarray, ...], via_snap: Snap | None = None) -> EngineGraph:
+    """Split snapped edges at their snap points, add virtual point nodes, build the CSR pair.
+
+    ``via_snap``: further points on the roads (e.g. where the combined engine lets a trip leave or join a
+    road); the roads are split there too and the road node of each is returned in ``via_nodes``.
+    """
     n_road = len(edges.node_ids)
     n_o, n_d = len(o_snap), len(d_snap)
+    n_v = 0 if via_snap is None else len(via_snap)
 
     # Where each point meets its road: fraction g along the road's canonical edge.
-    snap = Snap(**{f.name: np.r_[getattr(o_snap, f.name), getattr(d_snap, f.name)] for f in fields(Snap)})
+    parts = (o_snap, d_snap) if via_snap is None else (o_snap, d_snap, via_snap)
+    snap = Snap(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Snap)})
     ok = np.flatnonzero(snap.valid)
     row = snap.edge_row[ok]
     road = edges.road[row]
@@ -407,6 +424,10 @@ def _assemble(edges: _Edges, o_snap: Snap, o_min: np.ndarray, d_snap: Snap, d_mi
     base = n_road + n_split
     origin_nodes = base + np.arange(n_o)
     dest_nodes = base + n_o + np.arange(n_d)
+    via_nodes = np.full(n_v, -1, np.int64)
+    is_v = ok >= n_o + n_d
+    via_nodes[ok[is_v] - n_o - n_d] = attach[is_v]
+    ok, attach = ok[~is_v], attach[~is_v]
     is_o = ok < n_o
     leg_s = np.r_[o_min, d_min][ok] * 60.0
     oi, di, direct_min = direct
@@ -421,7 +442,7 @@ def _assemble(edges: _Edges, o_snap: Snap, o_min: np.ndarray, d_snap: Snap, d_mi
         src, dst, w = src[good], dst[good], w[good]
     fwd = _csr(src, dst, w, base + n_o + n_d)
     return EngineGraph(fwd, _transpose(fwd), edges.node_ids, origin_nodes, dest_nodes,
-                       o_snap, d_snap, np.asarray(o_min, float), np.asarray(d_min, float))
+                       o_snap, d_snap, np.asarray(o_min, float), np.asarray(d_min, float), via_nodes)
 
 
 def _time_share(edges: _Edges, e: np.ndarray, frac: np.ndarray) -> np.ndarray:
@@ -565,8 +586,8 @@ def cost_matrix(network: EngineGraph, settlement_nodes: np.ndarray, candidate_no
 # --------------------------------------------------------------------------- convenience
 def compute_travel_times(G: nx.MultiDiGraph, settlements: pd.DataFrame, facilities: pd.DataFrame, *,
                          working_crs: str, groups: Mapping[str, Sequence[str]] | None = None,
-                         offroad_minutes: OffroadMinutes | None = None, offroad_speed_kph: float = 5.0,
-                         detour_factor: float = 1.3, max_offroad_m: float | None = None,
+                         offroad_minutes: OffroadMinutes | None = None, terrain: TerrainParams | None = None,
+                         max_offroad_m: float | None = None,
                          direct_offroad_m: float = 0.0) -> pd.DataFrame:
     """Travel-time result for every settlement: nearest facility of each level group.
 
@@ -577,7 +598,7 @@ def compute_travel_times(G: nx.MultiDiGraph, settlements: pd.DataFrame, faciliti
         ``facility_id`` and ``level``.
     working_crs : projected CRS in metres.
     groups : group → facility levels (default: ``schema.LEVEL_GROUPS``).
-    offroad_minutes, offroad_speed_kph, detour_factor, direct_offroad_m : see ``build_engine_graph``.
+    offroad_minutes, terrain, direct_offroad_m : see ``build_engine_graph``.
     max_offroad_m : facilities (and settlements) with a longer off-road leg are still routed
         (their leg is long) and reported in ``result.attrs["warnings"]`` and the log.
 
@@ -595,8 +616,7 @@ def compute_travel_times(G: nx.MultiDiGraph, settlements: pd.DataFrame, faciliti
     f_lon, f_lat = _lonlat(facilities)
     t0 = time.perf_counter()
     net = build_engine_graph(G, s_lon, s_lat, f_lon, f_lat, working_crs=working_crs,
-                             offroad_minutes=offroad_minutes, offroad_speed_kph=offroad_speed_kph,
-                             detour_factor=detour_factor, direct_offroad_m=direct_offroad_m)
+                             offroad_minutes=offroad_minutes, terrain=terrain, direct_offroad_m=direct_offroad_m)
     t1 = time.perf_counter()
     level = facilities["level"].astype(str).to_numpy()
     by_group = {g: net.dest_nodes[np.isin(level, list(levels)) & net.dest_snap.valid] for g, levels in groups.items()}

@@ -14,7 +14,7 @@ import pandas as pd
 import shapely
 
 from .config import RegionConfig
-from .coverage import TIME_COLS, apply_location_quality, classify, coverage_report, unit_summary
+from .coverage import TIME_COLS, classify, coverage_report, unit_summary
 from .errors import ConfigError, InputError
 from ._memory import peak_memory_mb
 from .loaders import Inputs, load_inputs
@@ -49,7 +49,9 @@ class Run:
     raw_times: pd.DataFrame | None = None  # engine times at each settlement's position, before location quality
     offroad_minutes: object = None  # the off-road leg model used: f(from_lon, from_lat, to_lon, to_lat) -> minutes
     facilities: gpd.GeoDataFrame | None = None  # the facilities routed to (register plus any added)
-    rasters: tuple | None = None  # raster engine: ({group: LevelTimes}, Surface)
+    rasters: object = None  # grid engines: travel.CellTimes (minutes from every cell, per level)
+    model: object = None  # travel.TravelModel: the engine the run used (proposals cost and verify with it)
+    positions: dict = field(default_factory=dict)  # how approximated positions were given their ranges
 
 
 def parse_threshold_overrides(items: list[str], base: dict) -> dict:
@@ -160,10 +162,44 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
     return PreparedRegion(config, inputs, facilities, G, dem, params, roads, speeds, timings)
 
 
-def finish_table(prepared: PreparedRegion, times: pd.DataFrame, thresholds: dict) -> gpd.GeoDataFrame:
-    """The settlement table: honest times for approximated positions, statuses, gaps, columns in order."""
+def finish_table(prepared: PreparedRegion, times: pd.DataFrame, thresholds: dict, *, model=None,
+                 cells=None) -> tuple[gpd.GeoDataFrame, dict]:
+    """The settlement table: honest times and ranges for approximated positions, statuses, gaps, columns in order.
+
+    ``cells`` (travel.CellTimes) gives the minutes from every grid cell; without it (road-only engine) the
+    positions' ranges come from up to ``[positions] samples_per_area`` cells of each unit, timed by ``model``.
+    Returns the table and a description of the positions method (for the summary).
+    """
+    from .positions import GROUPS, honest_times, sample_cells, unit_areas
+    from .travel import TravelModel
+
     s = prepared.inputs.settlements
-    times = apply_location_quality(s, times)
+    model = model or TravelModel(prepared, "network")
+    pcfg = prepared.config.section("positions")
+    grid = model.area_grid(cells)
+    areas = unit_areas(s, prepared.inputs.counties, grid, pcfg)
+    fac = prepared.facilities
+    if cells is not None:
+        idx = areas.cells
+        minutes = np.column_stack([cells.minutes[g].ravel()[idx].astype(np.float64) for g in GROUPS])
+        nearest = np.column_stack([cells.nearest[g].ravel()[idx] for g in GROUPS])
+        how = f"every habitable cell of the unit ({len(idx):,} cells), timed by the {model.engine} engine"
+    else:
+        keep = sample_cells(areas, int(pcfg["samples_per_area"]))
+        areas = type(areas)(areas.cells[keep], areas.town_group[keep], areas.county_group[keep],
+                            areas.settlement_area, areas.settlement_group, areas.limits)
+        lon, lat = grid.centres(areas.cells)
+        minutes, nearest = model.point_times(lon, lat, fac) if len(lon) else (np.zeros((0, 4)), np.zeros((0, 4), int))
+        how = (f"up to {int(pcfg['samples_per_area'])} habitable cells per unit ({len(lon):,} cells), timed by the "
+               f"{model.engine} engine")
+    q = pcfg["range_quantiles"]
+    times = honest_times(s, times, areas, minutes, nearest, fac["facility_id"].to_numpy(), quantiles=q)
+    positions = {"method": "settlements without their own coordinates: the median over the habitable cells of their "
+                           "township's area (Voronoi cell of the located township seats of the county, inside the "
+                           "county polygon), else of their county; relocation sites keep their host seat's time; "
+                           f"range = the {q[0]:.0%}–{q[1]:.0%} quantiles of those cells",
+                 "cells": how, "habitable": areas.limits,
+                 "range_quantiles": list(q), "time_basis_counts": pd.Series(times["time_basis"]).value_counts().to_dict()}
     inside = shapely.contains_xy(shapely.buffer(region_polygon(prepared.inputs), 0.02), s["lon"].to_numpy(),
                                  s["lat"].to_numpy())
     times = classify(s, times, thresholds, inside_region=inside)
@@ -171,58 +207,35 @@ def finish_table(prepared: PreparedRegion, times: pd.DataFrame, thresholds: dict
                              geometry="geometry", crs=4326)
     ordered = [c for c in SETTLEMENT_OUTPUT_COLUMNS if c in table.columns]
     extra = [c for c in table.columns if c not in ordered and c != "geometry"]
-    return table[ordered + extra + ["geometry"]]
+    return table[ordered + extra + ["geometry"]], positions
 
 
 def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool = True,
-                         engine: str = "network", thresholds: dict | None = None,
+                         engine: str = "combined", thresholds: dict | None = None,
                          inputs: Inputs | None = None, extra_facilities: gpd.GeoDataFrame | None = None) -> Run:
-    """Load a region and compute travel times from every settlement to each facility level."""
-    from .engine import compute_travel_times
+    """Load a region and compute travel times from every settlement to each facility level.
+
+    ``engine``: ``combined`` (roads and terrain in one search, the default), ``network`` (roads only) or
+    ``raster`` (friction surface); see :mod:`geoaccess.travel`.
+    """
+    from .travel import TravelModel
 
     prep = prepare_region(config, data_dir, terrain=terrain, inputs=inputs, extra_facilities=extra_facilities)
-    if engine == "raster" and prep.dem is None:
-        raise InputError(config.input_path("dem", data_dir),
-                         "--engine raster needs the region's DEM (and --no-terrain cannot be used with it)")
-    if engine == "raster" and prep.dem.windowed:
-        raise InputError(prep.dem.path, "--engine raster needs the whole DEM window in memory and this one exceeds "
-                                        "GEOACCESS_DEM_MAX_CELLS: use --engine network or a coarser DEM")
+    model = TravelModel(prep, engine)
     th = thresholds or config.thresholds
     s = prep.inputs.settlements
     t = time.perf_counter()
-    rasters = None
-    if engine == "raster":
-        times, rasters = _raster_times(prep.graph, prep.dem, prep.params, prep.facilities, s)
-    else:
-        times = compute_travel_times(prep.graph, s, prep.facilities, working_crs=config.working_crs,
-                                     offroad_minutes=prep.offroad_minutes,
-                                     max_offroad_m=config.section("offroad")["max_offroad_km"] * 1000.0)
+    times, cells = model.times(s, prep.facilities)
     prep.timings["engine_s"] = time.perf_counter() - t
-    table = finish_table(prep, times, th)
+    t = time.perf_counter()
+    table, positions = finish_table(prep, times, th, model=model, cells=cells)
+    prep.timings["positions_s"] = time.perf_counter() - t
     eng = {**times.attrs.get("engine", {}), **prep.engine_facts()}
     return Run(config=config, data_dir=Path(data_dir), inputs=prep.inputs, table=table, thresholds=th,
                graph=prep.graph, dem=prep.dem, terrain_params=prep.params, engine=eng, timings=prep.timings,
                warnings=list(times.attrs.get("warnings", [])), raw_times=times.copy(),
-               offroad_minutes=prep.offroad_minutes, facilities=prep.facilities, rasters=rasters)
-
-
-def _raster_times(G, dem, params, facilities: pd.DataFrame, settlements: pd.DataFrame):
-    """The friction-surface engine: roads burned into the DEM grid, one cost-distance pass per level."""
-    from . import raster
-
-    edges = [(d["geometry"], d["speed_kph"]) for _, _, d in G.edges(data=True) if d.get("geometry") is not None]
-    roads = gpd.GeoDataFrame({"speed_kph": [e[1] for e in edges]}, geometry=[e[0] for e in edges], crs=4326)
-    surface = raster.friction_surface(dem.array, dem.transform, roads=roads, crs=str(dem.crs),
-                                      **raster.friction_params(params))
-    results = raster.travel_time_raster(surface, facilities)
-    times = raster.settlement_times(results, settlements, surface)
-    times["offroad_m"] = np.nan
-    times["offroad_min"] = np.nan
-    shape = "×".join(map(str, dem.shape))
-    times.attrs["engine"] = {"engine": "raster", "grid": shape, "method": "anisotropic Tobler friction, roads burned "
-                             "in at their class speed, 8-connected multi-source cost distance (docs/raster.md)"}
-    times.attrs["warnings"] = []
-    return times, (results, surface)
+               offroad_minutes=prep.offroad_minutes, facilities=prep.facilities, rasters=cells, model=model,
+               positions=positions)
 
 
 def check_invariants(table: pd.DataFrame, n_input: int) -> None:
@@ -357,7 +370,7 @@ def run_audit(run: Run):
 
 
 def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds: list[str] | None = None,
-             terrain: bool = True, engine: str = "network", compute=None) -> dict:
+             terrain: bool = True, engine: str = "combined", compute=None) -> dict:
     """The planners' command: travel times, gaps, blank spots; every output written atomically.
 
     `compute` replaces `compute_region_times` (same arguments), e.g. the partitioned Dask run.
@@ -384,12 +397,11 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
         export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
         export_layers(layers, tmp, formats=("gpkg",), region=config.key)
         export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)
-        if run.rasters:
+        if run.rasters is not None:
             from .raster import write_travel_time_tif
 
-            results, surface = run.rasters
-            for group, res in results.items():
-                write_travel_time_tif(tmp / f"traveltime_{group}.tif", res.minutes, surface)
+            for group, minutes in run.rasters.minutes.items():
+                write_travel_time_tif(tmp / f"traveltime_{group}.tif", minutes, run.rasters)
         run.timings["write_s"] = time.perf_counter() - t
         summary = summarise(run, audit, time.perf_counter() - t0)
         (tmp / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=_json_default),

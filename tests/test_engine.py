@@ -11,12 +11,15 @@ from scipy.sparse.csgraph import dijkstra
 
 from geoaccess.engine import (EngineGraph, build_engine_graph, compute_travel_times, cost_matrix,
                               nearest_facility_times, snap_points_to_edges)
+from geoaccess.terrain import TerrainParams, tobler_kph
 
 # Plate carrée on a sphere: metres are linear in degrees, so hand arithmetic is exact.
 R = 6371000.0
 EQC = f"+proj=eqc +lat_ts=0 +lon_0=0 +R={R} +units=m +no_defs"
 WALK = 5000.0 / 60.0  # default off-road speed, metres per minute
 DETOUR = 1.3
+#: the off-road model these hand computations use: flat, 5 km/h × 1.3 detour
+FLAT = TerrainParams(offroad_speed_factor=5.0 / tobler_kph(0.0), offroad_detour_factor=DETOUR)
 
 
 def deg(m: float) -> float:
@@ -56,7 +59,7 @@ LEG_S1 = 300 * DETOUR / WALK  # s1 is 300 m off the road: 4.68 min
 
 @pytest.fixture(scope="module")
 def result() -> pd.DataFrame:
-    return compute_travel_times(tiny_graph(), SETTLEMENTS, FACILITIES, working_crs=EQC)
+    return compute_travel_times(tiny_graph(), SETTLEMENTS, FACILITIES, working_crs=EQC, terrain=FLAT)
 
 
 def test_snap_finds_nearest_point_on_edge_not_node():
@@ -116,7 +119,7 @@ def test_disconnected_settlement_kept_with_nan(result):
 
 def test_settlement_without_coordinates_kept_with_nan():
     sett = pd.concat([SETTLEMENTS.loc[["s2"]], pd.DataFrame({"lon": [np.nan], "lat": [np.nan]}, index=["nowhere"])])
-    res = compute_travel_times(tiny_graph(), sett, FACILITIES, working_crs=EQC)
+    res = compute_travel_times(tiny_graph(), sett, FACILITIES, working_crs=EQC, terrain=FLAT)
     assert list(res.index) == ["s2", "nowhere"]
     assert res.loc["nowhere"].drop(["nearest_clinic_id", "nearest_thc_id", "nearest_county_id",
                                     "nearest_pref_id"]).isna().all()
@@ -126,7 +129,7 @@ def test_settlement_without_coordinates_kept_with_nan():
 def test_parallel_edges_use_the_fastest():
     G = tiny_graph()
     G.add_edge("B", "A", travel_time=40.0)  # a second, faster road from B to A (straight line too)
-    res = compute_travel_times(G, SETTLEMENTS.loc[["s2"]], FACILITIES, working_crs=EQC)
+    res = compute_travel_times(G, SETTLEMENTS.loc[["s2"]], FACILITIES, working_crs=EQC, terrain=FLAT)
     # Both B→A roads share the straight geometry, so s2 sits on both: 0.75 × 40 s to T at A.
     assert res.loc["s2", "t_thc_min"] == pytest.approx(0.75 * 40 / 60, abs=1e-9)
 
@@ -145,7 +148,7 @@ def test_level_groups_are_monotone(result):
 
 
 def test_time_profile_splits_uphill_and_downhill_exactly():
-    res = compute_travel_times(tiny_graph(profiles=True), SETTLEMENTS.loc[["s2"]], FACILITIES, working_crs=EQC)
+    res = compute_travel_times(tiny_graph(profiles=True), SETTLEMENTS.loc[["s2"]], FACILITIES, working_crs=EQC, terrain=FLAT)
     # s2 at 750 m: on A→B the last 250 m take 100 − 90 = 10 s; on B→A the first 250 m take 10 s.
     assert res.loc["s2", "t_thc_min"] == pytest.approx((200 - 10) / 60, abs=1e-9)
     assert res.loc["s2", "t_pref_min"] == pytest.approx((10 + 600) / 60, abs=1e-9)
@@ -158,7 +161,7 @@ def test_offroad_model_callable_and_far_facility_warning():
         calls.append(len(flon))
         return np.full(len(flon), 1000.0), np.full(len(flon), 2.0)  # (length_m, minutes)
 
-    res = compute_travel_times(tiny_graph(), SETTLEMENTS.loc[["s2"]], FACILITIES, working_crs=EQC,
+    res = compute_travel_times(tiny_graph(), SETTLEMENTS.loc[["s2"]], FACILITIES, working_crs=EQC, terrain=FLAT,
                                offroad_minutes=model, max_offroad_m=50.0)
     assert res.loc["s2", "offroad_min"] == 2.0
     assert res.loc["s2", "t_clinic_min"] == pytest.approx(2.0 + 0.25 * 200 / 60 + 2.0, abs=1e-9)
@@ -168,7 +171,7 @@ def test_offroad_model_callable_and_far_facility_warning():
 def test_facility_in_the_settlement_is_zero_minutes_even_off_road():
     fac = points([("V", 500, 3000)], facility_id=["V"], level=["village_clinic"])
     sett = points([("v", 500, 3000)])
-    res = compute_travel_times(tiny_graph(), sett, fac, working_crs=EQC)
+    res = compute_travel_times(tiny_graph(), sett, fac, working_crs=EQC, terrain=FLAT)
     assert res.loc["v", "t_clinic_min"] == 0.0
     assert res.loc["v", "offroad_m"] > 1000
 
@@ -189,8 +192,8 @@ def test_adding_a_facility_never_increases_a_time():
                             "lat": [deg(y) for y in rng.uniform(0, 5000, 6)],
                             "facility_id": [f"f{i}" for i in range(6)], "level": "county_hospital"})
         cols = ["t_clinic_min", "t_county_min"]
-        before = compute_travel_times(G, sett, fac.iloc[:5], working_crs=EQC)[cols].fillna(np.inf)
-        after = compute_travel_times(G, sett, fac, working_crs=EQC)[cols].fillna(np.inf)
+        before = compute_travel_times(G, sett, fac.iloc[:5], working_crs=EQC, terrain=FLAT)[cols].fillna(np.inf)
+        after = compute_travel_times(G, sett, fac, working_crs=EQC, terrain=FLAT)[cols].fillna(np.inf)
         assert (after.to_numpy() <= before.to_numpy() + 1e-12).all()
 
 
@@ -288,7 +291,7 @@ def test_nearest_facility_times_equal_dense_scipy_on_random_graph():
 def test_one_graph_serves_repeated_passes_and_the_cost_matrix():
     G = tiny_graph()
     lon, lat = SETTLEMENTS["lon"], SETTLEMENTS["lat"]
-    net = build_engine_graph(G, lon, lat, FACILITIES["lon"], FACILITIES["lat"], working_crs=EQC)
+    net = build_engine_graph(G, lon, lat, FACILITIES["lon"], FACILITIES["lat"], working_crs=EQC, terrain=FLAT)
     ids = pd.Series(FACILITIES["facility_id"].to_numpy(), index=net.dest_nodes)
     a = nearest_facility_times(net, net.origin_nodes, {"x": net.dest_nodes[:2]}, ids)
     b = nearest_facility_times(net, net.origin_nodes, {"x": net.dest_nodes[:2]}, ids)

@@ -32,6 +32,7 @@ from geoaccess.coords import bd09_to_wgs84, gcj02_to_wgs84, wgs84_to_bd09, wgs84
 from geoaccess.coverage import TIME_COLS, apply_location_quality
 from geoaccess.engine import compute_travel_times
 from geoaccess.schema import FACILITY_LEVELS, LEVEL_GROUPS
+from geoaccess.terrain import TerrainParams, tobler_kph
 
 WORKING_CRS = "EPSG:32646"  # UTM 46N: metres around 91°E
 TO_UTM = Transformer.from_crs("EPSG:4326", WORKING_CRS, always_xy=True)
@@ -99,8 +100,8 @@ def point_near(xy):  # noqa: ARG001 - the box is fixed; kept for readability at 
 
 
 def travel(G, settlements, facilities, speed, detour) -> pd.DataFrame:
-    return compute_travel_times(G, settlements, facilities, working_crs=WORKING_CRS, offroad_speed_kph=speed,
-                                detour_factor=detour)
+    flat = TerrainParams(offroad_speed_factor=speed / tobler_kph(0.0), offroad_detour_factor=detour)
+    return compute_travel_times(G, settlements, facilities, working_crs=WORKING_CRS, terrain=flat)
 
 
 def as_inf(a) -> np.ndarray:

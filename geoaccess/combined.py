@@ -1,0 +1,873 @@
+"""The combined engine: one search over the road graph and the terrain grid together.
+
+A trip may use roads and off-road movement in any combination; the reported time is the best over all
+of them. The graph has three parts, joined into one node numbering:
+
+* **cells** ``0 .. n_cells-1``: the DEM grid of the region (plus a buffer); 8 or 16 moves per cell,
+  anisotropic Tobler pace × the off-road speed factor × the detour factor — the same off-road model
+  as every off-road leg (:func:`geoaccess.terrain.offroad_leg_times`). Cells without elevation, and
+  cells outside the region's buffer, are barriers.
+* **roads** (offset by ``n_cells``): the road graph of :mod:`geoaccess.engine` with its true lengths,
+  class speeds and direction-specific grade profiles, split where points meet it and at one
+  *access point* per road and cell it passes through, each joined to that cell's centre by an
+  off-road leg both ways (a trip can leave or join a road anywhere).
+* **points**: every settlement (origin) and facility (destination) at its exact position, joined to
+  the 3×3 cells around it, to the nearest road point, and — within ``direct_km`` — straight to every
+  facility, all by off-road legs of the one model.
+
+One multi-source Dijkstra per facility level runs in compiled code (numba) over the implicit grid and
+the explicit edges at once, on the reversed graph, so it gives the time from every node (settlement
+or cell) to the nearest facility of the level, and which facility that is.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import shapely
+from numba import njit
+
+from . import engine as road_engine
+from .errors import InputError
+from .schema import LEVEL_GROUPS
+from .terrain import Dem, TerrainParams, offroad_leg_times
+
+log = logging.getLogger("geoaccess")
+
+_MIN_PER_M_AT_1_KPH = 0.06  # minutes to cover one metre at 1 km/h
+
+
+# --------------------------------------------------------------------------- the grid
+@dataclass(frozen=True)
+class TerrainGrid:
+    """The DEM cells a combined search may cross.
+
+    Attributes
+    ----------
+    elevation : float64 (rows, cols) metres; NaN = barrier (no data, or outside the region's buffer).
+    transform : affine transform of the grid (cell corners) in ``crs``.
+    crs : the DEM's CRS as a string (geographic or projected).
+    move_dr, move_dc : int64 row / column offset of each move (8 or 16).
+    move_len : float64 (rows, n_moves) horizontal length in metres of each move from each row.
+    """
+
+    elevation: np.ndarray
+    transform: object
+    crs: str
+    move_dr: np.ndarray
+    move_dc: np.ndarray
+    move_len: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.elevation.shape
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.elevation.size)
+
+    def cell_of(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, col) of the cell holding each WGS84 point (may fall outside the grid)."""
+        x, y = _to_grid_crs(self.crs, lon, lat)
+        col, row = ~self.transform * (np.asarray(x, float), np.asarray(y, float))
+        return np.floor(row).astype(np.int64), np.floor(col).astype(np.int64)
+
+    def centre_lonlat(self, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """WGS84 position of cell centres."""
+        x, y = self.transform * (np.asarray(col, float) + 0.5, np.asarray(row, float) + 0.5)
+        return _from_grid_crs(self.crs, np.asarray(x), np.asarray(y))
+
+
+def terrain_grid(dem: Dem, *, region=None, buffer_m: float = 0.0, working_crs: str | None = None,
+                 moves: int = 16) -> TerrainGrid:
+    """The grid of a DEM held in memory, cells outside ``region`` buffered by ``buffer_m`` as barriers.
+
+    Parameters
+    ----------
+    dem : an in-memory DEM (``terrain.open_dem``); a windowed DEM is refused with a clear error.
+    region : shapely (Multi)Polygon in WGS84, or None for the whole window.
+    buffer_m : buffer around the region in metres (measured in ``working_crs``).
+    working_crs : projected CRS in metres used for the buffer.
+    moves : 8 (king's moves) or 16 (with knight's moves: straight-line lengths within 2.7 %).
+    """
+    if dem.windowed:
+        raise InputError(dem.path, "the combined engine needs the region's DEM window in memory and this one exceeds "
+                                   "GEOACCESS_DEM_MAX_CELLS: use --engine network, a coarser DEM, or raise the limit")
+    if moves not in (8, 16):
+        raise InputError(None, f"grid moves = {moves}: must be 8 or 16")
+    z = np.array(dem.array, dtype=np.float64, copy=True)
+    crs = dem.crs.to_string() if hasattr(dem.crs, "to_string") else str(dem.crs)
+    if region is not None:
+        from rasterio import features
+
+        area = region
+        if buffer_m > 0 and working_crs is not None:
+            fwd = road_engine._transformer("EPSG:4326", working_crs)
+            back = road_engine._transformer(working_crs, "EPSG:4326")
+            proj = shapely.transform(region, lambda c: np.column_stack(fwd.transform(c[:, 0], c[:, 1])))
+            proj = shapely.simplify(proj, min(buffer_m / 10.0, 500.0)).buffer(buffer_m)
+            area = shapely.transform(proj, lambda c: np.column_stack(back.transform(c[:, 0], c[:, 1])))
+        if not _is_geographic(crs):
+            tr = road_engine._transformer("EPSG:4326", crs)
+            area = shapely.transform(area, lambda c: np.column_stack(tr.transform(c[:, 0], c[:, 1])))
+        outside = features.geometry_mask([area], out_shape=z.shape, transform=dem.transform, all_touched=True)
+        z[outside] = np.nan
+    dx, dy = _cell_sizes(dem.transform, z.shape, crs)
+    dr, dc, length = _move_table(dx, dy, moves == 16)
+    return TerrainGrid(z, dem.transform, crs, dr, dc, length)
+
+
+def _is_geographic(crs: str) -> bool:
+    from pyproj import CRS
+
+    return CRS.from_user_input(crs).is_geographic
+
+
+def _to_grid_crs(crs: str, lon, lat):
+    if _is_geographic(crs):
+        return np.asarray(lon, float), np.asarray(lat, float)
+    return road_engine._transformer("EPSG:4326", crs).transform(np.asarray(lon, float), np.asarray(lat, float))
+
+
+def _from_grid_crs(crs: str, x, y):
+    if _is_geographic(crs):
+        return np.asarray(x, float), np.asarray(y, float)
+    lon, lat = road_engine._transformer(crs, "EPSG:4326").transform(x, y)
+    return np.asarray(lon), np.asarray(lat)
+
+
+def _cell_sizes(transform, shape, crs: str) -> tuple[np.ndarray, np.ndarray]:
+    """East-west and north-south cell size (m) of each row (WGS84 ellipsoid series for geographic grids)."""
+    from .raster import cell_sizes
+
+    return cell_sizes(transform, shape, crs)
+
+
+def _move_table(dx: np.ndarray, dy: np.ndarray, knight: bool):
+    """Move offsets and the horizontal length (m) of each move from each row (mid-latitude cell sizes)."""
+    from .raster import _move_table as table
+
+    return table(dx, dy, knight)
+
+
+# --------------------------------------------------------------------------- compiled core
+@njit(cache=True, inline="always")
+def _move_minutes(z_from, z_to, length, pace_k, tob_a, tob_b, kph_max, kph_min):
+    """Minutes of one grid move: Tobler pace on the move's slope, the off-road speed factor and detour."""
+    kph = kph_max * math.exp(-tob_a * abs((z_to - z_from) / length + tob_b))
+    if kph < kph_min:
+        kph = kph_min
+    return length * pace_k / kph
+
+
+@njit(cache=True)
+def _heap_push(hkey, hnode, pos, size, key, node):
+    i = size
+    while i > 0:
+        parent = (i - 1) >> 2
+        pk = hkey[parent]
+        if pk <= key:
+            break
+        hkey[i] = pk
+        hnode[i] = hnode[parent]
+        pos[hnode[i]] = i
+        i = parent
+    hkey[i] = key
+    hnode[i] = node
+    pos[node] = i
+
+
+@njit(cache=True)
+def _heap_decrease(hkey, hnode, pos, i, key, node):
+    while i > 0:
+        parent = (i - 1) >> 2
+        pk = hkey[parent]
+        if pk <= key:
+            break
+        hkey[i] = pk
+        hnode[i] = hnode[parent]
+        pos[hnode[i]] = i
+        i = parent
+    hkey[i] = key
+    hnode[i] = node
+    pos[node] = i
+
+
+@njit(cache=True)
+def _heap_pop_fix(hkey, hnode, pos, size):
+    """Move the last item to the root and sift it down (size = items left after removing the root)."""
+    key = hkey[size]
+    node = hnode[size]
+    i = 0
+    while True:
+        first = 4 * i + 1
+        if first >= size:
+            break
+        best = first
+        bk = hkey[first]
+        bn = hnode[first]
+        for ch in range(first + 1, min(first + 4, size)):
+            ck = hkey[ch]
+            if ck < bk:
+                best = ch
+                bk = ck
+                bn = hnode[ch]
+        if bk >= key:
+            break
+        hkey[i] = bk
+        hnode[i] = bn
+        pos[bn] = i
+        i = best
+    hkey[i] = key
+    hnode[i] = node
+    pos[node] = i
+
+
+@njit(cache=True, nogil=True)
+def _search_kernel(n_nodes, cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph_max, kph_min,
+                   rev_indptr, rev_indices, rev_minutes, sources):
+    """Multi-source Dijkstra on the reversed combined graph: minutes from every node to its nearest source.
+
+    Nodes ``0 .. z.size-1`` are grid cells (moves implicit, cost from :func:`_move_minutes` of the forward
+    move neighbour → cell); every node may also have explicit in-edges (CSR of the reversed graph).
+    Returns (minutes, index of the nearest source; -1 unreachable).
+    """
+    n_cells = z.size
+    rows = z.shape[0]
+    zf = z.ravel()
+    nmoves = dr.shape[0]
+    dist = np.full(n_nodes, np.inf)
+    label = np.full(n_nodes, -1, np.int32)
+    pos = np.full(n_nodes, -1, np.int32)  # heap slot; -1 never queued, -2 settled
+    hkey = np.empty(n_nodes, np.float64)
+    hnode = np.empty(n_nodes, np.int32)
+    size = 0
+    for s in range(sources.shape[0]):
+        node = sources[s]
+        if label[node] < 0:
+            dist[node] = 0.0
+            label[node] = s
+            _heap_push(hkey, hnode, pos, size, 0.0, node)
+            size += 1
+    while size > 0:
+        c = hnode[0]
+        d = hkey[0]
+        pos[c] = -2
+        size -= 1
+        if size > 0:
+            _heap_pop_fix(hkey, hnode, pos, size)
+        lab = label[c]
+        if c < n_cells:
+            r = c // cols
+            col = c - r * cols
+            zc = zf[c]
+            for k in range(nmoves):
+                rr = r + dr[k]
+                cc = col + dc[k]
+                if rr < 0 or rr >= rows or cc < 0 or cc >= cols:
+                    continue
+                n = rr * cols + cc
+                if pos[n] == -2:
+                    continue
+                zn = zf[n]
+                if math.isnan(zn):
+                    continue
+                if k >= 8:  # a knight's move needs both cells it passes between to be passable
+                    if dr[k] == 2 or dr[k] == -2:
+                        m1 = (r + dr[k] // 2) * cols + col
+                        m2 = m1 + dc[k]
+                    else:
+                        m1 = r * cols + col + dc[k] // 2
+                        m2 = m1 + dr[k] * cols
+                    if math.isnan(zf[m1]) or math.isnan(zf[m2]):
+                        continue
+                cand = d + _move_minutes(zn, zc, move_len[r, k], pace_k, tob_a, tob_b, kph_max, kph_min)
+                if cand < dist[n]:
+                    dist[n] = cand
+                    label[n] = lab
+                    if pos[n] == -1:
+                        _heap_push(hkey, hnode, pos, size, cand, n)
+                        size += 1
+                    else:
+                        _heap_decrease(hkey, hnode, pos, pos[n], cand, n)
+        for j in range(rev_indptr[c], rev_indptr[c + 1]):
+            n = rev_indices[j]
+            if pos[n] == -2:
+                continue
+            cand = d + rev_minutes[j]
+            if cand < dist[n]:
+                dist[n] = cand
+                label[n] = lab
+                if pos[n] == -1:
+                    _heap_push(hkey, hnode, pos, size, cand, n)
+                    size += 1
+                else:
+                    _heap_decrease(hkey, hnode, pos, pos[n], cand, n)
+    return dist, label
+
+
+@njit(cache=True, nogil=True)
+def _bounded_kernel(n_nodes, cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph_max, kph_min,
+                    rev_indptr, rev_indices, rev_minutes, sources, target_of, limit):
+    """One bounded single-source search per source (reversed graph): (target, source, minutes) within ``limit``.
+
+    Arrays are allocated once and only the nodes a search touched are reset, so a search costs what it
+    reaches, not the size of the grid. ``target_of[node]`` is the target index of a node, -1 otherwise.
+    """
+    n_cells = z.size
+    rows = z.shape[0]
+    zf = z.ravel()
+    nmoves = dr.shape[0]
+    dist = np.full(n_nodes, np.inf)
+    pos = np.full(n_nodes, -1, np.int32)
+    hkey = np.empty(n_nodes, np.float64)
+    hnode = np.empty(n_nodes, np.int32)
+    touched = np.empty(n_nodes, np.int32)
+    cap = 1024
+    out_t = np.empty(cap, np.int64)
+    out_s = np.empty(cap, np.int64)
+    out_m = np.empty(cap, np.float64)
+    m = 0
+    for si in range(sources.shape[0]):
+        n_touched = 0
+        src = sources[si]
+        dist[src] = 0.0
+        touched[n_touched] = src
+        n_touched += 1
+        size = 0
+        _heap_push(hkey, hnode, pos, size, 0.0, src)
+        size += 1
+        while size > 0:
+            c = hnode[0]
+            d = hkey[0]
+            if d > limit:
+                break
+            pos[c] = -2
+            size -= 1
+            if size > 0:
+                _heap_pop_fix(hkey, hnode, pos, size)
+            t = target_of[c]
+            if t >= 0:
+                if m == cap:
+                    cap *= 2
+                    out_t = np.concatenate((out_t, np.empty(cap - m, np.int64)))
+                    out_s = np.concatenate((out_s, np.empty(cap - m, np.int64)))
+                    out_m = np.concatenate((out_m, np.empty(cap - m, np.float64)))
+                out_t[m] = t
+                out_s[m] = si
+                out_m[m] = d
+                m += 1
+            if c < n_cells:
+                r = c // cols
+                col = c - r * cols
+                zc = zf[c]
+                for k in range(nmoves):
+                    rr = r + dr[k]
+                    cc = col + dc[k]
+                    if rr < 0 or rr >= rows or cc < 0 or cc >= cols:
+                        continue
+                    n = rr * cols + cc
+                    if pos[n] == -2:
+                        continue
+                    zn = zf[n]
+                    if math.isnan(zn):
+                        continue
+                    if k >= 8:
+                        if dr[k] == 2 or dr[k] == -2:
+                            m1 = (r + dr[k] // 2) * cols + col
+                            m2 = m1 + dc[k]
+                        else:
+                            m1 = r * cols + col + dc[k] // 2
+                            m2 = m1 + dr[k] * cols
+                        if math.isnan(zf[m1]) or math.isnan(zf[m2]):
+                            continue
+                    cand = d + _move_minutes(zn, zc, move_len[r, k], pace_k, tob_a, tob_b, kph_max, kph_min)
+                    if cand < dist[n] and cand <= limit:
+                        if dist[n] == np.inf:
+                            touched[n_touched] = n
+                            n_touched += 1
+                        dist[n] = cand
+                        if pos[n] == -1:
+                            _heap_push(hkey, hnode, pos, size, cand, n)
+                            size += 1
+                        else:
+                            _heap_decrease(hkey, hnode, pos, pos[n], cand, n)
+            for j in range(rev_indptr[c], rev_indptr[c + 1]):
+                n = rev_indices[j]
+                if pos[n] == -2:
+                    continue
+                cand = d + rev_minutes[j]
+                if cand < dist[n] and cand <= limit:
+                    if dist[n] == np.inf:
+                        touched[n_touched] = n
+                        n_touched += 1
+                    dist[n] = cand
+                    if pos[n] == -1:
+                        _heap_push(hkey, hnode, pos, size, cand, n)
+                        size += 1
+                    else:
+                        _heap_decrease(hkey, hnode, pos, pos[n], cand, n)
+        for i in range(n_touched):
+            node = touched[i]
+            dist[node] = np.inf
+            pos[node] = -1
+    return out_t[:m], out_s[:m], out_m[:m]
+
+
+@njit(cache=True)
+def _grid_edge_arrays(cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph_max, kph_min):
+    """Every grid move as an explicit forward edge (from cell, to cell, minutes): for cross-checks only."""
+    rows = z.shape[0]
+    zf = z.ravel()
+    nmoves = dr.shape[0]
+    cap = zf.size * nmoves
+    src = np.empty(cap, np.int64)
+    dst = np.empty(cap, np.int64)
+    w = np.empty(cap, np.float64)
+    m = 0
+    for c in range(zf.size):
+        zc = zf[c]
+        if math.isnan(zc):
+            continue
+        r = c // cols
+        col = c - r * cols
+        for k in range(nmoves):
+            rr = r + dr[k]
+            cc = col + dc[k]
+            if rr < 0 or rr >= rows or cc < 0 or cc >= cols:
+                continue
+            n = rr * cols + cc
+            zn = zf[n]
+            if math.isnan(zn):
+                continue
+            if k >= 8:
+                if dr[k] == 2 or dr[k] == -2:
+                    m1 = (r + dr[k] // 2) * cols + col
+                    m2 = m1 + dc[k]
+                else:
+                    m1 = r * cols + col + dc[k] // 2
+                    m2 = m1 + dr[k] * cols
+                if math.isnan(zf[m1]) or math.isnan(zf[m2]):
+                    continue
+            src[m] = n   # forward move n → c, as the kernel relaxes it
+            dst[m] = c
+            w[m] = _move_minutes(zn, zc, move_len[r, k], pace_k, tob_a, tob_b, kph_max, kph_min)
+            m += 1
+    return src[:m], dst[:m], w[:m]
+
+
+# --------------------------------------------------------------------------- the combined graph
+@dataclass(frozen=True)
+class CombinedGraph:
+    """Roads + grid + points in one numbering, ready for any number of level passes.
+
+    ``reverse`` holds the explicit edges of the reversed graph (minutes); grid moves are implicit.
+    ``origin_nodes`` / ``dest_nodes``: node of each settlement / facility (-1: no coordinates).
+    """
+
+    grid: TerrainGrid
+    params: TerrainParams
+    reverse: sp.csr_matrix
+    n_nodes: int
+    origin_nodes: np.ndarray
+    dest_nodes: np.ndarray
+    road: road_engine.EngineGraph
+    facts: dict
+    origin_lonlat: tuple = ()     # WGS84 arrays of the origins and destinations, for the straight-line check
+    dest_lonlat: tuple = ()
+    working_crs: str = ""
+    dem: object = None
+
+    def search(self, source_nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Minutes from every node to the nearest of ``source_nodes``, and the index of that source."""
+        return _search_kernel(*self._kernel_args(), np.asarray(source_nodes, np.int64))
+
+    def _kernel_args(self) -> tuple:
+        g, p = self.grid, self.params
+        r = self.reverse
+        return (self.n_nodes, g.shape[1], g.elevation, g.move_dr, g.move_dc, g.move_len,
+                _MIN_PER_M_AT_1_KPH * p.offroad_detour_factor, p.tobler_decay, p.tobler_slope_offset,
+                p.tobler_max_kph * p.offroad_speed_factor, p.offroad_min_kph,
+                r.indptr.astype(np.int64), r.indices.astype(np.int64), r.data)
+
+    def cost_matrix(self, limit_minutes: float, origin_rows: np.ndarray | None = None) -> sp.csr_matrix:
+        """Sparse origins × destinations minutes, only pairs within ``limit_minutes`` (explicit zeros kept).
+
+        One bounded search from each destination on the reversed graph; ``origin_rows`` selects origins.
+        """
+        rows = np.arange(len(self.origin_nodes)) if origin_rows is None else np.flatnonzero(origin_rows)
+        nodes = self.origin_nodes[rows]
+        target_of = np.full(self.n_nodes, -1, np.int64)
+        ok = nodes >= 0
+        target_of[nodes[ok]] = np.flatnonzero(ok)
+        dests = np.flatnonzero(self.dest_nodes >= 0)
+        t, si, minutes = _bounded_kernel(*self._kernel_args(), self.dest_nodes[dests].astype(np.int64), target_of,
+                                         float(limit_minutes))
+        shape = (len(rows), len(self.dest_nodes))
+        return sp.coo_matrix((minutes, (t, dests[si])), shape=shape).tocsr()
+
+    def explicit_forward(self) -> sp.csr_matrix:
+        """The whole graph, grid moves included, as one explicit forward CSR in minutes (cross-checks)."""
+        g, p = self.grid, self.params
+        s, d, w = _grid_edge_arrays(g.shape[1], g.elevation, g.move_dr, g.move_dc, g.move_len,
+                                    _MIN_PER_M_AT_1_KPH * p.offroad_detour_factor, p.tobler_decay,
+                                    p.tobler_slope_offset, p.tobler_max_kph * p.offroad_speed_factor,
+                                    p.offroad_min_kph)
+        fwd = self.reverse.T.tocoo()
+        src = np.r_[s, fwd.row]
+        dst = np.r_[d, fwd.col]
+        return road_engine._csr(src, dst, np.r_[w, fwd.data], self.n_nodes)
+
+
+def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem | None, *, working_crs: str,
+                         origin_lon, origin_lat, dest_lon, dest_lat, direct_km: float = 10.0,
+                         access_spacing_m: float | None = None) -> CombinedGraph:
+    """Join the road graph ``G`` (edges with ``travel_time`` s and optional ``time_profile``) to ``grid``.
+
+    Parameters
+    ----------
+    G : road graph as :mod:`geoaccess.network` builds it; may have no edges (grid only).
+    grid, params, dem : the terrain grid, the off-road model, and the DEM its legs sample.
+    origin_lon, origin_lat : WGS84 settlements (NaN: no coordinates, left unconnected).
+    dest_lon, dest_lat : WGS84 facilities.
+    direct_km : a settlement may go straight off road to any facility within this distance.
+    access_spacing_m : spacing of candidate access points along roads (default: a third of a cell).
+    """
+    t0 = time.perf_counter()
+    o_lon, o_lat, d_lon, d_lat = (np.asarray(a, float) for a in (origin_lon, origin_lat, dest_lon, dest_lat))
+    n_o, n_d = len(o_lon), len(d_lon)
+    nc = grid.n_cells
+
+    def legs(flon, flat, tlon, tlat):
+        if len(flon) == 0:
+            return np.zeros(0)
+        return offroad_leg_times(flon, flat, tlon, tlat, dem, params, working_crs)[1]
+
+    has_roads = G is not None and G.number_of_edges() > 0
+    if has_roads:
+        edges = road_engine._edge_table(G)
+        snap = road_engine._snap(edges, np.r_[o_lon, d_lon], np.r_[o_lat, d_lat], working_crs)
+        o_snap, d_snap = snap.take(slice(0, n_o)), snap.take(slice(n_o, None))
+        o_min = _nan_legs(legs, o_lon, o_lat, o_snap.snap_lon, o_snap.snap_lat, o_snap.valid)
+        d_min = _nan_legs(legs, d_snap.snap_lon, d_snap.snap_lat, d_lon, d_lat, d_snap.valid)
+        via, via_cell = _access_points(edges, grid, working_crs, access_spacing_m)
+        direct = road_engine._direct_pairs(o_lon, o_lat, d_lon, d_lat, working_crs, direct_km * 1000.0,
+                                           offroad_minutes=legs, speed_kph=1.0, detour=1.0)
+        road = road_engine._assemble(edges, o_snap, o_min, d_snap, d_min, direct, via_snap=via)
+        rf = road.forward.tocoo()
+        src, dst, w = [rf.row + nc], [rf.col + nc], [rf.data / 60.0]
+        origin_nodes = road.origin_nodes + nc
+        dest_nodes = road.dest_nodes + nc
+        n_nodes = nc + road.n_nodes
+        # access point ↔ its cell centre, both directions (uphill and downhill differ)
+        vn = road.via_nodes
+        okv = vn >= 0
+        vlon, vlat = via.snap_lon[okv], via.snap_lat[okv]
+        clon, clat = grid.centre_lonlat(*np.divmod(via_cell[okv], grid.shape[1]))
+        src += [vn[okv] + nc, via_cell[okv]]
+        dst += [via_cell[okv], vn[okv] + nc]
+        w += [legs(vlon, vlat, clon, clat), legs(clon, clat, vlon, vlat)]
+        n_access = int(okv.sum())
+    else:
+        direct = road_engine._direct_pairs(o_lon, o_lat, d_lon, d_lat, working_crs, direct_km * 1000.0,
+                                           offroad_minutes=legs, speed_kph=1.0, detour=1.0)
+        road = None
+        origin_nodes = nc + np.arange(n_o)
+        dest_nodes = nc + n_o + np.arange(n_d)
+        n_nodes = nc + n_o + n_d
+        oi, di, dm = direct
+        src, dst, w = [origin_nodes[oi]], [dest_nodes[di]], [np.asarray(dm, float)]
+        n_access = 0
+    origin_nodes = np.where(np.isfinite(o_lon) & np.isfinite(o_lat), origin_nodes, -1)
+    dest_nodes = np.where(np.isfinite(d_lon) & np.isfinite(d_lat), dest_nodes, -1)
+
+    # points ↔ the 3×3 cells around them
+    for lon, lat, nodes, outward in ((o_lon, o_lat, origin_nodes, True), (d_lon, d_lat, dest_nodes, False)):
+        pi, cell = _cells_around(grid, lon, lat, nodes >= 0)
+        clon, clat = grid.centre_lonlat(*np.divmod(cell, grid.shape[1]))
+        if outward:  # settlement → cell
+            src.append(nodes[pi])
+            dst.append(cell)
+            w.append(legs(lon[pi], lat[pi], clon, clat))
+        else:        # cell → facility
+            src.append(cell)
+            dst.append(nodes[pi])
+            w.append(legs(clon, clat, lon[pi], lat[pi]))
+    src, dst, w = (np.concatenate(x) for x in (src, dst, w))
+    good = np.isfinite(w) & (w >= 0)
+    src, dst, w = src[good], dst[good], w[good]
+    fwd = road_engine._csr(src.astype(np.int64), dst.astype(np.int64), w, n_nodes)
+    rev = road_engine._transpose(fwd)
+    facts = {"cells": nc, "passable_cells": int(np.isfinite(grid.elevation).sum()), "grid": "×".join(map(str, grid.shape)),
+             "grid_moves": int(len(grid.move_dr)), "road_nodes": int(road.n_nodes) if road is not None else 0,
+             "access_points": n_access, "direct_pairs": int(len(direct[0])), "explicit_edges": int(fwd.nnz),
+             "build_s": round(time.perf_counter() - t0, 3)}
+    log.info("combined graph: %s cells (%s passable, %d moves each), %d road nodes, %d road access points, "
+             "%d direct off-road pairs within %.0f km, %d explicit edges; built in %.2f s",
+             f"{nc:,}", f"{facts['passable_cells']:,}", facts["grid_moves"], facts["road_nodes"], n_access,
+             facts["direct_pairs"], direct_km, facts["explicit_edges"], facts["build_s"])
+    return CombinedGraph(grid, params, rev, n_nodes, origin_nodes, dest_nodes, road, facts, (o_lon, o_lat),
+                         (d_lon, d_lat), working_crs, dem)
+
+
+def _nan_legs(legs, flon, flat, tlon, tlat, valid) -> np.ndarray:
+    out = np.full(len(valid), np.nan)
+    if valid.any():
+        out[valid] = legs(flon[valid], flat[valid], tlon[valid], tlat[valid])
+    return out
+
+
+def _cells_around(grid: TerrainGrid, lon, lat, ok) -> tuple[np.ndarray, np.ndarray]:
+    """(point index, cell index) of the passable cells in the 3×3 block around each point."""
+    idx = np.flatnonzero(ok)
+    if not len(idx):
+        return idx, idx
+    r, c = grid.cell_of(lon[idx], lat[idx])
+    rows, cols = grid.shape
+    off = np.array([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)])
+    rr = r[:, None] + off[None, :, 0]
+    cc = c[:, None] + off[None, :, 1]
+    pi = np.repeat(idx, 9)
+    rr, cc = rr.ravel(), cc.ravel()
+    inside = (rr >= 0) & (rr < rows) & (cc >= 0) & (cc < cols)
+    pi, rr, cc = pi[inside], rr[inside], cc[inside]
+    cell = rr * cols + cc
+    keep = np.isfinite(grid.elevation.ravel()[cell])
+    return pi[keep], cell[keep]
+
+
+def _access_points(edges, grid: TerrainGrid, working_crs: str, spacing_m: float | None):
+    """One point per road and passable cell it crosses (the sample nearest the cell centre), as a Snap."""
+    lines = road_engine._project(edges.geometry[edges.canon], road_engine._transformer(edges.crs, working_crs))
+    length = shapely.length(lines)
+    if spacing_m is None:
+        spacing_m = float(np.nanmin(grid.move_len[:, :4])) / 3.0
+    n = np.maximum(np.ceil(length / spacing_m).astype(np.int64), 1)
+    road_of = np.repeat(np.arange(len(lines)), n + 1)
+    k = np.arange(int((n + 1).sum())) - np.repeat(np.cumsum(n + 1) - (n + 1), n + 1)
+    frac = k / n[road_of]
+    pts = shapely.line_interpolate_point(lines[road_of], frac, normalized=True)
+    back = road_engine._transformer(working_crs, "EPSG:4326")
+    lon, lat = back.transform(shapely.get_x(pts), shapely.get_y(pts))
+    lon, lat = np.asarray(lon), np.asarray(lat)
+    r, c = grid.cell_of(lon, lat)
+    rows, cols = grid.shape
+    inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+    cell = np.where(inside, r * cols + c, -1)
+    inside &= np.isfinite(grid.elevation.ravel()[np.maximum(cell, 0)])
+    # nearest the cell centre per (road, cell)
+    clon, clat = grid.centre_lonlat(r, c)
+    d2 = (lon - clon) ** 2 + (lat - clat) ** 2
+    sel = np.flatnonzero(inside)
+    order = np.lexsort((d2[sel], cell[sel], road_of[sel]))
+    sel = sel[order]
+    first = np.r_[True, (road_of[sel][1:] != road_of[sel][:-1]) | (cell[sel][1:] != cell[sel][:-1])]
+    sel = sel[first]
+    roads = road_of[sel]
+    f = frac[sel]
+    m = len(sel)
+    snap = road_engine.Snap(edge_row=edges.canon[roads].astype(np.int64), edge_u=np.full(m, None, object),
+                            edge_v=np.full(m, None, object), edge_key=np.full(m, None, object),
+                            fraction=f, along_m=f * length[roads], snap_lon=lon[sel], snap_lat=lat[sel],
+                            leg_m=np.zeros(m))
+    return snap, cell[sel]
+
+
+# --------------------------------------------------------------------------- level passes
+@dataclass(frozen=True)
+class LevelResult:
+    """One level's search: minutes and nearest facility for every settlement and every cell."""
+
+    settlement_minutes: np.ndarray
+    settlement_nearest: np.ndarray     # facility index into the facility table, -1 unreachable
+    cell_minutes: np.ndarray           # float32 (rows, cols), NaN at barriers, inf unreachable
+    cell_nearest: np.ndarray           # int32 (rows, cols) facility index, -1 none
+
+
+def level_passes(graph: CombinedGraph, facility_levels: np.ndarray,
+                 groups: Mapping[str, Sequence[str]] = LEVEL_GROUPS, *, threads: int | None = None
+                 ) -> dict[str, LevelResult]:
+    """One multi-source search per level group from all its located facilities.
+
+    Groups with the same facilities (e.g. clinic and township centre when a register lists no village
+    clinics) share one search; the searches run in parallel threads (the compiled kernel releases the GIL),
+    ``threads`` at a time (default: the CPUs available, at most the number of searches).
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows, cols = graph.grid.shape
+    levels = np.asarray(facility_levels).astype(str)
+    barrier = np.isnan(graph.grid.elevation)
+    members_of = {g: np.flatnonzero(np.isin(levels, list(m)) & (graph.dest_nodes >= 0)) for g, m in groups.items()}
+    unique: dict[tuple, np.ndarray] = {}
+    for fac in members_of.values():
+        unique.setdefault(tuple(fac.tolist()), fac)
+    searches = [fac for fac in unique.values() if len(fac)]
+    n_threads = max(1, min(len(searches), threads or len(os.sched_getaffinity(0)))) if searches else 1
+    with ThreadPoolExecutor(n_threads) as pool:
+        found = dict(zip((tuple(f.tolist()) for f in searches),
+                         pool.map(lambda fac: graph.search(graph.dest_nodes[fac]), searches)))
+    out = {}
+    legs = _StraightLegs(graph)
+    for group, fac in members_of.items():
+        if len(fac):
+            dist, label = found[tuple(fac.tolist())]
+            nearest = np.where(label >= 0, fac[np.maximum(label, 0)], -1)
+        else:
+            dist, nearest = np.full(graph.n_nodes, np.inf), np.full(graph.n_nodes, -1, np.int64)
+        on = graph.origin_nodes
+        s_min = np.where(on >= 0, dist[np.maximum(on, 0)], np.nan)
+        s_near = np.where(on >= 0, nearest[np.maximum(on, 0)], -1)
+        s_min, s_near = legs.improve(s_min, s_near, fac)
+        cm = dist[:rows * cols].reshape(rows, cols).astype(np.float32)
+        cm[barrier] = np.nan
+        out[group] = LevelResult(s_min, s_near, cm, nearest[:rows * cols].reshape(rows, cols).astype(np.int32))
+    log.info("combined engine: %d level groups, %d distinct searches on %d threads; %d straight off-road trips "
+             "checked against the searched times, %d shorter", len(groups), len(searches), n_threads,
+             legs.n_checked, legs.n_improved)
+    return out
+
+
+class _StraightLegs:
+    """The straight off-road trip from each settlement to every facility that could beat its searched time.
+
+    A settlement node only has out-edges, so a straight edge settlement → facility changes nothing but that
+    settlement's own time: taking ``min(searched, straight)`` afterwards is exactly the search over the graph
+    with those edges. Candidates are the facilities closer than the distance the fastest off-road pace could
+    cover in the searched time (a leg is never faster than ``straight × detour`` at the top off-road speed);
+    their legs are computed once, with the one off-road model, and shared by the levels.
+    """
+
+    def __init__(self, graph: CombinedGraph):
+        from pyproj import Transformer
+
+        self.graph = graph
+        p = graph.params
+        self.kph_bound = max(p.tobler_max_kph * p.offroad_speed_factor, p.offroad_min_kph)
+        self.cache: dict[tuple[int, int], float] = {}
+        self.ok = len(graph.origin_lonlat) == 2 and len(graph.dest_lonlat) == 2 and bool(graph.working_crs)
+        if self.ok:
+            tr = Transformer.from_crs("EPSG:4326", graph.working_crs, always_xy=True)
+            self.oxy = np.column_stack(tr.transform(*graph.origin_lonlat))
+            self.dxy = np.column_stack(tr.transform(*graph.dest_lonlat))
+        self.n_checked = 0
+        self.n_improved = 0
+
+    def improve(self, minutes: np.ndarray, nearest: np.ndarray, fac: np.ndarray):
+        from scipy.spatial import cKDTree
+
+        if not self.ok or not len(fac):
+            return minutes, nearest
+        p = self.graph.params
+        o = np.flatnonzero(self.graph.origin_nodes >= 0)
+        t = np.where(np.isfinite(minutes[o]), minutes[o], 1e6)
+        # 2 % above the bound: projected distances may differ a little from geodesic ones
+        radius = t / 60.0 * self.kph_bound * 1000.0 / p.offroad_detour_factor * 1.02
+        fac = fac[np.isfinite(self.dxy[fac]).all(axis=1)]
+        if not len(fac):
+            return minutes, nearest
+        hits = cKDTree(self.dxy[fac]).query_ball_point(self.oxy[o], radius)
+        counts = np.fromiter((len(h) for h in hits), np.int64, len(hits))
+        if not counts.sum():
+            return minutes, nearest
+        oi = np.repeat(o, counts)
+        fi = fac[np.concatenate([np.asarray(h, np.int64) for h in hits if len(h)])]
+        key = oi * len(self.dxy) + fi
+        known = np.fromiter((self.cache.get(k, np.nan) for k in key.tolist()), float, len(key))
+        todo = np.flatnonzero(np.isnan(known))
+        if len(todo):
+            (olon, olat), (dlon, dlat) = self.graph.origin_lonlat, self.graph.dest_lonlat
+            known[todo] = offroad_leg_times(olon[oi[todo]], olat[oi[todo]], dlon[fi[todo]], dlat[fi[todo]],
+                                            self.graph.dem, p, self.graph.working_crs)[1]
+            self.cache.update(zip(key[todo].tolist(), known[todo].tolist()))
+            self.n_checked += len(todo)
+        minutes, nearest = minutes.copy(), nearest.copy()
+        order = np.lexsort((known, oi))
+        first = order[np.r_[True, oi[order][1:] != oi[order][:-1]]]
+        better = known[first] < np.where(np.isfinite(minutes[oi[first]]), minutes[oi[first]], np.inf)
+        rows = oi[first][better]
+        minutes[rows] = known[first][better]
+        nearest[rows] = fi[first][better]
+        self.n_improved += int(better.sum())
+        return minutes, nearest
+
+
+def compute_travel_times(G, dem: Dem, settlements: pd.DataFrame, facilities: pd.DataFrame, *, params: TerrainParams,
+                         working_crs: str, region=None, buffer_m: float = 30000.0, direct_km: float = 10.0,
+                         moves: int = 16, groups: Mapping[str, Sequence[str]] | None = None):
+    """Travel-time result of the combined engine on ``dem`` (see :func:`compute_on_grid`)."""
+    grid = terrain_grid(dem, region=region, buffer_m=buffer_m, working_crs=working_crs, moves=moves)
+    return compute_on_grid(G, grid, dem, settlements, facilities, params=params, working_crs=working_crs,
+                           direct_km=direct_km, groups=groups)
+
+
+def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataFrame, facilities: pd.DataFrame, *,
+                    params: TerrainParams, working_crs: str, direct_km: float = 10.0,
+                    groups: Mapping[str, Sequence[str]] | None = None):
+    """Travel-time result of the combined engine for every settlement, and the per-level cell results.
+
+    Parameters
+    ----------
+    G : road graph with ``travel_time`` (s) on every edge (may have no edges).
+    grid : from :func:`terrain_grid`; dem : the DEM the off-road legs sample (None: flat legs).
+    settlements, facilities : WGS84 tables (facilities need ``facility_id`` and ``level``).
+    params : the off-road model; direct_km : straight off-road trips to facilities within this distance.
+
+    Returns
+    -------
+    (DataFrame aligned to ``settlements.index`` with ``t_{group}_min`` and ``nearest_{group}_id``,
+    ``offroad_m`` / ``offroad_min`` of the leg to the nearest road, ``snap_lon`` / ``snap_lat``; attrs
+    ``engine`` and ``warnings``), ({group: LevelResult}, TerrainGrid).
+    """
+    groups = dict(LEVEL_GROUPS if groups is None else groups)
+    for col in ("facility_id", "level"):
+        if col not in facilities.columns:
+            raise InputError(None, f"facilities table has no '{col}' column")
+    t0 = time.perf_counter()
+    s_lon, s_lat = road_engine._lonlat(settlements)
+    f_lon, f_lat = road_engine._lonlat(facilities)
+    graph = build_combined_graph(G, grid, params, dem, working_crs=working_crs, origin_lon=s_lon, origin_lat=s_lat,
+                                 dest_lon=f_lon, dest_lat=f_lat, direct_km=direct_km)
+    t1 = time.perf_counter()
+    results = level_passes(graph, facilities["level"].to_numpy(), groups)
+    t2 = time.perf_counter()
+    ids = facilities["facility_id"].to_numpy()
+    out = pd.DataFrame(index=settlements.index)
+    for group, res in results.items():
+        t = res.settlement_minutes.copy()
+        t[~np.isfinite(t)] = np.nan
+        out[f"t_{group}_min"] = t
+    for group, res in results.items():
+        near = np.full(len(out), None, dtype=object)
+        ok = res.settlement_nearest >= 0
+        near[ok] = ids[res.settlement_nearest[ok]]
+        out[f"nearest_{group}_id"] = near
+    if graph.road is not None:
+        out["offroad_m"] = graph.road.origin_snap.leg_m
+        out["offroad_min"] = graph.road.origin_leg_min
+        out["snap_lon"] = graph.road.origin_snap.snap_lon
+        out["snap_lat"] = graph.road.origin_snap.snap_lat
+    else:
+        for c in ("offroad_m", "offroad_min", "snap_lon", "snap_lat"):
+            out[c] = np.nan
+    warnings = []
+    unlocated = int((graph.dest_nodes < 0).sum())
+    if unlocated:
+        warnings.append(f"{unlocated} facilities have no coordinates and are ignored")
+    located = graph.origin_nodes >= 0
+    n_unreach = int((out[f"t_{next(iter(groups))}_min"].isna().to_numpy() & located).sum()) if groups else 0
+    log.info("combined engine: %d settlements, %d facilities; build %.2f s, %d level passes %.2f s; %d located "
+             "settlements without a path", len(out), len(facilities), t1 - t0, len(groups), t2 - t1, n_unreach)
+    out.attrs["warnings"] = warnings
+    out.attrs["engine"] = {"engine": "combined", **graph.facts, "direct_km": direct_km,
+                           "build_s": round(t1 - t0, 3), "passes_s": round(t2 - t1, 3),
+                           "method": "one multi-source search per level over the road graph and the DEM grid joined "
+                                     "(docs/engine.md)"}
+    return out, (results, grid)
