@@ -75,12 +75,12 @@ class TerrainGrid:
     def cell_of(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, col) of the cell holding each WGS84 point (may fall outside the grid)."""
         x, y = _to_grid_crs(self.crs, lon, lat)
-        col, row = ~self.transform * (np.asarray(x, float), np.asarray(y, float))
+        col, row = ~self.transform @ (np.asarray(x, float), np.asarray(y, float))
         return np.floor(row).astype(np.int64), np.floor(col).astype(np.int64)
 
     def centre_lonlat(self, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """WGS84 position of cell centres."""
-        x, y = self.transform * (np.asarray(col, float) + 0.5, np.asarray(row, float) + 0.5)
+        x, y = self.transform @ (np.asarray(col, float) + 0.5, np.asarray(row, float) + 0.5)
         return _from_grid_crs(self.crs, np.asarray(x), np.asarray(y))
 
 

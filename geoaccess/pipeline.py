@@ -246,17 +246,32 @@ def check_invariants(table: pd.DataFrame, n_input: int) -> None:
     v = np.where(np.isnan(v), np.inf, v)
     if not (v[:, :-1] <= v[:, 1:] + 1e-9).all():
         raise AssertionError("t_clinic ≤ t_thc ≤ t_county ≤ t_pref violated")
+    for col in TIME_COLS:
+        lo_col, hi_col = col.replace("_min", "_low_min"), col.replace("_min", "_high_min")
+        if lo_col in table.columns:
+            lo, est, hi = (np.where(np.isnan(a), np.inf, a) for a in
+                           (table[c].to_numpy(dtype=float) for c in (lo_col, col, hi_col)))
+            if not ((lo <= est + 1e-9) & (est <= hi + 1e-9)).all():
+                raise AssertionError(f"{lo_col} ≤ {col} ≤ {hi_col} violated")
 
 
-def county_hospital_access(table: pd.DataFrame) -> dict:
-    """Share of settlements within 60 and 120 minutes of a county hospital, over all and over exactly located."""
+def county_hospital_access(table: pd.DataFrame, thresholds: dict | None = None) -> dict:
+    """Share of settlements within the county and severe thresholds of a county hospital, over all (with the
+    range from approximated positions) and over exactly located settlements."""
+    th = thresholds or {"county": 60.0, "county_severe": 120.0}
     tc = table["t_county_min"].to_numpy(dtype=float)
+    lo = table.get("t_county_low_min", table["t_county_min"]).to_numpy(dtype=float)
+    hi = table.get("t_county_high_min", table["t_county_min"]).to_numpy(dtype=float)
     exact = table["loc_quality"].eq("exact").to_numpy()
-    return {
-        "share_within_60_min": float(np.mean(tc <= 60)), "share_within_120_min": float(np.mean(tc <= 120)),
-        "share_within_60_min_exactly_located": float(np.mean(tc[exact] <= 60)) if exact.any() else None,
-        "share_within_120_min_exactly_located": float(np.mean(tc[exact] <= 120)) if exact.any() else None,
-    }
+    out = {}
+    for key in ("county", "county_severe"):
+        m = float(th[key])
+        k = f"{m:g}"
+        out[f"share_within_{k}_min"] = float(np.mean(tc <= m))
+        out[f"share_within_{k}_min_low"] = float(np.mean(hi <= m))
+        out[f"share_within_{k}_min_high"] = float(np.mean(lo <= m))
+        out[f"share_within_{k}_min_exactly_located"] = float(np.mean(tc[exact] <= m)) if exact.any() else None
+    return out
 
 
 def summarise(run: Run, audit, wall_s: float) -> dict:
@@ -266,7 +281,7 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
     bands = th["bands"]
     cov = coverage_report(tab, bands)
     rep = run.inputs.report
-    county_line = county_hospital_access(tab)
+    county_line = county_hospital_access(tab, th)
     return {
         "region": run.config.key, "region_name": run.config.name, "config": str(run.config.source),
         "data_dir": str(run.data_dir),
@@ -284,6 +299,8 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
         "gaps": {k: int(tab[k].sum()) for k in ("gap_clinic", "gap_thc", "gap_county", "gap_severe")},
         "gaps_population": {k: float(tab.loc[tab[k], "population"].sum()) for k in
                             ("gap_clinic", "gap_thc", "gap_county", "gap_severe")},
+        "gaps_range": gap_ranges(tab, th),
+        "positions": run.positions,
         "county_hospital_access": county_line,
         "coverage": cov,
         "blank_spots": {"total": int(len(audit.blank_spots)), "by_rule": audit.counts_by_rule(),
@@ -295,16 +312,40 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
     }
 
 
+def gap_ranges(table: pd.DataFrame, thresholds: dict) -> dict:
+    """Settlements beyond each threshold at the low end of their range (certainly beyond) and at the high end
+    (possibly beyond), beside the count at the estimates (``gaps``)."""
+    out = {}
+    for flag, g, key in (("gap_clinic", "clinic", "clinic"), ("gap_thc", "thc", "thc"), ("gap_county", "county", "county"),
+                         ("gap_severe", "county", "county_severe")):
+        m = float(thresholds[key])
+        lo = table.get(f"t_{g}_low_min", table[f"t_{g}_min"]).to_numpy(float)
+        hi = table.get(f"t_{g}_high_min", table[f"t_{g}_min"]).to_numpy(float)
+        out[flag] = {"low": int((~(lo <= m)).sum()), "high": int((~(hi <= m)).sum())}
+    return out
+
+
 def engine_assumptions(run: Run) -> list[str]:
     """What the travel-time model assumed, in words, for every report."""
     p = run.terrain_params
+    from .terrain import tobler_kph
+
+    flat_kph = max(p.offroad_min_kph, tobler_kph(0.0, p) * p.offroad_speed_factor)
+    offroad = (f"off-road movement: straight line × {p.offroad_detour_factor:g} detour at Tobler's speed × "
+               f"{p.offroad_speed_factor:g} ({flat_kph:.1f} km/h on the flat, slower uphill and on steep ground, at "
+               f"least {p.offroad_min_kph:g} km/h); it stands for the unmapped local roads and tracks")
+    eng = run.engine.get("engine")
+    if eng == "combined":
+        how = (f"travel: one search over the roads and the DEM grid together ({run.engine.get('grid_moves')} moves per "
+               f"cell, cells without elevation are barriers); a trip may leave or join a road in any cell it crosses "
+               f"and goes straight across land to any facility when that is faster")
+    elif eng == "raster":
+        how = "travel: friction-surface cost distance on the DEM grid with the roads burned in (docs/raster.md)"
+    else:
+        how = "travel: the road graph only; each settlement and facility reaches the nearest road point off road"
     out = [f"roads: {run.engine.get('road_source')} network as given (the China 2000 layers hold national and "
            f"provincial trunk roads only); speeds by class {run.engine.get('speeds_kph')} km/h "
-           f"({run.engine.get('speeds_source')})",
-           f"off-road legs from each settlement/facility to the nearest road point: straight line × "
-           f"{p.offroad_detour_factor} detour at Tobler's speed × {p.offroad_speed_factor} "
-           f"({6 * np.exp(-3.5 * 0.05) * p.offroad_speed_factor:.1f} km/h on the flat), terrain-adjusted; "
-           "they stand for the unmapped local roads and tracks"]
+           f"({run.engine.get('speeds_source')})", how, offroad]
     if run.dem is not None:
         out.append("terrain: grade sampled along each road every "
                    f"{p.sample_spacing_m:.0f} m over a {p.grade_window_m:.0f} m window; uphill and downhill slow "

@@ -53,7 +53,7 @@ class AreaGrid:
         from .combined import _from_grid_crs
 
         r, c = np.divmod(np.asarray(cells, np.int64), self.shape[1])
-        x, y = self.transform * (c + 0.5, r + 0.5)
+        x, y = self.transform @ (c + 0.5, r + 0.5)
         return _from_grid_crs(self.crs, np.asarray(x), np.asarray(y))
 
 
@@ -177,7 +177,7 @@ def habitable_limits(settlements: pd.DataFrame, grid: AreaGrid, cfg: dict) -> di
     from .combined import _to_grid_crs
 
     x, y = _to_grid_crs(grid.crs, lon, lat)
-    col, row = ~grid.transform * (np.asarray(x), np.asarray(y))
+    col, row = ~grid.transform @ (np.asarray(x), np.asarray(y))
     r, c = np.floor(row).astype(np.int64), np.floor(col).astype(np.int64)
     inside = (r >= 0) & (r < grid.shape[0]) & (c >= 0) & (c < grid.shape[1])
     src = []
@@ -286,8 +286,7 @@ def _order_stats(groups: np.ndarray, finite: np.ndarray, minutes: np.ndarray, ne
                  wanted: np.ndarray | None = None):
     """Per group: whether it has cells, the q-th order statistic of each level (nearest rank) and its facility.
 
-    One sort per level on a packed key (group in the high 32 bits, the float32 minutes' bits — which order
-    like the minutes, as they are ≥ 0 — in the low 32), over the cells of the ``wanted`` groups only.
+    Per level: the cells of the ``wanted`` groups sorted by minutes, then (stably) by group.
     """
     valid = (groups >= 0) & finite
     if wanted is not None:
@@ -303,10 +302,9 @@ def _order_stats(groups: np.ndarray, finite: np.ndarray, minutes: np.ndarray, ne
     ranks = [np.clip(np.ceil(q * size).astype(np.int64) - 1, 0, np.maximum(size - 1, 0)) for q in qs]
     vals = [np.full((n_groups, minutes.shape[1]), np.nan) for _ in qs]
     idxs = [np.full((n_groups, minutes.shape[1]), -1, np.int64) for _ in qs]
-    high = g.astype(np.uint64) << np.uint64(32)
     for k in range(minutes.shape[1]):
-        bits = minutes[valid, k].astype(np.float32).view(np.uint32).astype(np.uint64)
-        order = valid[np.argsort(high | bits, kind="stable")]
+        by_value = np.argsort(minutes[valid, k], kind="stable")
+        order = valid[by_value[np.argsort(g[by_value], kind="stable")]]
         for q in range(len(qs)):
             pick = order[(start + ranks[q])[has]]
             vals[q][has, k] = minutes[pick, k]

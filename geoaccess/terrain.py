@@ -1118,7 +1118,7 @@ def offroad_leg_times(from_lon: np.ndarray, from_lat: np.ndarray, to_lon: np.nda
     seg_leg = np.repeat(np.arange(nlegs), n)
     seg_time = (prof.seg_len[seg_leg] * params.offroad_detour_factor) / (kph / 3.6)
     minutes = np.add.reduceat(seg_time, prof.seg_start) / 60.0
-    log.info("off-road legs: %d legs, median %.0f m walked; DEM holes filled: %d samples along the leg, %d from "
+    log.debug("off-road legs: %d legs, median %.0f m walked; DEM holes filled: %d samples along the leg, %d from "
              "the nearest cell; %d legs without elevation walked as flat", nlegs, float(np.median(walked)),
              elev.n_along, elev.n_nearest, int(elev.void.sum()))
     return walked, minutes

@@ -1,9 +1,9 @@
-"""Coverage arithmetic on hand-made tables: approximated positions, statuses, shares."""
+"""Coverage arithmetic on hand-made tables: statuses, shares and their ranges, summaries."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from geoaccess.coverage import apply_location_quality, classify, coverage_report, coverage_shares, unit_summary
+from geoaccess.coverage import classify, coverage_report, coverage_shares, unit_summary
 
 TH = {"clinic": 15, "thc": 30, "county": 60, "county_severe": 120, "pref": 240}
 
@@ -22,35 +22,6 @@ def _table():
         "t_county_min": [30.0, 50, 90, 30, 70], "t_pref_min": [100.0, 120, 200, 100, 150],
     })
     return s, t
-
-
-def test_a_village_at_its_township_seat_takes_the_townships_worst_measured_time():
-    s, t = _table()
-    out = apply_location_quality(s, t)
-    assert out.loc[2, "time_basis"] == "measured"
-    assert out.loc[3, "time_basis"] == "township_worst"
-    assert out.loc[3, ["t_clinic_min", "t_thc_min", "t_county_min", "t_pref_min"]].tolist() == [20, 40, 90, 200]
-
-
-def test_without_measured_neighbours_the_county_median_is_used_not_zero():
-    s, t = _table()
-    out = apply_location_quality(s, t)
-    # V4's township T9 has no exactly located village: max(own, county median of the villages V1, V2)
-    assert out.loc[4, "time_basis"] == "county_median"
-    assert out.loc[4, "t_clinic_min"] == 15 and out.loc[4, "t_county_min"] == 70
-
-
-def test_a_township_seat_alone_is_no_reference_for_its_villages():
-    s, t = _table()
-    s.loc[1:2, "loc_quality"] = "township"  # only the seat T1 is exactly located in township T1
-    out = apply_location_quality(s, t)
-    assert out.loc[3, "time_basis"] == "position_lower_bound" and out.loc[3, "t_clinic_min"] == 0
-
-
-def test_order_of_levels_survives_the_approximation():
-    s, t = _table()
-    v = apply_location_quality(s, t)[["t_clinic_min", "t_thc_min", "t_county_min", "t_pref_min"]].to_numpy()
-    assert (np.diff(v, axis=1) >= 0).all()
 
 
 def test_unreachable_rows_stay_and_count_as_gaps():
@@ -92,3 +63,46 @@ def test_county_summary_columns():
     row = out.iloc[0]
     assert row["county_name"] == "城关区" and row["n_settlements"] == 5 and row["n_blank_spots"] == 2
     assert row["share_county_60"] == pytest.approx(0.6) and row["max_t_county_min"] == 90
+
+
+def _ranged():
+    """The table above with ranges: V3 and V4 are approximated (V3: county 20–100, V4: 65–70)."""
+    s, t = _table()
+    tab = pd.concat([s, t], axis=1)
+    for g in ("clinic", "thc", "county", "pref"):
+        tab[f"t_{g}_low_min"] = tab[f"t_{g}_min"]
+        tab[f"t_{g}_high_min"] = tab[f"t_{g}_min"]
+    tab.loc[3, ["t_county_low_min", "t_county_high_min"]] = [20.0, 100.0]
+    tab.loc[4, ["t_county_low_min", "t_county_high_min"]] = [65.0, 70.0]
+    return tab
+
+
+def test_share_ranges_take_each_rows_high_and_low_times():
+    tab = _ranged()
+    est = coverage_shares(tab, [60])["county"]["60"]
+    low = coverage_shares(tab, [60], bound="_low")["county"]["60"]
+    high = coverage_shares(tab, [60], bound="_high")["county"]["60"]
+    # within 60 at the estimates: T1 30, V1 50, V3 30 → 3/5; at the high ends V3 (100) drops out → 2/5;
+    # at the low ends V4 (65) still misses → 3/5
+    assert (low, est, high) == (pytest.approx(2 / 5), pytest.approx(3 / 5), pytest.approx(3 / 5))
+    rep = coverage_report(tab, [60])
+    block = rep["all_settlements"]
+    assert block["by_count_low"]["county"]["60"] <= block["by_count"]["county"]["60"] <= block["by_count_high"]["county"]["60"]
+    assert block["by_population_low"]["county"]["60"] == pytest.approx(100 / 1000)  # T1 0 + V1 100
+
+
+def test_band_keys_keep_fractional_minutes():
+    tab = _ranged()
+    shares = coverage_shares(tab, [15, 15.9, 30])["clinic"]
+    assert list(shares) == ["15", "15.9", "30"]
+
+
+def test_summary_columns_carry_the_minutes_used_and_their_ranges():
+    tab = _ranged()
+    tab["status"] = classify(tab, tab, {**TH, "county": 90})["status"]
+    out = unit_summary(tab, "county_code", {}, None, {**TH, "county": 90})
+    row = out.iloc[0]
+    assert "share_county_60" not in out.columns
+    # within 90: T1 30, V1 50, V2 90, V3 30, V4 70 → all 5; at the high ends V3 (100) misses → 4/5
+    assert row["share_county_90"] == pytest.approx(1.0) and row["share_county_90_low"] == pytest.approx(0.8)
+    assert row["n_measured"] == 3 and not row["uncertain"]

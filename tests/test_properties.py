@@ -5,7 +5,7 @@
   t_county ≤ t_pref; no time beats the straight line at the top speed; every settlement comes out once, in
   order; two runs agree exactly;
 - coordinates: WGS84 → GCJ-02 → WGS84 and → BD-09 → WGS84 within 1 m over China's extent;
-- coverage.apply_location_quality: level order kept, no approximated time below its position's time;
+- positions.honest_times: low ≤ estimate ≤ high, level order kept for each, measured rows unchanged;
 - _atomic.atomic_output_dir: an exception at any point leaves the previous outputs byte-identical.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pyproj import Transformer
 from geoaccess import _atomic
 from geoaccess._atomic import atomic_output_dir
 from geoaccess.coords import bd09_to_wgs84, gcj02_to_wgs84, wgs84_to_bd09, wgs84_to_gcj02
-from geoaccess.coverage import TIME_COLS, apply_location_quality
+from geoaccess.coverage import TIME_COLS
 from geoaccess.engine import compute_travel_times
 from geoaccess.schema import FACILITY_LEVELS, LEVEL_GROUPS
 from geoaccess.terrain import TerrainParams, tobler_kph
@@ -226,45 +226,59 @@ def test_bd09_round_trip_within_a_metre_over_china(points):
 # ----------------------------------------------------------------------------- honest approximated times
 
 @st.composite
-def located_tables(draw, finite_exact: bool = True):
-    """Settlements (exact or approximated, in a few townships and counties) with level-ordered times."""
-    n = draw(st.integers(1, 25))
+def area_worlds(draw):
+    """Candidate cells in township and county areas with level-ordered minutes, and settlements placed in them."""
+    n_cells = draw(st.integers(1, 40))
+    n_towns, n_counties = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    town = np.array(draw(st.lists(st.integers(-1, n_towns - 1), min_size=n_cells, max_size=n_cells)))
+    county = np.array(draw(st.lists(st.integers(0, n_counties - 1), min_size=n_cells, max_size=n_cells)))
+    base = np.array(draw(st.lists(st.lists(st.floats(0, 600), min_size=4, max_size=4), min_size=n_cells,
+                                  max_size=n_cells)))
+    minutes = np.sort(base, axis=1)
+    cut = np.array(draw(st.lists(st.integers(1, 4), min_size=n_cells, max_size=n_cells)))
+    minutes[np.arange(4)[None, :] >= cut[:, None]] = np.inf   # higher levels unreachable from some cells
+    nearest = np.array(draw(st.lists(st.lists(st.integers(0, 2), min_size=4, max_size=4), min_size=n_cells,
+                                     max_size=n_cells)))
+    n = draw(st.integers(1, 15))
     rows = []
     for _ in range(n):
-        q = draw(st.sampled_from(["exact", "exact", "township", "county", "village"]))
-        town = draw(st.sampled_from(["", "T1", "T2", "T3"]))
-        county = draw(st.sampled_from(["540101", "540102"]))
-        levels = sorted(draw(st.lists(st.floats(0, 600), min_size=4, max_size=4)))
-        unreachable_from = draw(st.integers(0, 4)) if (q != "exact" or not finite_exact) and draw(st.booleans()) else 4
-        times = [t if k < unreachable_from else math.nan for k, t in enumerate(levels)]
-        rows.append((q, town, county, *times))
-    s = pd.DataFrame(rows, columns=["loc_quality", "township_code", "county_code", *TIME_COLS])
-    return s[["loc_quality", "township_code", "county_code"]], s[TIME_COLS]
+        q = draw(st.sampled_from(["exact", "township", "county"]))
+        kind = draw(st.sampled_from(["village", "village", "relocation"]))
+        area = "" if q == "exact" else draw(st.sampled_from(["township", "county"]))
+        group = -1 if not area else draw(st.integers(0, (n_towns if area == "township" else n_counties) - 1))
+        own = sorted(draw(st.lists(st.floats(0, 600), min_size=4, max_size=4)))
+        rows.append((q, kind, area, group, *own))
+    s = pd.DataFrame(rows, columns=["loc_quality", "kind", "area", "group", *TIME_COLS])
+    return town, county, minutes, nearest, s
 
 
-def check_location_quality(s, t) -> None:
-    out = apply_location_quality(s, t)
-    new, own = as_inf(out[TIME_COLS].to_numpy()), as_inf(t.to_numpy())
-    assert ordered(new, tol=0.0), "level order broken"
-    approx = ~s["loc_quality"].eq("exact").to_numpy()
-    assert (new[approx] >= own[approx]).all(), "an approximated time went below its position's time"
-    assert (new[~approx] == own[~approx]).all(), "a measured time changed"
-    assert out.index.equals(t.index)
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(area_worlds())
+def test_honest_times_keep_low_le_estimate_le_high_and_level_order(world):
+    from geoaccess.positions import Areas, honest_times
 
-
-@settings(max_examples=150, deadline=None, derandomize=True)
-@given(located_tables(finite_exact=True))
-def test_location_quality_keeps_level_order_and_never_lowers_a_time(table):
-    check_location_quality(*table)
-
-
-def test_location_quality_with_an_unreachable_exact_settlement_keeps_level_order():
-    s = pd.DataFrame({"loc_quality": ["exact", "exact", "township"], "township_code": ["T1"] * 3,
-                      "county_code": ["540101"] * 3})
-    t = pd.DataFrame([[10.0, 20.0, math.nan, math.nan],   # no county hospital reachable from A
-                      [5.0, 5.0, 5.0, 100.0],
-                      [1.0, 1.0, 1.0, 1.0]], columns=TIME_COLS)
-    check_location_quality(s, t)
+    town, county, minutes, nearest, s = world
+    areas = Areas(np.arange(len(town)), town, county, s["area"].to_numpy(object), s["group"].to_numpy(), {})
+    t = s[TIME_COLS].copy()
+    for g in GROUPS:
+        t[f"nearest_{g}_id"] = "own"
+    out = honest_times(s, t, areas, minutes, nearest, np.array(["F0", "F1", "F2"]))
+    est = as_inf(out[TIME_COLS].to_numpy())
+    low = as_inf(out[[c.replace("_min", "_low_min") for c in TIME_COLS]].to_numpy())
+    high = as_inf(out[[c.replace("_min", "_high_min") for c in TIME_COLS]].to_numpy())
+    assert (low <= est).all() and (est <= high).all(), "low ≤ estimate ≤ high broken"
+    for a in (est, low, high):
+        assert ordered(a, tol=0.0), "level order broken"
+    exact = s["loc_quality"].eq("exact").to_numpy()
+    assert (est[exact] == as_inf(s[TIME_COLS].to_numpy())[exact]).all(), "a measured time changed"
+    assert (low[exact] == est[exact]).all() and (high[exact] == est[exact]).all()
+    reloc = s["kind"].eq("relocation").to_numpy()
+    assert (est[reloc] == as_inf(s[TIME_COLS].to_numpy())[reloc]).all(), "a relocation site left its host seat's time"
+    # an approximated village's estimate is the time of one of its area's cells
+    for i in np.flatnonzero(~exact & ~reloc & (out["time_basis"].str.endswith("_area")).to_numpy()):
+        groups = town if s.loc[i, "area"] == "township" else county
+        cells = minutes[(groups == s.loc[i, "group"]) & np.isfinite(minutes[:, 0])]
+        assert est[i, 0] in cells[:, 0]
 
 
 # ----------------------------------------------------------------------------- atomic outputs

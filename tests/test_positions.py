@@ -1,0 +1,118 @@
+"""Honest positions on a grid a person can check by hand: areas, median and range, relocation, fallbacks."""
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from affine import Affine
+
+from geoaccess.positions import GROUPS, AreaGrid, honest_times, unit_areas
+
+STEP = 0.01
+WEST, NORTH = 91.0, 29.04
+GRID = Affine(STEP, 0, WEST, 0, -STEP, NORTH)  # 4 × 4 cells, row 0 at the top
+
+
+def centre(row: int, col: int) -> tuple[float, float]:
+    return WEST + (col + 0.5) * STEP, NORTH - (row + 0.5) * STEP
+
+
+def world():
+    """One county over the 4×4 grid; township seats T1 at cell (1, 0) and T2 at (1, 3): their Voronoi areas are
+    columns 0–1 and 2–3. Cell (3, 3) lies at 6,000 m and is not habitable. Minutes to a clinic from cell (r, c)
+    are 10·c + r; each higher level adds 100; cells in columns 0–1 are nearest facility 0, the others facility 1."""
+    elevation = np.full((4, 4), 3000.0)
+    elevation[3, 3] = 6000.0
+    grid = AreaGrid(GRID, (4, 4), "EPSG:4326", elevation)
+    county = gpd.GeoDataFrame({"adcode": ["540101"], "name": ["测试县"]},
+                              geometry=[shapely.box(WEST, NORTH - 4 * STEP, WEST + 4 * STEP, NORTH)], crs=4326)
+    rows = [  # id, kind, loc_quality, township, (row, col) of the position used
+        ("T1", "township_seat", "exact", "T1", (1, 0)),
+        ("T2", "township_seat", "exact", "T2", (1, 3)),
+        ("V1", "village", "township", "T1", (1, 0)),     # placed at T1's seat
+        ("V2", "village", "township", "T2", (1, 3)),
+        ("V3", "village", "county", "T9", (0, 0)),       # township seat not located: at the county seat
+        ("R1", "relocation", "township", "T2", (1, 3)),  # a relocation site hosted by township T2
+        ("V4", "village", "exact", "T1", (2, 1)),
+    ]
+    s = pd.DataFrame({"settlement_id": [r[0] for r in rows], "kind": [r[1] for r in rows],
+                      "loc_quality": [r[2] for r in rows], "township_code": [r[3] for r in rows],
+                      "county_code": "540101", "lon": [centre(*r[4])[0] for r in rows],
+                      "lat": [centre(*r[4])[1] for r in rows]})
+    r, c = np.divmod(np.arange(16), 4)
+    clinic = 10.0 * c + r
+    cell_minutes = np.column_stack([clinic + 100 * k for k in range(4)])
+    cell_nearest = np.column_stack([(c >= 2).astype(int)] * 4)
+    own = pd.DataFrame({f"t_{g}_min": [5.0 + 100 * k] * len(s) for k, g in enumerate(GROUPS)})
+    for g in GROUPS:
+        own[f"nearest_{g}_id"] = "AT-POSITION"
+    return s, county, grid, cell_minutes, cell_nearest, own
+
+
+CFG = {"habitable_max_altitude_m": 5000.0, "habitable_max_slope": 10.0, "habitable_quantile": 0.99}
+
+
+@pytest.fixture(scope="module")
+def result():
+    s, county, grid, minutes, nearest, own = world()
+    areas = unit_areas(s, county, grid, CFG)
+    out = honest_times(s, own, areas, minutes[areas.cells], nearest[areas.cells], np.array(["F0", "F1"]),
+                       quantiles=(0.1, 0.9))
+    return areas, out.set_axis(s["settlement_id"])
+
+
+def test_habitable_cells_leave_out_the_high_cell(result):
+    areas, _ = result
+    assert len(areas.cells) == 15 and 15 not in areas.cells  # cell (3, 3) = index 15
+
+
+def test_township_areas_are_the_voronoi_halves(result):
+    areas, _ = result
+    cols = areas.cells % 4
+    town = areas.town_group
+    assert set(town[cols <= 1]) == {town[cols <= 1][0]} and set(town[cols >= 2]) == {town[cols >= 2][0]}
+    assert town[cols <= 1][0] != town[cols >= 2][0]
+
+
+def test_a_village_at_its_township_seat_gets_the_median_and_range_of_its_townships_cells(result):
+    _, out = result
+    # T1's 8 cells: 0 1 2 3 10 11 12 13 → nearest rank 10 % = 0, 50 % = 3, 90 % = 13
+    v1 = out.loc["V1"]
+    assert (v1["t_clinic_low_min"], v1["t_clinic_min"], v1["t_clinic_high_min"]) == (0, 3, 13)
+    assert v1["t_county_min"] == 203 and v1["time_basis"] == "township_area"
+    # T2's 7 habitable cells: 20 21 22 23 30 31 32 → 20, 23, 32; and the median cell's facility
+    v2 = out.loc["V2"]
+    assert (v2["t_clinic_low_min"], v2["t_clinic_min"], v2["t_clinic_high_min"]) == (20, 23, 32)
+    assert v2["nearest_clinic_id"] == "F1"
+
+
+def test_a_village_of_an_unlocated_township_takes_its_county(result):
+    _, out = result
+    v3 = out.loc["V3"]  # 15 cells: 0 1 2 3 10 11 12 13 20 21 22 23 30 31 32 → ranks 1, 7, 13
+    assert (v3["t_clinic_low_min"], v3["t_clinic_min"], v3["t_clinic_high_min"]) == (1, 13, 31)
+    assert v3["time_basis"] == "county_area" and v3["nearest_clinic_id"] == "F0"
+
+
+def test_a_relocation_site_keeps_its_host_seats_time_with_the_areas_range(result):
+    _, out = result
+    r1 = out.loc["R1"]
+    assert r1["t_clinic_min"] == 5 and r1["t_clinic_low_min"] == 5 and r1["t_clinic_high_min"] == 32
+    assert r1["time_basis"] == "host_position" and r1["nearest_clinic_id"] == "AT-POSITION"
+
+
+def test_exactly_located_rows_are_unchanged_with_a_nil_range(result):
+    _, out = result
+    for sid in ("T1", "T2", "V4"):
+        row = out.loc[sid]
+        assert row["time_basis"] == "measured"
+        assert row["t_clinic_low_min"] == row["t_clinic_min"] == row["t_clinic_high_min"] == 5
+
+
+def test_limits_learned_from_located_settlements_when_not_configured():
+    s, county, grid, *_ = world()
+    areas = unit_areas(s, county, grid, {"habitable_quantile": 0.99, "habitable_max_altitude_m": 0.0,
+                                         "habitable_max_slope": 0.0})
+    # too few located settlements (3) to learn from: every cell of the unit counts, and it says so
+    assert len(areas.cells) == 16 and "too few" in areas.limits["source"]
