@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from .config import PROJECT_ROOT, RegionConfig
-from .engine import build_engine_graph, compute_travel_times, cost_matrix
 from .errors import ConfigError
 from .pipeline import Run, _json_default, compute_region_times
 
@@ -62,12 +61,18 @@ def candidate_sites(run: Run, kinds, targets: np.ndarray) -> pd.DataFrame:
 
 
 def settlement_candidate_costs(run: Run, candidates: pd.DataFrame, limit_min: float, rows: np.ndarray | None = None):
-    """Sparse settlements (all, or the `rows` mask) × candidates minutes within `limit_min`, legs as in the main run."""
+    """Sparse settlements (all, or the `rows` mask) × candidates minutes within `limit_min`, by the run's own engine.
+
+    Each settlement is costed from its position (an approximated one from its township or county seat)."""
     s = run.table if rows is None else run.table[rows]
-    net = build_engine_graph(run.graph, s["lon"].to_numpy(), s["lat"].to_numpy(), candidates["lon"].to_numpy(),
-                             candidates["lat"].to_numpy(), working_crs=run.config.working_crs,
-                             offroad_minutes=run.offroad_minutes)
-    return cost_matrix(net, net.origin_nodes, net.dest_nodes, limit_min)
+    return _model(run).cost_matrix(s, candidates, limit_min)
+
+
+def _model(run: Run):
+    """The travel model of the run (a run built without one gets the network engine over its graph)."""
+    if run.model is not None:
+        return run.model
+    raise ConfigError(None, "this run has no travel model: compute it with pipeline.compute_region_times")
 
 
 def _points(frame: pd.DataFrame) -> gpd.GeoDataFrame:
@@ -175,8 +180,7 @@ def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existi
     """
     level = str(new_facilities["level"].iloc[0])
     facilities = pd.concat([run.facilities, new_facilities], ignore_index=True)
-    times = compute_travel_times(run.graph, run.table, facilities, working_crs=run.config.working_crs,
-                                 offroad_minutes=run.offroad_minutes, groups={"new": [level]})
+    times, _ = _model(run).times(run.table, facilities, groups={"new": [level]})
     t_new = times["t_new_min"].to_numpy(dtype=float)
     if rows is not None:
         t_new = t_new[rows]
@@ -222,7 +226,7 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
                       "county_code": hosp["county_code"]}),
     ], ignore_index=True)
     cand = cand[cand["county_code"].astype(str).str.len() == 6].reset_index(drop=True)
-    existing = run.raw_times["t_pref_min"].to_numpy(dtype=float) <= threshold
+    existing = run.table["t_pref_min"].to_numpy(dtype=float) <= threshold  # reported times, as for clinics
     t0 = time.perf_counter()
     cost = settlement_candidate_costs(run, cand, threshold)
     t_cost = time.perf_counter() - t0
@@ -249,7 +253,8 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
         "region": config.key, "threshold_min": threshold, "n_centres": int(len(plan.site_ids)),
         "n_candidates": int(len(cand)), "cost_matrix": {"pairs_within_threshold": int(cost.nnz), "build_s": round(t_cost, 3)},
         "solve_s": round(t_solve, 3), "existing_cover": {
-            "basis": f"settlements within {threshold:.0f} min of a prefecture hospital (at their positions)",
+            "basis": f"settlements within {threshold:.0f} min of a prefecture hospital (reported times: approximated "
+                     "positions by their area's median)",
             "settlements": int(existing.sum()),
             "population": float(np.nansum(s["population"].to_numpy()[existing]))},
         "plan": plan.summary, "optimum": opt.summary, "comparison": comparison,
