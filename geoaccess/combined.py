@@ -557,8 +557,7 @@ def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem |
         o_min = _nan_legs(legs, o_lon, o_lat, o_snap.snap_lon, o_snap.snap_lat, o_snap.valid)
         d_min = _nan_legs(legs, d_snap.snap_lon, d_snap.snap_lat, d_lon, d_lat, d_snap.valid)
         via, via_cell = _access_points(edges, grid, working_crs, access_spacing_m)
-        direct = road_engine._direct_pairs(o_lon, o_lat, d_lon, d_lat, working_crs, direct_km * 1000.0,
-                                           offroad_minutes=legs, speed_kph=1.0, detour=1.0)
+        direct = _clear_pairs(grid, o_lon, o_lat, d_lon, d_lat, working_crs, direct_km, legs)
         road = road_engine._assemble(edges, o_snap, o_min, d_snap, d_min, direct, via_snap=via)
         rf = road.forward.tocoo()
         src, dst, w = [rf.row + nc], [rf.col + nc], [rf.data / 60.0]
@@ -575,8 +574,7 @@ def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem |
         w += [legs(vlon, vlat, clon, clat), legs(clon, clat, vlon, vlat)]
         n_access = int(okv.sum())
     else:
-        direct = road_engine._direct_pairs(o_lon, o_lat, d_lon, d_lat, working_crs, direct_km * 1000.0,
-                                           offroad_minutes=legs, speed_kph=1.0, detour=1.0)
+        direct = _clear_pairs(grid, o_lon, o_lat, d_lon, d_lat, working_crs, direct_km, legs)
         road = None
         origin_nodes = nc + np.arange(n_o)
         dest_nodes = nc + n_o + np.arange(n_d)
@@ -614,6 +612,41 @@ def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem |
              facts["direct_pairs"], direct_km, facts["explicit_edges"], facts["build_s"])
     return CombinedGraph(grid, params, rev, n_nodes, origin_nodes, dest_nodes, road, facts, (o_lon, o_lat),
                          (d_lon, d_lat), working_crs, dem)
+
+
+def clear_of_barriers(grid: TerrainGrid, flon, flat, tlon, tlat) -> np.ndarray:
+    """True for the straight lines that cross no barrier cell (no elevation, or outside the region's buffer).
+
+    Each line is sampled every half cell (in the grid's own coordinates); points outside the grid are barriers.
+    """
+    fx, fy = (np.asarray(a, float) for a in _to_grid_crs(grid.crs, flon, flat))
+    tx, ty = (np.asarray(a, float) for a in _to_grid_crs(grid.crs, tlon, tlat))
+    n_lines = len(fx)
+    if not n_lines:
+        return np.zeros(0, bool)
+    inv = ~grid.transform
+    c0, r0 = inv @ (fx, fy)
+    c1, r1 = inv @ (tx, ty)
+    steps = np.maximum(np.ceil(2 * np.hypot(c1 - c0, r1 - r0)).astype(np.int64), 1)
+    line = np.repeat(np.arange(n_lines), steps + 1)
+    k = np.arange(int((steps + 1).sum())) - np.repeat(np.cumsum(steps + 1) - (steps + 1), steps + 1)
+    t = k / steps[line]
+    r = np.floor(r0[line] + (r1 - r0)[line] * t).astype(np.int64)
+    c = np.floor(c0[line] + (c1 - c0)[line] * t).astype(np.int64)
+    rows, cols = grid.shape
+    inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+    bad = ~inside
+    bad[inside] = np.isnan(grid.elevation[r[inside], c[inside]])
+    return np.bincount(line, weights=bad, minlength=n_lines) == 0
+
+
+def _clear_pairs(grid, o_lon, o_lat, d_lon, d_lat, working_crs, direct_km, legs):
+    """Settlement–facility pairs within ``direct_km`` whose straight line crosses no barrier, with leg minutes."""
+    oi, di, _ = road_engine._direct_pairs(o_lon, o_lat, d_lon, d_lat, working_crs, direct_km * 1000.0,
+                                          offroad_minutes=None, speed_kph=1.0, detour=1.0)
+    keep = clear_of_barriers(grid, o_lon[oi], o_lat[oi], d_lon[di], d_lat[di])
+    oi, di = oi[keep], di[keep]
+    return oi, di, legs(o_lon[oi], o_lat[oi], d_lon[di], d_lat[di])
 
 
 def _nan_legs(legs, flon, flat, tlon, tlat, valid) -> np.ndarray:
@@ -784,6 +817,11 @@ class _StraightLegs:
         todo = np.flatnonzero(np.isnan(known))
         if len(todo):
             (olon, olat), (dlon, dlat) = self.graph.origin_lonlat, self.graph.dest_lonlat
+            clear = clear_of_barriers(self.graph.grid, olon[oi[todo]], olat[oi[todo]], dlon[fi[todo]], dlat[fi[todo]])
+            known[todo[~clear]] = np.inf
+            self.cache.update(zip(key[todo[~clear]].tolist(), known[todo[~clear]].tolist()))
+            todo = todo[clear]
+        if len(todo):
             known[todo] = offroad_leg_times(olon[oi[todo]], olat[oi[todo]], dlon[fi[todo]], dlat[fi[todo]],
                                             self.graph.dem, p, self.graph.working_crs)[1]
             self.cache.update(zip(key[todo].tolist(), known[todo].tolist()))
