@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-SUITES = {"engine": ["bench_engine.py"], "raster": ["bench_raster.py"], "pipeline": ["bench_pipeline.py"]}
+SUITES = {"engine": ["bench_engine.py"], "combined": ["bench_combined.py"], "raster": ["bench_raster.py"],
+          "pipeline": ["bench_pipeline.py"]}
 
 
 def main(argv=None) -> int:

@@ -509,8 +509,22 @@ class CombinedGraph:
         dests = np.flatnonzero(self.dest_nodes >= 0)
         t, si, minutes = _bounded_kernel(*self._kernel_args(), self.dest_nodes[dests].astype(np.int64), target_of,
                                          float(limit_minutes))
+        # straight trips within the limit (as the level passes take them): the smaller of the two per pair
+        legs = _StraightLegs(self)
+        oi, fi, straight = legs.pairs(rows, dests, np.full(len(rows), float(limit_minutes)))
+        keep = straight <= limit_minutes
+        row_of = np.full(len(self.origin_nodes), -1, np.int64)
+        row_of[rows] = np.arange(len(rows))
+        r_all = np.r_[t, row_of[oi[keep]]]
+        c_all = np.r_[dests[si], fi[keep]]
+        m_all = np.r_[minutes, straight[keep]]
         shape = (len(rows), len(self.dest_nodes))
-        return sp.coo_matrix((minutes, (t, dests[si])), shape=shape).tocsr()
+        if not len(m_all):
+            return sp.csr_matrix(shape)
+        key = r_all * shape[1] + c_all
+        order = np.lexsort((m_all, key))
+        first = order[np.r_[True, key[order][1:] != key[order][:-1]]]
+        return sp.coo_matrix((m_all[first], (r_all[first], c_all[first])), shape=shape).tocsr()
 
     def explicit_forward(self) -> sp.csr_matrix:
         """The whole graph, grid moves included, as one explicit forward CSR in minutes (cross-checks)."""
@@ -793,25 +807,48 @@ class _StraightLegs:
         self.n_checked = 0
         self.n_improved = 0
 
-    def improve(self, minutes: np.ndarray, nearest: np.ndarray, fac: np.ndarray):
+    def pairs(self, origins: np.ndarray, fac: np.ndarray, within_minutes: np.ndarray):
+        """(origin, facility, minutes) of the straight trips that could take under ``within_minutes`` (per origin);
+        trips across a barrier are infinite."""
         from scipy.spatial import cKDTree
 
-        if not self.ok or not len(fac):
-            return minutes, nearest
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        if not self.ok or not len(fac) or not len(origins):
+            return empty
         p = self.graph.params
-        o = np.flatnonzero(self.graph.origin_nodes >= 0)
-        t = np.where(np.isfinite(minutes[o]), minutes[o], 1e6)
+        o = origins[self.graph.origin_nodes[origins] >= 0]
+        pos = np.searchsorted(origins, o)
+        t = np.where(np.isfinite(within_minutes[pos]), within_minutes[pos], 1e6)
         # 2 % above the bound: projected distances may differ a little from geodesic ones
         radius = t / 60.0 * self.kph_bound * 1000.0 / p.offroad_detour_factor * 1.02
         fac = fac[np.isfinite(self.dxy[fac]).all(axis=1)]
-        if not len(fac):
-            return minutes, nearest
+        if not len(fac) or not len(o):
+            return empty
         hits = cKDTree(self.dxy[fac]).query_ball_point(self.oxy[o], radius)
         counts = np.fromiter((len(h) for h in hits), np.int64, len(hits))
         if not counts.sum():
-            return minutes, nearest
+            return empty
         oi = np.repeat(o, counts)
         fi = fac[np.concatenate([np.asarray(h, np.int64) for h in hits if len(h)])]
+        return oi, fi, self._minutes(oi, fi)
+
+    def improve(self, minutes: np.ndarray, nearest: np.ndarray, fac: np.ndarray):
+        """The searched minutes and nearest facility of every origin, improved by straight trips."""
+        oi, fi, known = self.pairs(np.arange(len(minutes)), fac, minutes)
+        if not len(oi):
+            return minutes, nearest
+        minutes, nearest = minutes.copy(), nearest.copy()
+        order = np.lexsort((known, oi))
+        first = order[np.r_[True, oi[order][1:] != oi[order][:-1]]]
+        better = known[first] < np.where(np.isfinite(minutes[oi[first]]), minutes[oi[first]], np.inf)
+        rows = oi[first][better]
+        minutes[rows] = known[first][better]
+        nearest[rows] = fi[first][better]
+        self.n_improved += int(better.sum())
+        return minutes, nearest
+
+    def _minutes(self, oi: np.ndarray, fi: np.ndarray) -> np.ndarray:
+        p = self.graph.params
         key = oi * len(self.dxy) + fi
         known = np.fromiter((self.cache.get(k, np.nan) for k in key.tolist()), float, len(key))
         todo = np.flatnonzero(np.isnan(known))
@@ -826,15 +863,7 @@ class _StraightLegs:
                                             self.graph.dem, p, self.graph.working_crs)[1]
             self.cache.update(zip(key[todo].tolist(), known[todo].tolist()))
             self.n_checked += len(todo)
-        minutes, nearest = minutes.copy(), nearest.copy()
-        order = np.lexsort((known, oi))
-        first = order[np.r_[True, oi[order][1:] != oi[order][:-1]]]
-        better = known[first] < np.where(np.isfinite(minutes[oi[first]]), minutes[oi[first]], np.inf)
-        rows = oi[first][better]
-        minutes[rows] = known[first][better]
-        nearest[rows] = fi[first][better]
-        self.n_improved += int(better.sum())
-        return minutes, nearest
+        return known
 
 
 def compute_travel_times(G, dem: Dem, settlements: pd.DataFrame, facilities: pd.DataFrame, *, params: TerrainParams,
