@@ -12,11 +12,15 @@ from numba import njit
 
 from .errors import ConfigError, InputError
 from .schema import LEVEL_GROUPS
+from .terrain import TerrainParams
 
 log = logging.getLogger("geoaccess")
 
-TOBLER_DEFAULTS: dict[str, float] = {"base": 6.0, "a": 3.5, "b": 0.05}
-"""Tobler's hiking function: speed_kph = base * exp(-a * |slope + b|) (slope = rise / run)."""
+_TERRAIN_DEFAULTS = TerrainParams()
+TOBLER_DEFAULTS: dict[str, float] = {"base": _TERRAIN_DEFAULTS.tobler_max_kph, "a": _TERRAIN_DEFAULTS.tobler_decay,
+                                     "b": _TERRAIN_DEFAULTS.tobler_slope_offset}
+"""Tobler's hiking function: speed_kph = base * exp(-a * |slope + b|) (slope = rise / run); the coefficients are
+``terrain.TerrainParams``'s, their one definition."""
 
 OUT_NODATA = -9999.0
 """Nodata value of the travel-time GeoTIFFs (barriers and unreachable cells)."""

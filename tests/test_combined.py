@@ -208,3 +208,27 @@ def test_the_engine_on_flat_ground_without_a_dem_runs_and_agrees_with_its_straig
     out, _ = combined.compute_on_grid(nx.MultiDiGraph(crs="EPSG:4326"), grid, None, s, f, params=PARAMS,
                                       working_crs=WCRS, groups={"county": ("county_hospital",)})
     assert out["t_county_min"].iloc[0] == pytest.approx(leg(seat, hospital), rel=1e-9)  # within direct_km
+
+
+def test_where_roads_serve_every_trip_the_combined_and_road_only_engines_agree():
+    """A dense grid of fast roads (every 2 km, 80 km/h) with settlements and hospitals on them: the road is
+    always the best way, so the combined engine gives the road-only engine's minutes."""
+    G = nx.MultiDiGraph(crs="EPSG:4326")
+    ticks = [LON0 + 0.005 + 0.02 * k for k in range(10)]
+    lats = [LAT0 + 0.005 + 0.02 * k for k in range(10)]
+    for k in range(10):
+        for a, b in zip(ticks[:-1], ticks[1:]):
+            road(G, (a, lats[k]), (b, lats[k]), kph=80.0)
+        for a, b in zip(lats[:-1], lats[1:]):
+            road(G, (ticks[k], a), (ticks[k], b), kph=80.0)
+    rng = np.random.default_rng(1)
+    on_road = [(ticks[i], lats[j]) for i, j in rng.integers(0, 10, (15, 2))]
+    s = table(on_road)
+    f = table([(ticks[1], lats[8]), (ticks[8], lats[2])], facility_id=["H1", "H2"], level=["county_hospital"] * 2)
+    out, _, _ = run(G, FLAT, s, f, direct_km=0)
+    roads_only = road_only(G, s, f, working_crs=WCRS, terrain=PARAMS, groups={"county": ("county_hospital",)})
+    far = roads_only["t_county_min"].to_numpy() > 3.0  # beyond the first cells, where crossing a corner may win
+    assert far.sum() >= 10
+    np.testing.assert_allclose(out["t_county_min"].to_numpy()[far], roads_only["t_county_min"].to_numpy()[far],
+                               rtol=1e-9)
+    assert (out["t_county_min"].to_numpy() <= roads_only["t_county_min"].to_numpy() + 1e-9).all()
