@@ -100,7 +100,7 @@ def unit_areas(settlements: pd.DataFrame, counties, grid: AreaGrid, positions_cf
     label = features.rasterize(((g, i + 1) for i, g in enumerate(geoms) if g is not None and not g.is_empty),
                                out_shape=(rows, cols), transform=grid.transform, fill=0, dtype="int32").ravel() - 1
     slope = _slope(grid) if grid.elevation is not None else None
-    limits = habitable_limits(settlements, grid, positions_cfg, slope=slope)
+    limits = habitable_limits(settlements, grid, positions_cfg, cell_slope=slope)
     ok = label >= 0
     if grid.elevation is not None:
         z = grid.elevation.ravel()
@@ -166,7 +166,8 @@ def _slope(grid: AreaGrid) -> np.ndarray:
     return _slope_magnitude(grid.elevation.astype(np.float32), dx, dy)
 
 
-def habitable_limits(settlements: pd.DataFrame, grid: AreaGrid, cfg: dict, slope: np.ndarray | None = None) -> dict:
+def habitable_limits(settlements: pd.DataFrame, grid: AreaGrid, cfg: dict,
+                     cell_slope: np.ndarray | None = None) -> dict:
     """Altitude and slope limits of habitable cells: from the config, else a quantile over located settlements."""
     q = float(cfg.get("habitable_quantile", 0.99))
     alt, slope = float(cfg.get("habitable_max_altitude_m", 0.0)), float(cfg.get("habitable_max_slope", 0.0))
@@ -187,7 +188,7 @@ def habitable_limits(settlements: pd.DataFrame, grid: AreaGrid, cfg: dict, slope
             return {"max_altitude_m": np.inf, "max_slope": np.inf,
                     "source": "too few located settlements to learn limits: every cell of the unit counts"}
         z = grid.elevation[r[inside], c[inside]]
-        s = (_slope(grid) if slope is None else slope)[r[inside], c[inside]]
+        s = (_slope(grid) if cell_slope is None else cell_slope)[r[inside], c[inside]]
         if alt <= 0:
             alt = float(np.nanquantile(z, q))
             src.append(f"altitude: {q:.0%} of the {int(inside.sum())} exactly located settlements lie at or below it")
