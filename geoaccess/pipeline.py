@@ -273,8 +273,7 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
                             ("gap_clinic", "gap_thc", "gap_county", "gap_severe")},
         "county_hospital_access": county_line,
         "coverage": cov,
-        "blank_spots": {"total": int(len(audit.blank_spots)), "by_rule": audit.counts_by_rule(),
-                        "exemptions": int(len(audit.exemptions)), "not_auditable": audit.not_auditable},
+        "blank_spots": audit.summary(),
         "engine": run.engine, "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
         "warnings": run.warnings, "assumptions": rep.assumptions + engine_assumptions(run), "skipped": rep.skipped,
         "repairs": rep.repairs, "software": software_versions(), "wall_time_s": round(wall_s, 2),
@@ -353,7 +352,26 @@ def run_audit(run: Run):
         if basis.str.contains("standard-derived").any() else ""
     return audit_blank_spots(standards=run.config.section("standards"), settlements=run.table,
                              facilities=inp.facilities, counties=counties, gazetteer=inp.gazetteer,
-                             county_codes=inp.county_codes, thresholds=run.thresholds, register_note=note)
+                             county_codes=inp.county_codes, thresholds=run.thresholds, register_note=note,
+                             register_from_seats=bool(len(basis)) and basis.str.contains("standard-derived").all(),
+                             county_seats=_county_seats(run))
+
+
+def _county_seats(run: Run) -> pd.DataFrame | None:
+    """Each county's seat by admin code (the gazetteer's county row, XXXXXX000000), WGS84; None without a gazetteer."""
+    from .coords import to_wgs84
+
+    gaz = run.inputs.gazetteer
+    if gaz is None or "level" not in gaz:
+        return None
+    rows = gaz[gaz["level"].eq("county")].dropna(subset=["lon", "lat"])
+    if rows.empty:
+        return None
+    lon, lat = to_wgs84(rows["lon"].to_numpy(float), rows["lat"].to_numpy(float), run.config.raw["inputs"]["gazetteer_crs"])
+    code6 = rows["code"].astype(str).str[:6]
+    cc = run.inputs.county_codes
+    current = code6.map(cc["county_code"]).fillna(code6) if cc is not None and "county_code" in cc else code6
+    return pd.DataFrame({"county_code": current.to_numpy(), "lon": lon, "lat": lat})
 
 
 def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds: list[str] | None = None,
@@ -379,8 +397,11 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
               "prefecture_summary": prefs, "blank_spots": audit.blank_spots, "relocation": relocation}
     if len(audit.exemptions):
         layers["exemptions"] = audit.exemptions
+    if len(audit.cannot_check):
+        layers["cannot_check"] = audit.cannot_check
     with atomic_output_dir(out_dir, inputs=run.inputs.paths) as tmp:
-        csv_layers = {k: v for k, v in layers.items() if k != "facilities"} | {"exemptions": audit.exemptions}
+        csv_layers = {k: v for k, v in layers.items() if k != "facilities"} | {"exemptions": audit.exemptions,
+                                                                                "cannot_check": audit.cannot_check}
         export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
         export_layers(layers, tmp, formats=("gpkg",), region=config.key)
         export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)
