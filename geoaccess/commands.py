@@ -127,11 +127,13 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
     if len(regions) > 1 or (distributed and not partition):
         from . import distributed as dd
 
-        for r in regions:
-            load_region(r)  # fail fast on a bad name, before a cluster starts
+        configs = [load_region(r) for r in regions]  # fail fast on a bad name, before a cluster starts
         data_dir, _ = resolve_data_dir(data)
-        summaries = dd.gaps_regions(regions, data_dir, Path(out) if out else Path("output"), scheduler=scheduler,
-                                    workers=workers, thresholds=thresholds, terrain=terrain)
+        # one region on a cluster writes where a single-process run writes: --out itself, else output/{region}
+        out_dirs = {configs[0].key: Path(out)} if len(configs) == 1 and out else None
+        summaries = dd.gaps_regions(configs, data_dir, Path(out) if out else Path("output"), scheduler=scheduler,
+                                    workers=workers, thresholds=thresholds, terrain=terrain, engine=engine,
+                                    out_dirs=out_dirs)
         for summary in summaries.values():
             print_gaps_report(summary)
         return 0
