@@ -14,6 +14,7 @@ from .config import PROJECT_ROOT, RegionConfig
 from .engine import build_engine_graph, compute_travel_times, cost_matrix
 from .errors import ConfigError
 from .pipeline import Run, _json_default, compute_region_times
+from .schema import LEVEL_GROUPS
 
 log = logging.getLogger("geoaccess")
 
@@ -70,6 +71,18 @@ def settlement_candidate_costs(run: Run, candidates: pd.DataFrame, limit_min: fl
     return cost_matrix(net, net.origin_nodes, net.dest_nodes, limit_min)
 
 
+def _positive(option: str, value: float | None, default: float, unit: str) -> float:
+    """`value` (or `default` when not given — 0 is given, not missing) as a positive finite number, else ConfigError."""
+    v = default if value is None else value
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(None, f"{option} {value!r}: not a number of {unit}") from None
+    if not (np.isfinite(v) and v > 0):
+        raise ConfigError(None, f"{option} {value if value is not None else v:g}: {unit} must be a positive number")
+    return v
+
+
 def _points(frame: pd.DataFrame) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(frame["lon"], frame["lat"]), crs=4326)
 
@@ -102,8 +115,12 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     from .siting import run_propose_clinics
 
     sit = config.section("siting")
-    threshold = float(threshold_min or sit["clinic_threshold_min"])
-    limit = float(time_limit or sit["time_limit_s"])
+    threshold = _positive("--threshold", threshold_min, sit["clinic_threshold_min"], "minutes")
+    limit = _positive("--time-limit", time_limit, sit["time_limit_s"], "seconds")
+    if max_sites is not None and (isinstance(max_sites, bool) or not isinstance(max_sites, (int, np.integer))
+                                  or max_sites < 1):
+        raise ConfigError(None, f"--max-sites {max_sites}: must be a whole number of points, at least 1 (leave it out "
+                                "for the fewest points that cover every target)")
     kinds = candidates or sit["candidates"]
     run = run or compute_region_times(config, data_dir)
     s = run.table
@@ -175,8 +192,10 @@ def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existi
     """
     level = str(new_facilities["level"].iloc[0])
     facilities = pd.concat([run.facilities, new_facilities], ignore_index=True)
+    # every level group as in the main run, plus the new sites: each register level has its group (a level in
+    # no group is a real problem the engine still warns about)
     times = compute_travel_times(run.graph, run.table, facilities, working_crs=run.config.working_crs,
-                                 offroad_minutes=run.offroad_minutes, groups={"new": [level]})
+                                 offroad_minutes=run.offroad_minutes, groups={**LEVEL_GROUPS, "new": [level]})
     t_new = times["t_new_min"].to_numpy(dtype=float)
     if rows is not None:
         t_new = t_new[rows]
@@ -209,8 +228,8 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
         raise ConfigError(config.source, "[siting] regional_centres: this region's config names no centre list")
     centres_csv = Path(sit["regional_centres"])
     centres_csv = centres_csv if centres_csv.is_absolute() else PROJECT_ROOT / centres_csv
-    threshold = float(threshold_min or sit["centre_threshold_min"])
-    limit = float(time_limit or sit["time_limit_s"])
+    threshold = _positive("--threshold", threshold_min, sit["centre_threshold_min"], "minutes")
+    limit = _positive("--time-limit", time_limit, sit["time_limit_s"], "seconds")
     run = run or compute_region_times(config, data_dir)
     s = run.table
     seats = s[s["kind"].isin(["county_seat", "township_seat"])]
