@@ -42,8 +42,10 @@ def data_check(region: str, data: str | None, *, as_json: bool = False) -> int:
         s = inputs.settlements
         bounds = (float(s["lon"].min()), float(s["lat"].min()), float(s["lon"].max()), float(s["lat"].max()))
         dem = open_dem(dem_path, region_bounds=bounds)
-        rep.add("dem", file=str(dem_path), shape=list(dem.shape), windowed=dem.windowed, crs=str(dem.crs),
-                covers_settlements=True)
+        rows, cols = dem.shape
+        read = "tile by tile from the file (larger than GEOACCESS_DEM_MAX_CELLS)" if dem.windowed else "into memory"
+        rep.add("dem", file=str(dem_path), grid=f"{cols}×{rows} cells around the region, read {read}",
+                crs=str(dem.crs), covers_settlements=True)
     else:
         rep.skipped.append(f"dem: {dem_path} not found (travel times would be flat)")
     roads = cfg.section("roads")

@@ -292,11 +292,30 @@ def engine_assumptions(run: Run) -> list[str]:
            f"({6 * np.exp(-3.5 * 0.05) * p.offroad_speed_factor:.1f} km/h on the flat), terrain-adjusted; "
            "they stand for the unmapped local roads and tracks"]
     if run.dem is not None:
-        out.append("terrain: grade sampled along each road every "
-                   f"{p.sample_spacing_m:.0f} m over a {p.grade_window_m:.0f} m window; uphill and downhill slow "
-                   "differently; altitude derating above "
-                   f"{p.altitude_threshold_m:.0f} m (docs/terrain.md)")
+        text = ("terrain: grade sampled along each road every "
+                f"{p.sample_spacing_m:.0f} m over a {p.grade_window_m:.0f} m window; uphill and downhill slow "
+                "differently")
+        high = _road_km_above(run.graph, p.altitude_threshold_m)
+        if high:  # stated only where the region's roads climb above the threshold
+            text += (f"; altitude derating above {p.altitude_threshold_m:.0f} m ({high:,.0f} km of road lie above "
+                     "it)")
+        out.append(text + " (docs/terrain.md)")
     return out
+
+
+def _road_km_above(G, metres: float) -> float:
+    """Kilometres of road whose highest point is above `metres` (a two-way road's two directed edges count once)."""
+    if G is None:
+        return 0.0
+    seen, metres_total = set(), 0.0
+    for u, v, d in G.edges(data=True):
+        if not d.get("elev_max", float("nan")) > metres:
+            continue
+        key = (min(str(u), str(v)), max(str(u), str(v)), round(float(d.get("length", 0.0)), 1))
+        if key not in seen:
+            seen.add(key)
+            metres_total += float(d.get("length", 0.0))
+    return metres_total / 1000.0
 
 
 def software_versions() -> dict:

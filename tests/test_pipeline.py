@@ -222,6 +222,45 @@ def test_data_check_prints_every_layer(capsys, data_dir):
     assert "village/township=2942" in out and "county_codes_recoded" in out
 
 
+def test_data_check_prints_each_assumption_once_and_says_how_the_dem_was_read(data_dir):
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    cli = [sys.executable, str(PROJECT_ROOT / "cli.py"), "data", "check", "--region", "tibet", "--data", str(data_dir)]
+    r = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(subprocess.run(cli + ["--json"], capture_output=True, text=True, timeout=300).stdout)
+    assert report["assumptions"]
+    for text in report["assumptions"]:
+        assert (r.stdout + r.stderr).count(text) == 1, text
+    assert "windowed" not in r.stdout and "read into memory" in r.stdout
+
+
+def test_altitude_derating_is_stated_only_where_roads_climb_above_its_threshold(tibet_run):
+    from types import SimpleNamespace
+
+    import networkx as nx
+
+    from geoaccess.pipeline import engine_assumptions
+    from geoaccess.terrain import TerrainParams
+
+    def run_with(elevations):
+        G = nx.MultiDiGraph()
+        for i, z in enumerate(elevations):
+            G.add_edge(i, i + 1, length=1000.0, elev_max=z)
+            G.add_edge(i + 1, i, length=1000.0, elev_max=z)
+        return SimpleNamespace(terrain_params=TerrainParams(), engine={}, dem=object(), graph=G)
+
+    low = " ".join(engine_assumptions(run_with([300.0, 2790.0])))  # Chongqing's roads: below 3,000 m
+    assert "grade sampled" in low and "altitude" not in low
+    high = " ".join(engine_assumptions(run_with([2900.0, 3600.0, 4500.0])))
+    assert "altitude derating above 3000 m (2 km of road lie above it)" in high
+    summary = json.loads((tibet_run / "summary.json").read_text())
+    assert any("altitude derating above 3000 m" in a for a in summary["assumptions"])
+
+
 def test_raster_engine_runs_the_whole_pipeline_and_writes_a_surface_per_level(data_dir, tmp_path):
     out = tmp_path / "raster"
     assert main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out), "--engine", "raster"]) == 0
