@@ -20,7 +20,7 @@ from branca.element import Element, MacroElement
 from jinja2 import Template
 
 from geoaccess.errors import InputError
-from geoaccess.schema import COUNTY_SUMMARY_COLUMNS, FACILITY_LEVELS, LEVEL_GROUPS
+from geoaccess.schema import FACILITY_LEVELS, LEVEL_GROUPS, column_info
 
 log = logging.getLogger("geoaccess")
 
@@ -431,7 +431,7 @@ def coverage_map(
     if attribution:
         m.add_child(_Script(f"{m.get_name()}.attributionControl.addAttribution({_js(html.escape(attribution))});"))
 
-    share_label = getattr(COUNTY_SUMMARY_COLUMNS.get(coverage_column), "description", coverage_column)
+    share_label = getattr(column_info(coverage_column, "county_summary"), "description", coverage_column)
     tooltip = folium.GeoJsonTooltip(
         ["name", "adcode", "share", "n", "median"],
         aliases=["县 county", "代码 code", f"覆盖率 share ({coverage_column})", "居民点 settlements",
@@ -637,7 +637,7 @@ def plot_county_coverage(county_summary: pd.DataFrame, path: str | os.PathLike, 
     height = 0.8 / len(cols)
     colours = ["#a6cee3", "#1f78b4", "#08306b", "#b2df8a", "#33a02c"]
     for k, col in enumerate(cols):
-        desc = COUNTY_SUMMARY_COLUMNS[col].description if col in COUNTY_SUMMARY_COLUMNS else col
+        desc = getattr(column_info(col, "county_summary"), "description", col)
         ax.barh(pos + (k - (len(cols) - 1) / 2) * height, 100 * df[col].astype(float), height=height,
                 color=colours[k % len(colours)], label=desc)
     ax.set_yticks(pos, labels.astype(str).tolist(), fontsize=7, fontfamily=font or "sans-serif")

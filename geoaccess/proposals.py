@@ -254,7 +254,8 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     names = dict(zip(run.inputs.counties["adcode"], run.inputs.counties["name"])) if run.inputs.counties is not None else {}
     sites, assign = plan.to_frames()
     site_tab = cand.set_index("candidate_id").loc[list(plan.site_ids)].reset_index()
-    site_tab = site_tab.merge(sites, left_on="candidate_id", right_on="site_id", how="left", suffixes=("", "_s"))
+    site_tab = site_tab.merge(sites.drop(columns=[c for c in ("county_code",) if c in sites]), left_on="candidate_id",
+                              right_on="site_id", how="left")
     site_tab["county_name"] = site_tab["county_code"].map(names)
     new_fac = _as_facilities(site_tab, "RC-", "县级区域医疗中心 ", "county_regional_centre")
     verify = _verify(run, new_fac, threshold, existing, plan)

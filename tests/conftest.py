@@ -23,3 +23,33 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"real data not found at {path}: set GEOACCESS_DATA or place shared/ beside the project")
     return path
+
+
+def assert_every_column_documented(folder: Path) -> int:
+    """Every column of every CSV and GeoPackage layer in `folder` has a schema entry: a non-empty
+    description and a ≤10-character shapefile alias, unique within its layer. Returns the layers checked."""
+    import pandas as pd
+    import pyogrio
+
+    from geoaccess.schema import column_info
+
+    layers: dict[str, list[str]] = {}
+    for gpkg in sorted(folder.glob("*.gpkg")):
+        for name, _ in pyogrio.list_layers(gpkg):
+            layers[f"{gpkg.name}:{name}"] = list(pyogrio.read_info(gpkg, layer=name)["fields"])
+    for csv in sorted(folder.glob("*.csv")):
+        if not csv.stem.endswith("_fields"):
+            layers[csv.name] = list(pd.read_csv(csv, nrows=0, encoding="utf-8-sig").columns)
+    assert layers, f"no layers in {folder}"
+    for where, columns in layers.items():
+        layer = where.split(":")[-1].removesuffix(".csv")
+        aliases = []
+        for col in columns:
+            info = column_info(col, layer)
+            assert info is not None, f"{where}: column {col!r} has no schema entry"
+            assert info.description.strip(), f"{where}: column {col!r} has an empty description"
+            assert 0 < len(info.alias) <= 10, f"{where}: alias {info.alias!r} of {col!r}"
+            aliases.append(info.alias)
+        dup = sorted({a for a in aliases if aliases.count(a) > 1})
+        assert not dup, f"{where}: shapefile aliases used twice: {dup}"
+    return len(layers)

@@ -136,6 +136,22 @@ def test_planners_table_columns_line_up_in_display_width(tibet_gaps):
     assert "森布日极高海拔生态搬迁安置区（二期，计划）" in printed
 
 
+def test_every_output_column_is_in_the_schema(tibet_run):
+    from conftest import assert_every_column_documented
+
+    assert assert_every_column_documented(tibet_run) >= 14  # 7 CSV files, 7 GeoPackage layers
+
+
+def test_shapefile_field_descriptions_carry_the_minutes_in_the_column_name():
+    from geoaccess.schema import column_info
+
+    assert "within 90 min" in column_info("share_county_90").description
+    assert column_info("share_county_90").alias == "sh_cnty90"
+    low, high = column_info("share_county_90_low"), column_info("share_county_90_high")
+    assert low.alias != high.alias and "lower end" in low.description and "90 min" in high.description
+    assert column_info("t_thc_high_min").unit == "minutes"
+
+
 def test_relocation_settlements_have_their_own_rows(tibet_run):
     r = pd.read_csv(tibet_run / "relocation.csv")
     assert len(r) == 20 and r["t_clinic_min"].notna().all()

@@ -14,7 +14,8 @@ def tibet_run(data_dir):
 
 @pytest.fixture(scope="module")
 def centres(tibet_run, data_dir, tmp_path_factory):
-    return propose_centres(load_region("tibet"), data_dir, tmp_path_factory.mktemp("centres"), run=tibet_run)
+    out = tmp_path_factory.mktemp("centres")
+    return propose_centres(load_region("tibet"), data_dir, out, run=tibet_run) | {"out_dir": out}
 
 
 def test_nineteen_centres_exactly_one_in_each_named_county(centres):
@@ -101,3 +102,11 @@ def test_propose_prints_no_solver_banner_and_no_spurious_level_warning(data_dir,
     assert "HiGHS" not in r.stdout and "Copyright" not in r.stdout
     assert r.stdout.lstrip().startswith("临时医疗点")
     assert "in no group" not in r.stderr
+
+
+def test_every_proposal_output_column_is_in_the_schema(centres, tibet_run, data_dir, tmp_path):
+    from conftest import assert_every_column_documented
+
+    propose_clinics(load_region("tibet"), data_dir, tmp_path, max_sites=2, run=tibet_run)
+    assert assert_every_column_documented(tmp_path) >= 4
+    assert assert_every_column_documented(centres["out_dir"]) >= 6
