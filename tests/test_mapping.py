@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -21,7 +22,17 @@ GAZETTEER_COLUMNS = ["code", "parent", "name", "level", "rank", "adcode", "post"
                      "dummy", "lon", "lat", "wkb", "province", "city", "county", "town", "village"]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-MAPS_DIR = Path(__file__).resolve().parents[1] / "maps"
+#: Set GEOACCESS_TEST_ARTIFACTS to a folder to keep the figures and screenshots the tests make (to look at
+#: them); tests never write into the work tree.
+ARTIFACTS = os.environ.get("GEOACCESS_TEST_ARTIFACTS")
+
+
+def keep_artifacts(*paths: Path) -> None:
+    """Copy test figures to $GEOACCESS_TEST_ARTIFACTS when it is set."""
+    if ARTIFACTS:
+        Path(ARTIFACTS).mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            shutil.copy(p, Path(ARTIFACTS) / p.name)
 
 
 def build_tibet_layers(data_dir: Path, seed: int = 6) -> dict:
@@ -242,9 +253,7 @@ def test_static_figures(tmp_path, layers, counties):
     b = mapping.plot_county_coverage(layers["county_summary"], tmp_path / "coverage.png")
     for path in (a, b):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
-    if MAPS_DIR.is_dir():
-        shutil.copy(a, MAPS_DIR / "tibet_bands_county.png")
-        shutil.copy(b, MAPS_DIR / "tibet_county_coverage.png")
+    keep_artifacts(a, b)
 
 
 def clickable_settlement(layers) -> pd.Series:
@@ -291,8 +300,7 @@ def test_map_renders_offline_in_headless_chromium(map_file, layers, tmp_path):
             out.legend = !!document.getElementById('ga-legend');
             return out;""")
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        MAPS_DIR.mkdir(exist_ok=True)
-        driver.save_screenshot(str(MAPS_DIR / "tibet_coverage_screenshot.png"))
+        driver.save_screenshot(str(tmp_path / "tibet_coverage_screenshot.png"))
         target = clickable_settlement(layers)
         x, y = driver.execute_script("""
             const m = geoaccess.registry.map, ll = [arguments[0], arguments[1]];
@@ -304,11 +312,12 @@ def test_map_renders_offline_in_headless_chromium(map_file, layers, tmp_path):
         time.sleep(0.5)
         text = "[...document.querySelectorAll('.leaflet-popup-content')].pop().innerText"
         popups = [driver.execute_script(f"return {text};")]
-        driver.save_screenshot(str(MAPS_DIR / "tibet_coverage_popup_screenshot.png"))
+        driver.save_screenshot(str(tmp_path / "tibet_coverage_popup_screenshot.png"))
         hospital = "geoaccess.registry.facilities.county_hospital.getLayers()[0]"
         popups.append(driver.execute_script(f"{hospital}.openPopup(); return {text};"))
     finally:
         driver.quit()
+    keep_artifacts(*tmp_path.glob("*.png"))
     n = len(layers["settlements"])
     assert errors == []
     assert counts["settlements"] == {lvl: n for lvl in LEVEL_GROUPS}
