@@ -89,7 +89,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "relocation_clinic_within_min": 30.0,
     },
     "siting": {
-        "regional_centres": "",  # project-relative CSV of the named counties
+        "regional_centres": "",  # CSV of the named counties: beside the config, else in geoaccess/data/
         "centre_threshold_min": 120.0,
         "clinic_threshold_min": 30.0,
         "time_limit_s": 60.0,
@@ -135,6 +135,27 @@ def resolve_input(rel: str | Path, data_dir: Path) -> Path:
     """A config path: absolute as given, else relative to the data directory."""
     p = Path(rel).expanduser()
     return p if p.is_absolute() else Path(data_dir) / p
+
+
+def package_data(name: str) -> Path:
+    """A file shipped inside the package (geoaccess/data/NAME), wherever the package is installed."""
+    from importlib.resources import files
+
+    return Path(str(files("geoaccess").joinpath("data", name)))
+
+
+def resolve_project_file(value: str | Path, config_source: Path | None) -> Path:
+    """A config's own-data path (e.g. [siting] regional_centres): absolute as given; else beside the config
+    file, else shipped in geoaccess/data/ (by name, so "data/facilities/x.csv" of older configs still works)."""
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p
+    candidates = ([Path(config_source).parent / p] if config_source else []) + [package_data(str(p)),
+                                                                              package_data(p.name)]
+    for c in candidates:
+        if c.is_file():
+            return c
+    return candidates[0]
 
 
 def region_folders() -> list[Path]:

@@ -10,7 +10,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from .config import PROJECT_ROOT, RegionConfig
+from .config import RegionConfig, resolve_project_file
 from .engine import build_engine_graph, compute_travel_times, cost_matrix
 from .errors import ConfigError
 from .pipeline import Run, _json_default, compute_region_times
@@ -226,8 +226,7 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     sit = config.section("siting")
     if not sit["regional_centres"]:
         raise ConfigError(config.source, "[siting] regional_centres: this region's config names no centre list")
-    centres_csv = Path(sit["regional_centres"])
-    centres_csv = centres_csv if centres_csv.is_absolute() else PROJECT_ROOT / centres_csv
+    centres_csv = resolve_project_file(sit["regional_centres"], config.source)
     threshold = _positive("--threshold", threshold_min, sit["centre_threshold_min"], "minutes")
     limit = _positive("--time-limit", time_limit, sit["time_limit_s"], "seconds")
     run = run or compute_region_times(config, data_dir)

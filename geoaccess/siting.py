@@ -741,7 +741,7 @@ def compare_plan_to_optimum(plan_result: SitingResult, opt_result: SitingResult,
 # ---------------------------------------------------------------- project data and runners
 
 def load_regional_centres(path: str | Path) -> pd.DataFrame:
-    """The plan's county list (e.g. data/facilities/tibet_regional_centres.csv), codes as 6-digit strings."""
+    """The plan's county list (e.g. geoaccess/data/tibet_regional_centres.csv), codes as 6-digit strings."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "regional-centre list not found")

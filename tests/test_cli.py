@@ -84,3 +84,23 @@ def test_regions_names_a_broken_config_instead_of_failing(tmp_path, monkeypatch,
     assert main(["regions"]) == 0
     out = capsys.readouterr().out
     assert "broken" in out and "cannot be loaded" in out and "tibet" in out
+
+
+def test_readme_command_table_is_one_table_listing_every_command():
+    """A blank line inside a Markdown table ends it: every row after it shows as raw text."""
+    lines = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| command | what it does |")
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    text = "\n".join(table)
+    for command in ("`regions`", "`data check", "`traveltime", "`gaps --region", "`propose clinics", "`propose centres",
+                    "`gaps … --map`", "`map --region", "`export --region"):
+        assert f"| {command}" in text, command
+
+
+def test_readme_says_the_browser_test_needs_chromium():
+    text = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert "chromium chromium-driver" in text and "skipped" in text

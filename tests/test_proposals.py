@@ -19,7 +19,9 @@ def centres(tibet_run, data_dir, tmp_path_factory):
 
 
 def test_nineteen_centres_exactly_one_in_each_named_county(centres):
-    plan_counties = pd.read_csv("data/facilities/tibet_regional_centres.csv", dtype=str)["county_code_current"]
+    from geoaccess.config import package_data
+
+    plan_counties = pd.read_csv(package_data("tibet_regional_centres.csv"), dtype=str)["county_code_current"]
     sites = centres["sites"]
     assert len(sites) == 19
     assert sorted(sites["county_code"]) == sorted(plan_counties)
