@@ -277,25 +277,60 @@ def map_command(region: str, data: str | None, out: str | None, *, level: str = 
                 maps_dir: str | None = None) -> int:
     """Write maps/{region}_coverage.html and the report figures from the gaps outputs."""
     from .loaders import load_boundaries
-    from .mapping import plot_county_coverage, plot_settlement_bands, write_coverage_map
+    from .mapping import caption_lines, plot_county_coverage, plot_settlement_bands, write_coverage_map
 
     cfg, data_dir, out_dir = _setup(region, data, out)
     layers = _gaps_outputs(cfg, data_dir, out_dir)
     counties_path = cfg.input_path("counties", data_dir)
     counties = load_boundaries(counties_path) if counties_path and counties_path.exists() else None
+    roads = _road_lines(cfg, data_dir, counties)
+    if roads is not None:
+        layers["roads"] = roads
+    summary_path = out_dir / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+    caption = caption_lines(summary, MAP_ATTRIBUTION)
     rasters = {p.stem.split("_")[-1]: p for p in sorted(out_dir.glob("traveltime_*.tif"))}
     folder = Path(maps_dir) if maps_dir else Path("maps")
     folder.mkdir(parents=True, exist_ok=True)
     html = write_coverage_map(layers, folder / f"{cfg.key}_coverage.html", counties=counties,
                               title=f"{cfg.name}: 就医通行时间 travel time to care", level=level,
-                              rasters=rasters or None, tiles=tiles, attribution=MAP_ATTRIBUTION)
-    figs = [plot_settlement_bands(layers["settlements"], counties, level, folder / f"{cfg.key}_bands_{level}.png")]
+                              rasters=rasters or None, tiles=tiles, attribution=MAP_ATTRIBUTION, caption=caption)
+    figs = [plot_settlement_bands(layers["settlements"], counties, level, folder / f"{cfg.key}_bands_{level}.png",
+                                  caption=caption)]
     if "county_summary" in layers:
-        figs.append(plot_county_coverage(layers["county_summary"], folder / f"{cfg.key}_county_coverage.png"))
+        figs.append(plot_county_coverage(layers["county_summary"], folder / f"{cfg.key}_county_coverage.png",
+                                         caption=caption))
     print(f"map: {html}")
     for f in figs:
         print(f"figure: {f}")
     return 0
+
+
+def _road_lines(cfg, data_dir: Path, counties):
+    """The region's roads as lines with their class, for the map (None, with a warning, when they cannot be read)."""
+    import geopandas as gpd
+    import shapely
+
+    from .errors import GeoaccessError
+    from .network import load_road_network
+    from .pipeline import road_spec
+
+    polygon = shapely.union_all(counties.geometry.to_numpy()) if counties is not None and len(counties) else None
+    try:
+        G = load_road_network(road_spec(cfg), data_dir, polygon, cfg.working_crs)
+    except GeoaccessError as exc:
+        log.warning("map: no roads layer (%s)", exc)
+        return None
+    xy = {n: (d["x"], d["y"]) for n, d in G.nodes(data=True)}
+    seen, rows = set(), []
+    for u, v, d in G.edges(data=True):
+        key = (min(str(u), str(v)), max(str(u), str(v)), round(float(d.get("length", 0.0)), 1))
+        if key in seen:  # the reverse direction of a two-way road
+            continue
+        seen.add(key)
+        geom = d.get("geometry") or shapely.LineString([xy[u], xy[v]])
+        rows.append((str(d.get("road_class", "other")), geom))
+    return gpd.GeoDataFrame({"road_class": [r[0] for r in rows]}, geometry=[r[1] for r in rows], crs=G.graph.get("crs", 4326))
 
 
 def export_command(region: str, data: str | None, out: str | None, *, formats: list[str], crs: str = "EPSG:4326",

@@ -79,6 +79,15 @@ def region_polygon(inputs: Inputs) -> shapely.Geometry:
     return shapely.convex_hull(shapely.multipoints(pts)).buffer(0.1)
 
 
+def road_spec(config: RegionConfig) -> dict:
+    """The region config's [roads] section as `network.load_road_network` takes it."""
+    roads = config.section("roads")
+    return {"source": roads["source"], "paths": roads["paths"], "snap_tolerance_m": roads["snap_tolerance_m"],
+            "clip_buffer_m": roads["clip_buffer_km"] * 1000.0, "network_type": roads["network_type"],
+            "cache_dir": str(Path(roads["cache_dir"]).expanduser().resolve()), "offline": roads["offline"],
+            "timeout": roads["timeout_s"], "retries": int(roads["retries"])}
+
+
 @dataclass
 class PreparedRegion:
     """A region ready to route: inputs, the facilities routed to, the DEM and the road graph with its times."""
@@ -146,11 +155,7 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
 
     t = time.perf_counter()
     roads = config.section("roads")
-    spec = {"source": roads["source"], "paths": roads["paths"], "snap_tolerance_m": roads["snap_tolerance_m"],
-            "clip_buffer_m": roads["clip_buffer_km"] * 1000.0, "network_type": roads["network_type"],
-            "cache_dir": str(Path(roads["cache_dir"]).expanduser().resolve()), "offline": roads["offline"],
-            "timeout": roads["timeout_s"], "retries": int(roads["retries"])}
-    G = net_mod.load_road_network(spec, data_dir, region_polygon(inputs), config.working_crs)
+    G = net_mod.load_road_network(road_spec(config), data_dir, region_polygon(inputs), config.working_crs)
     speeds = config.section("speeds")
     G = net_mod.assign_speeds(G, speeds["road_class"], speeds["default_kph"], use_maxspeed=speeds["use_maxspeed"])
     timings["network_s"] = time.perf_counter() - t
