@@ -386,10 +386,10 @@ def propose_centres_command(region: str, data: str | None, out: str | None, *, t
     print(f"\n县级区域医疗中心 county-level regional medical centres — {cfg.name}, threshold {s['threshold_min']:.0f} min")
     print(f"  already within {s['threshold_min']:.0f} min of a prefecture hospital: "
           f"{s['existing_cover']['settlements']} settlements, {s['existing_cover']['population']:.0f} people")
-    print(f"  {'county':10s} {'site':24s} {'new people':>10s} {'only it':>8s} {'catchment':>9s}  gain lies in")
-    for _, r in res["sites"].sort_values("pop_new", ascending=False).iterrows():
-        print(f"  {str(r['county_name']):10s} {str(r['name'])[:24]:24s} {r['pop_new']:10.0f} {r['pop_only']:8.0f} "
-              f"{r['pop_catch']:9.0f}  {r.get('new_counties', '')}")
+    rows = [[r["county_name"], r["name"], f"{r['pop_new']:.0f}", f"{r['pop_only']:.0f}", f"{r['pop_catch']:.0f}",
+             r.get("new_counties", "")] for _, r in res["sites"].sort_values("pop_new", ascending=False).iterrows()]
+    print(format_table(["county", "site", "new people", "only it", "catchment", "gain lies in"], rows,
+                       align="<<>>><"))
     plan, c = s["plan"], s["comparison"]
     print(f"  all {s['n_centres']} together: +{plan['coverage']['new']['population']:.0f} people "
           f"({plan['coverage']['new']['settlements']} settlements) within {s['threshold_min']:.0f} min; "

@@ -60,6 +60,16 @@ def test_installed_gaps_and_propose_centres_run_from_another_folder(installed, d
              str(cwd / "centres"), "-q")
     assert r.returncode == 0, r.stderr
     assert (cwd / "centres" / "regional_centres.csv").is_file() and "agrees" in r.stdout
+    # the centres table lines up in display width (Chinese county and site names)
+    from geoaccess.tables import display_width
+
+    lines = r.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if "gain lies in" in line)
+    start = display_width(lines[head][:lines[head].index("gain lies in")])
+    rows = lines[head + 1:head + 20]
+    assert len(rows) == 19
+    for row in rows:  # the last column starts at the same terminal column on every row
+        assert display_width(row[:row.rindex(row.split()[-1])]) == start, row
 
 
 def test_core_dependencies_are_lean():
