@@ -1,7 +1,7 @@
 """The blank-spot audit (空白点): each region's written standards as rules over its register and times."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,18 +17,37 @@ RULES = {
     "register_scope": "登记表覆盖范围 (what the register can show)",
 }
 BLANK_COLUMNS = ["unit_code", "unit_name", "unit_level", "rule", "detail", "county_code"]
+#: A settlement this close to a county's seat (its gazetteer position or its county hospital) stands for the seat.
+SEAT_RADIUS_KM = 2.0
+#: Why a rule could not be checked for a unit (the `detail` of a cannot-check row starts with it).
+SEAT_NOT_LOCATED = "cannot be checked: seat not located"
 
 
 @dataclass
 class AuditResult:
-    """Blank spots found, exemptions applied (not gaps, but recorded), and rules the data cannot audit."""
+    """Blank spots found, exemptions applied (not gaps, but recorded), rules the data cannot audit, and
+    units a rule could not be checked for (`cannot_check`: never counted as gaps)."""
 
     blank_spots: pd.DataFrame
     exemptions: pd.DataFrame
     not_auditable: list[str]
+    cannot_check: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=BLANK_COLUMNS))
 
     def counts_by_rule(self) -> dict[str, int]:
-        return self.blank_spots["rule"].str.split(" ").str[0].value_counts().to_dict() if len(self.blank_spots) else {}
+        return _by_rule(self.blank_spots)
+
+    def summary(self) -> dict:
+        """The audit in the run summary: gaps by rule, exemptions, units that cannot be checked, rules not audited."""
+        return {"total": int(len(self.blank_spots)), "by_rule": self.counts_by_rule(),
+                "exemptions": int(len(self.exemptions)),
+                "cannot_check": {"total": int(len(self.cannot_check)), "by_rule": _by_rule(self.cannot_check),
+                                 "reason": SEAT_NOT_LOCATED + " (the register places facilities at located seats only)"
+                                 if len(self.cannot_check) else ""},
+                "not_auditable": self.not_auditable}
+
+
+def _by_rule(table: pd.DataFrame) -> dict[str, int]:
+    return table["rule"].str.split(" ").str[0].value_counts().to_dict() if len(table) else {}
 
 
 def _row(code, name, level, rule, detail, county=""):
@@ -37,9 +56,17 @@ def _row(code, name, level, rule, detail, county=""):
 
 def audit_blank_spots(*, standards: dict, settlements: pd.DataFrame, facilities: pd.DataFrame | None,
                       counties: pd.DataFrame, gazetteer: pd.DataFrame | None, county_codes: pd.DataFrame | None,
-                      thresholds: dict, register_note: str = "") -> AuditResult:
-    """Apply the region's standards (config [standards]) and return the blank spots with their evidence."""
-    spots, exempt, cannot = [], [], []
+                      thresholds: dict, register_note: str = "", register_from_seats: bool = False,
+                      county_seats: pd.DataFrame | None = None) -> AuditResult:
+    """Apply the region's standards (config [standards]) and return the blank spots with their evidence.
+
+    `register_from_seats`: the register holds one facility per *located* administrative seat (derived from
+    the standards), so a township whose seat has no coordinates cannot show a centre: it goes to
+    `cannot_check`, not to the blank spots. `county_seats` (county_code, lon, lat; WGS84): each county's
+    seat by its admin code, used for the prefecture-reliance exemption where no settlement is of kind
+    county_seat.
+    """
+    spots, exempt, cannot, unchecked = [], [], [], []
     doc = standards.get("document", "")
     fac = facilities if facilities is not None else pd.DataFrame(columns=["facility_id", "level", "admin_code", "county_code"])
     note = f" ({register_note})" if register_note else ""
@@ -50,7 +77,7 @@ def audit_blank_spots(*, standards: dict, settlements: pd.DataFrame, facilities:
     poor = set(map(str, standards.get("poor_counties", [])))
     per_county = fac[fac["level"].isin(COUNTY_LEVELS)].groupby("county_code").size()
     pref_in = set(fac.loc[fac["level"].eq("prefecture_hospital"), "county_code"])
-    seat_times = settlements[settlements["kind"].eq("county_seat")].groupby("county_code")["t_pref_min"].min()
+    seat_minutes = _seat_pref_minutes(settlements, fac, county_seats)
     rule = f"county_hospital {RULES['county_hospital'].format(n=n_req)} — {doc}"
     for code, name in zip(counties["county_code"], counties["county_name"]):
         if scope == "poor" and code not in poor:
@@ -59,10 +86,10 @@ def audit_blank_spots(*, standards: dict, settlements: pd.DataFrame, facilities:
         if have >= n_req:
             continue
         if standards.get("county_may_rely_on_prefecture"):
-            t_pref = seat_times.get(code, np.nan)
+            t_pref, seat = seat_minutes.get(code, (np.nan, ""))
             if code in pref_in or t_pref <= thresholds["county"]:
                 why = "a prefecture hospital stands in the county" if code in pref_in else \
-                    f"its seat is {t_pref:.0f} min from a prefecture hospital"
+                    f"its seat ({seat}) is {t_pref:.0f} min from a prefecture hospital"
                 exempt.append(_row(code, name, "county", rule, f"{have} county hospital(s); may rely on the prefecture "
                                                                f"hospital: {why}", code))
                 continue
@@ -86,8 +113,14 @@ def audit_blank_spots(*, standards: dict, settlements: pd.DataFrame, facilities:
             if standards.get("township_exempt_urban_districts") and urban and t <= thresholds["thc"]:
                 exempt.append(_row(code, name, "township", rule, f"urban subdistrict served within {t:.0f} min", county))
                 continue
-            located = "its seat is unlocated in the gazetteer" if not np.isfinite(
-                gazetteer.set_index("code").at[code, "lon"]) else "its seat is located"
+            seat_located = bool(np.isfinite(gazetteer.set_index("code").at[code, "lon"]))
+            if register_from_seats and not seat_located:
+                unchecked.append(_row(code, name, "township", rule, f"{SEAT_NOT_LOCATED}: the township seat has no "
+                                                                    f"coordinates in the gazetteer and the register "
+                                                                    f"places a centre only at located seats{note}",
+                                      county))
+                continue
+            located = "its seat is located" if seat_located else "its seat is unlocated in the gazetteer"
             spots.append(_row(code, name, "township", rule, f"no township health centre with this township's code in "
                                                             f"the register; {located}; nearest THC-or-better "
                                                             f"{t:.0f} min{note}", county))
@@ -117,7 +150,57 @@ def audit_blank_spots(*, standards: dict, settlements: pd.DataFrame, facilities:
     cannot.append("staff rules (三合格: licensed doctors per department, centre and clinic) need staff registers")
     bs = pd.DataFrame(spots, columns=BLANK_COLUMNS)
     ex = pd.DataFrame(exempt, columns=BLANK_COLUMNS)
-    return AuditResult(bs, ex, cannot)
+    return AuditResult(bs, ex, cannot, pd.DataFrame(unchecked, columns=BLANK_COLUMNS))
+
+
+def _seat_pref_minutes(settlements: pd.DataFrame, facilities: pd.DataFrame,
+                       county_seats: pd.DataFrame | None) -> dict[str, tuple[float, str]]:
+    """County code → (minutes from its seat to a prefecture hospital, how the seat was found).
+
+    The seat is the county's urban-core township (kind county_seat) where there is one; else the exactly
+    located settlement within `SEAT_RADIUS_KM` of the county's seat position by admin code, or of one of
+    its county-level hospitals.
+    """
+    out: dict[str, tuple[float, str]] = {}
+    kind_seat = settlements[settlements["kind"].eq("county_seat")].groupby("county_code")["t_pref_min"].min()
+    for code, t in kind_seat.items():
+        if np.isfinite(t):
+            out[code] = (float(t), "urban-core township")
+    located = settlements[settlements["loc_quality"].eq("exact") & np.isfinite(settlements["t_pref_min"].astype(float))]
+    if not {"lon", "lat"} <= set(located.columns) or located.empty:
+        return out
+    places = []
+    if county_seats is not None and len(county_seats):
+        places.append(county_seats[["county_code", "lon", "lat"]].assign(how="county seat by admin code"))
+    hosp = facilities[facilities["level"].isin(COUNTY_LEVELS)]
+    if {"lon", "lat"} <= set(hosp.columns) and len(hosp):
+        places.append(hosp[["county_code", "lon", "lat"]].assign(how="at its county hospital"))
+    if not places:
+        return out
+    places = pd.concat(places, ignore_index=True).dropna(subset=["lon", "lat"])
+    by_county = located.groupby("county_code")
+    for code, group in places.groupby("county_code"):
+        if code in out or code not in by_county.groups:
+            continue
+        cand = by_county.get_group(code)
+        best = (np.nan, "")
+        for _, p in group.iterrows():
+            km = _km(p["lon"], p["lat"], cand["lon"].to_numpy(float), cand["lat"].to_numpy(float))
+            near = km <= SEAT_RADIUS_KM
+            if near.any():
+                t = float(cand["t_pref_min"].to_numpy(float)[near].min())
+                if not t >= best[0]:
+                    best = (t, f"{p['how']}, settlement within {SEAT_RADIUS_KM:g} km")
+        if np.isfinite(best[0]):
+            out[code] = best
+    return out
+
+
+def _km(lon0: float, lat0: float, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Great-circle kilometres from one point to many (WGS84 degrees)."""
+    p0, p = np.radians(lat0), np.radians(lat)
+    a = np.sin((p - p0) / 2) ** 2 + np.cos(p0) * np.cos(p) * np.sin(np.radians(lon - lon0) / 2) ** 2
+    return 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
 
 
 def _audit_villages(standards, settlements, clinics, doc, exempt) -> list[dict]:

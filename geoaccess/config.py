@@ -99,7 +99,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "relocation_clinic_within_min": 30.0,
     },
     "siting": {
-        "regional_centres": "",  # project-relative CSV of the named counties
+        "regional_centres": "",  # CSV of the named counties: beside the config, else in geoaccess/data/
         "centre_threshold_min": 120.0,
         "clinic_threshold_min": 30.0,
         "time_limit_s": 60.0,
@@ -147,25 +147,70 @@ def resolve_input(rel: str | Path, data_dir: Path) -> Path:
     return p if p.is_absolute() else Path(data_dir) / p
 
 
+def package_data(name: str) -> Path:
+    """A file shipped inside the package (geoaccess/data/NAME), wherever the package is installed."""
+    from importlib.resources import files
+
+    return Path(str(files("geoaccess").joinpath("data", name)))
+
+
+def resolve_project_file(value: str | Path, config_source: Path | None) -> Path:
+    """A config's own-data path (e.g. [siting] regional_centres): absolute as given; else beside the config
+    file, else shipped in geoaccess/data/ (by name, so "data/facilities/x.csv" of older configs still works)."""
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p
+    candidates = ([Path(config_source).parent / p] if config_source else []) + [package_data(str(p)),
+                                                                              package_data(p.name)]
+    for c in candidates:
+        if c.is_file():
+            return c
+    return candidates[0]
+
+
+def region_folders() -> list[Path]:
+    """Folders searched for `NAME.toml`, first match wins: $GEOACCESS_REGIONS, ./regions, the shipped configs."""
+    extra = os.environ.get("GEOACCESS_REGIONS")
+    return ([Path(extra).expanduser()] if extra else []) + [Path.cwd() / "regions", REGIONS_DIR]
+
+
+def region_files() -> dict[str, Path]:
+    """Every region config a name can reach: name → file, in search order (an earlier folder hides a later one)."""
+    out: dict[str, Path] = {}
+    seen: set[str] = set()
+    for folder in region_folders():
+        if not folder.is_dir():
+            continue
+        for f in sorted(folder.glob("*.toml")):
+            if f.is_file() and f.stem.lower() not in seen:
+                seen.add(f.stem.lower())
+                out[f.stem] = f
+    return out
+
+
 def available_regions() -> list[str]:
-    """Region names shipped with the package (one TOML file each)."""
-    return sorted(p.stem for p in REGIONS_DIR.glob("*.toml"))
+    """Region names reachable by `--region NAME` (shipped, ./regions, $GEOACCESS_REGIONS)."""
+    return sorted(region_files(), key=str.lower)
 
 
 def find_region_file(name_or_path: str | Path) -> Path:
-    """The TOML file for a region name or path; ConfigError listing the known regions if none."""
+    """The TOML file for a region name (any letter case) or path; ConfigError with a suggestion if none."""
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
             raise ConfigError(p, "region config file not found")
         return p
-    extra = os.environ.get("GEOACCESS_REGIONS")
-    for folder in ([Path(extra)] if extra else []) + [Path.cwd() / "regions", REGIONS_DIR]:
-        candidate = folder / f"{name_or_path}.toml"
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(None, f"unknown region '{name_or_path}': known regions are {', '.join(available_regions())} "
-                            f"(or give the path of a .toml file)")
+    files = region_files()
+    by_lower = {k.lower(): v for k, v in files.items()}
+    wanted = str(name_or_path).strip().lower()
+    if wanted in by_lower:
+        return by_lower[wanted]
+    import difflib
+
+    close = difflib.get_close_matches(wanted, list(by_lower), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise ConfigError(None, f"unknown region '{name_or_path}': {hint}known regions are {', '.join(available_regions())} "
+                            f"(or give the path of a .toml file; `geoaccess regions` lists them)")
 
 
 def load_region(name_or_path: str | Path) -> RegionConfig:

@@ -81,14 +81,16 @@ def worker_data_dir(data_dir: str | Path) -> Path:
 
 
 # --------------------------------------------------------------------------- several regions
-def _region_table(config: RegionConfig, data_dir: str, terrain: bool) -> gpd.GeoDataFrame:
-    return compute_region_times(config, worker_data_dir(data_dir), terrain=terrain).table
+def _region_table(config: RegionConfig, data_dir: str, terrain: bool, engine: str = "network") -> gpd.GeoDataFrame:
+    return compute_region_times(config, worker_data_dir(data_dir), terrain=terrain, engine=engine).table
 
 
-def _region_gaps(config: RegionConfig, data_dir: str, out_dir: str, thresholds, terrain: bool) -> dict:
+def _region_gaps(config: RegionConfig, data_dir: str, out_dir: str, thresholds, terrain: bool,
+                 engine: str = "network") -> dict:
     from .pipeline import run_gaps
 
-    return run_gaps(config, worker_data_dir(data_dir), Path(out_dir), thresholds=thresholds, terrain=terrain)
+    return run_gaps(config, worker_data_dir(data_dir), Path(out_dir), thresholds=thresholds, terrain=terrain,
+                    engine=engine)
 
 
 def _configs(regions: Sequence[str | RegionConfig]) -> dict[str, RegionConfig]:
@@ -100,32 +102,36 @@ def _configs(regions: Sequence[str | RegionConfig]) -> dict[str, RegionConfig]:
 
 
 def run_regions(regions: Sequence[str | RegionConfig], data_dir: str | Path, *, scheduler: str | None = None,
-                workers: int | None = None, client=None, terrain: bool = True) -> dict[str, gpd.GeoDataFrame]:
-    """Settlement tables of several regions, one Dask task per region (`compute_region_times` each).
+                workers: int | None = None, client=None, terrain: bool = True,
+                engine: str = "network") -> dict[str, gpd.GeoDataFrame]:
+    """Settlement tables of several regions, one Dask task per region (`compute_region_times` each, with `engine`).
 
     Returns region key → the table `compute_region_times(...).table` gives in a single process.
     Workers read the inputs themselves: ``data_dir`` must exist on them (or $GEOACCESS_DATA).
     """
     configs = _configs(regions)
     with cluster_client(scheduler, workers, client) as c:
-        futures = {k: c.submit(_region_table, cfg, str(Path(data_dir).resolve()), terrain, pure=False)
+        futures = {k: c.submit(_region_table, cfg, str(Path(data_dir).resolve()), terrain, engine, pure=False)
                    for k, cfg in configs.items()}
         return {k: f.result() for k, f in futures.items()}
 
 
 def gaps_regions(regions: Sequence[str | RegionConfig], data_dir: str | Path, out_root: str | Path | None = None, *,
                  scheduler: str | None = None, workers: int | None = None, client=None,
-                 thresholds: list[str] | None = None, terrain: bool = True) -> dict[str, dict]:
-    """`pipeline.run_gaps` for several regions in parallel; each writes ``{out_root}/{region}/``.
+                 thresholds: list[str] | None = None, terrain: bool = True, engine: str = "network",
+                 out_dirs: dict[str, str | Path] | None = None) -> dict[str, dict]:
+    """`pipeline.run_gaps` for several regions in parallel (each with `engine`); each writes ``{out_root}/{region}/``
+    (or ``out_dirs[region]`` where given).
 
     The output directory must be shared by the client and the workers (same path). Returns region
     key → the run summary (as `run_gaps` returns it).
     """
     configs = _configs(regions)
     root = Path(out_root) if out_root else Path("output")
+    where = {k: Path((out_dirs or {}).get(k, root / k)) for k in configs}
     with cluster_client(scheduler, workers, client) as c:
-        futures = {k: c.submit(_region_gaps, cfg, str(Path(data_dir).resolve()), str((root / k).resolve()),
-                               thresholds, terrain, pure=False) for k, cfg in configs.items()}
+        futures = {k: c.submit(_region_gaps, cfg, str(Path(data_dir).resolve()), str(where[k].resolve()),
+                               thresholds, terrain, engine, pure=False) for k, cfg in configs.items()}
         return {k: f.result() for k, f in futures.items()}
 
 

@@ -16,7 +16,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from geoaccess.errors import InputError
-from geoaccess.schema import LAYERS, shapefile_aliases
+from geoaccess.schema import column_info, shapefile_aliases
 
 log = logging.getLogger("geoaccess")
 
@@ -106,7 +106,7 @@ def shapefile_table(frame: pd.DataFrame, name: str = "layer") -> tuple[pd.DataFr
     text is cut to 254 bytes of UTF-8 (a Chinese character is 3 bytes) with a warning; no column is lost.
     """
     geometry = frame.geometry.name if isinstance(frame, gpd.GeoDataFrame) else None
-    aliases = shapefile_aliases([c for c in frame.columns if c != geometry])
+    aliases = shapefile_aliases([c for c in frame.columns if c != geometry], name)
     out = frame.copy()
     for col in aliases:
         values = out[col]
@@ -126,8 +126,8 @@ def shapefile_table(frame: pd.DataFrame, name: str = "layer") -> tuple[pd.DataFr
 
 def fields_table(aliases: Mapping[str, str], layer: str) -> pd.DataFrame:
     """``field, column, unit, description`` for every shapefile field, from the schema where it is known."""
-    known = {c.name: c for cols in LAYERS.values() for c in cols.values()} | LAYERS.get(layer, {})
-    rows = [(alias, col, known[col].unit if col in known else "", known[col].description if col in known else "")
+    info = {col: column_info(col, layer) for col in aliases}
+    rows = [(alias, col, info[col].unit if info[col] else "", info[col].description if info[col] else "")
             for col, alias in aliases.items()]
     return pd.DataFrame(rows, columns=["field", "column", "unit", "description"])
 

@@ -43,7 +43,7 @@ class LoadReport:
     def assume(self, text: str) -> None:
         if text not in self.assumptions:
             self.assumptions.append(text)
-            log.info("assumed: %s", text)
+            log.debug("assumed: %s", text)  # every report prints its assumptions: logged in detail mode only
 
 
 @dataclass

@@ -20,7 +20,7 @@ from branca.element import Element, MacroElement
 from jinja2 import Template
 
 from geoaccess.errors import InputError
-from geoaccess.schema import COUNTY_SUMMARY_COLUMNS, FACILITY_LEVELS, LEVEL_GROUPS
+from geoaccess.schema import FACILITY_LEVELS, LEVEL_GROUPS, column_info
 
 log = logging.getLogger("geoaccess")
 
@@ -67,6 +67,34 @@ QUALITY_NAMES = {
     "county": "县城 at county seat (approx.)",
 }
 STATUS_NAMES = {"ok": "正常 ok", "unreachable": "不可达 unreachable", "outside_region": "区外 outside region"}
+TIME_BASIS_NAMES = {
+    "measured": "实测位置 measured at its own position",
+    "township_worst": "近似：本乡镇已定位村的最长时间 approximated: worst of its township's located villages",
+    "county_median": "近似：本县已定位村的中位时间 approximated: median of its county's located villages",
+    "position_lower_bound": "近似位置的时间，仅为下限 approximated position's own time: a lower bound",
+}
+#: Blank-spot and site attributes as popups show them (Chinese and English); others by their schema meaning.
+POPUP_LABELS = {
+    "unit_code": "单位代码 unit code", "unit_name": "单位 unit", "unit_level": "层级 level", "rule": "标准 rule",
+    "detail": "依据 evidence", "county_code": "县代码 county code", "county_name": "县 county",
+    "site_id": "选址编号 site id", "candidate_id": "候选点 candidate", "facility_id": "机构编号 facility id",
+    "source": "来源 source", "n_reach": "可达居民点 settlements within reach", "n_new": "新覆盖居民点 newly covered",
+    "pop_new": "新覆盖人口 people newly covered", "n_only": "仅此点覆盖 only this site covers",
+    "pop_only": "仅此点覆盖人口 people only this site covers", "n_catch": "服务居民点 catchment settlements",
+    "pop_catch": "服务人口 catchment people", "n_prio_new": "新覆盖安置点 relocation settlements newly covered",
+    "new_counties": "受益县 counties gaining", "covers": "覆盖 covers", "covers_population": "覆盖人口 people covered",
+}
+UNIT_LEVEL_NAMES = {"county": "县 county", "township": "乡镇 township", "village": "村 village",
+                    "relocation": "搬迁安置点 relocation settlement", "region": "全区 region"}
+ROAD_STYLES = {
+    "expressway": {"color": "#b35806", "weight": 2.2, "opacity": 0.75},
+    "motorway": {"color": "#b35806", "weight": 2.2, "opacity": 0.75},
+    "national": {"color": "#e08214", "weight": 1.6, "opacity": 0.7},
+    "trunk": {"color": "#e08214", "weight": 1.6, "opacity": 0.7},
+    "provincial": {"color": "#fdb863", "weight": 1.2, "opacity": 0.7},
+    "other": {"color": "#999999", "weight": 0.8, "opacity": 0.6},
+}
+UNCERTAIN_STYLE = {"fillColor": "#bdbdbd", "color": "#333", "weight": 1.2, "dashArray": "4 3", "fillOpacity": 0.6}
 CJK_FAMILIES = (
     "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
     "Microsoft YaHei", "SimHei", "PingFang SC", "Noto Sans CJK JP",
@@ -221,21 +249,48 @@ def _settlement_data(s: gpd.GeoDataFrame, levels, level, bands, facilities) -> d
         "near": {lvl: referenced.get_indexer(s[c].astype(str)).tolist() for lvl, c in near_cols.items()},
         "fac": [[i, names.get(i, "")] for i in referenced],
         "colours": band_colours(bands),
+        **_time_basis_data(s, levels),
     }
 
 
+def _time_basis_data(s: gpd.GeoDataFrame, levels) -> dict:
+    """How each time may be read: `time_basis` (lower bounds flagged) and the range columns when the run has them."""
+    out: dict = {}
+    if "time_basis" in s:
+        basis = s["time_basis"].fillna("").astype(str)
+        out["basis"], out["bases"] = _codes(basis, TIME_BASIS_NAMES)
+        out["lower"] = basis.eq("position_lower_bound").astype(int).tolist()
+    lo = {lvl: _minutes(s[f"t_{lvl}_low_min"]) for lvl in levels if f"t_{lvl}_low_min" in s}
+    hi = {lvl: _minutes(s[f"t_{lvl}_high_min"]) for lvl in levels if f"t_{lvl}_high_min" in s}
+    if lo or hi:
+        out["lo"], out["hi"] = lo, hi
+    return out
+
+
+def _popup_label(key: str) -> str:
+    """A popup's label for an attribute: Chinese and English where known, else its schema meaning, else the key."""
+    if key in POPUP_LABELS:
+        return POPUP_LABELS[key]
+    info = column_info(key)
+    return info.description if info is not None else key
+
+
 def _popup_table(row: pd.Series, title_cols=("name", "unit_name", "site_id")) -> str:
-    """Generic popup: the first title column in bold, then every other attribute."""
+    """Generic popup: the first title column in bold, then every other attribute under a readable label."""
     title = next((row[c] for c in title_cols if c in row and pd.notna(row[c])), "")
     lines = [f"<b>{html.escape(str(title))}</b>"]
     for key, value in row.items():
         if key in ("geometry", "lon", "lat") or (key in title_cols and value == title):
             continue
-        if isinstance(value, float) and np.isnan(value):
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
             continue
-        if isinstance(value, float):
+        if key == "unit_level":
+            value = UNIT_LEVEL_NAMES.get(str(value), value)
+        elif key == "rule":
+            value = str(value).split(" ", 1)[-1]  # the standard's name; the rule key stays in the CSV
+        elif isinstance(value, float):
             value = f"{value:,.3g}" if abs(value) < 1 else f"{value:,.1f}"
-        lines.append(f"{html.escape(str(key))}: {html.escape(str(value))}")
+        lines.append(f"{html.escape(_popup_label(str(key)))}: {html.escape(str(value))}")
     return "<br>".join(lines)
 
 
@@ -262,14 +317,28 @@ def _county_layer(counties: gpd.GeoDataFrame, summary: pd.DataFrame | None, colu
         s = s.assign(county_code=s["county_code"].astype(str))
         c = c.merge(s, how="left", left_on="adcode", right_on="county_code")
     share = pd.to_numeric(_column(c, column, np.nan), errors="coerce")
+    low = pd.to_numeric(_column(c, f"{column}_low", np.nan), errors="coerce")
+    high = pd.to_numeric(_column(c, f"{column}_high", np.nan), errors="coerce")
+    uncertain = _column(c, "uncertain", False).map(_truthy).to_numpy(bool)
     geoms = shapely.simplify(c.geometry.values, 0.005, preserve_topology=True)
     c["geometry"] = shapely.transform(geoms, lambda xy: np.round(xy, 4))
-    c["share"] = [f"{v:.0%}" if pd.notna(v) else "—" for v in share]
+    c["share"] = [("不确定 uncertain: " if u else "") + (f"{v:.0%}" if pd.notna(v) else "—")
+                  + (f" (范围 range {lo:.0%}–{hi:.0%})" if pd.notna(lo) and pd.notna(hi) else "")
+                  for v, lo, hi, u in zip(share, low, high, uncertain)]
     c["n"] = [f"{v:.0f}" if pd.notna(v) else "—" for v in pd.to_numeric(_column(c, "n_settlements", np.nan))]
     median = pd.to_numeric(_column(c, "median_t_county_min", np.nan))
     c["median"] = [f"{v:.0f} min" if pd.notna(v) else "—" for v in median]
-    c["style"] = [{"fillColor": _share_colour(v), "color": "#555", "weight": 0.8, "fillOpacity": 0.55} for v in share]
+    c["style"] = [dict(UNCERTAIN_STYLE) if u else
+                  {"fillColor": _share_colour(v), "color": "#555", "weight": 0.8, "fillOpacity": 0.55}
+                  for v, u in zip(share, uncertain)]
     return json.loads(c[["adcode", "name", "share", "n", "median", "style", "geometry"]].to_json())
+
+
+def _truthy(value) -> bool:
+    """True for True, 1, "True", "true", "1" (a CSV read back gives strings); False for anything else."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value) if value is not None and value == value else False
 
 
 def _unit_positions(settlements: gpd.GeoDataFrame) -> pd.Series:
@@ -344,7 +413,17 @@ def _legend_row(symbol: str, text: str, *, cls: str = "ga-centred", style: str =
             f"{html.escape(text)}</div>")
 
 
-def _legend(title: str, level: str, bands, facility_levels, extras: list[tuple[str, str]], share_label: str) -> str:
+def _caption(lines) -> str:
+    """The sources-and-assumptions box (bilingual lines), folded to its heading on small views."""
+    if not lines:
+        return ""
+    body = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+    return (f'<div class="ga-caption" id="ga-caption"><details open><summary>数据来源与假设 sources and assumptions'
+            f"</summary>{body}</details></div>")
+
+
+def _legend(title: str, level: str, bands, facility_levels, extras: list[tuple[str, str]], share_label: str,
+            uncertain: bool = False) -> str:
     """Title box and legend (HTML; classes from geoaccess_map.css)."""
     rows = [_legend_row("", lab, cls="ga-dot", style=f"background:{c}")
             for c, lab in zip(band_colours(bands), band_labels(bands))]
@@ -359,6 +438,9 @@ def _legend(title: str, level: str, bands, facility_levels, extras: list[tuple[s
     shares = [_legend_row("", f"{lo}–{lo + 20}%", style=f"background:{_share_colour((lo + 10) / 100)};opacity:.8")
               for lo in range(0, 100, 20)]
     shares.append(_legend_row("", "无数据 no data", style=f"background:{NO_DATA_COLOUR}"))
+    if uncertain:
+        shares.append(_legend_row("", "不确定 uncertain (近似时间多，范围过宽 many approximated times: range too wide)",
+                                  cls="ga-uncertain"))
     level_name = html.escape(" ".join(LEVEL_NAMES[level]))
     return (
         f'<div class="ga-title">{html.escape(title)}</div>'
@@ -381,6 +463,7 @@ def coverage_map(
     tiles: str | None = "offline",
     coverage_column: str = "share_county_60",
     attribution: str | None = None,
+    caption=None,
 ) -> folium.Map:
     """Build the interactive coverage map; it renders with no internet (Leaflet is inlined).
 
@@ -408,6 +491,10 @@ def coverage_map(
         ``county_summary`` column for the choropleth (a share in 0–1).
     attribution : str, optional
         Data attribution shown in the map corner (e.g. gazetteer and boundary sources).
+    caption : list of str, optional
+        Sources and assumptions, one bilingual line each (e.g. `caption_lines(summary)`), in a box on the map.
+
+    ``layers["roads"]`` (lines with ``road_class``), when given, is drawn as a roads layer.
 
     Returns
     -------
@@ -431,13 +518,20 @@ def coverage_map(
     if attribution:
         m.add_child(_Script(f"{m.get_name()}.attributionControl.addAttribution({_js(html.escape(attribution))});"))
 
-    share_label = getattr(COUNTY_SUMMARY_COLUMNS.get(coverage_column), "description", coverage_column)
+    share_label = getattr(column_info(coverage_column, "county_summary"), "description", coverage_column)
     tooltip = folium.GeoJsonTooltip(
         ["name", "adcode", "share", "n", "median"],
         aliases=["县 county", "代码 code", f"覆盖率 share ({coverage_column})", "居民点 settlements",
                  "到县医院中位时间 median to county hospital"])
     county_layer = folium.GeoJson(_county_layer(counties, layers.get("county_summary"), coverage_column),
                                   name=f"县域覆盖率 counties: {share_label}", tooltip=tooltip).add_to(m)
+    roads = layers.get("roads")
+    bottom = [county_layer.get_name()]
+    if roads is not None and len(roads):
+        road_group = folium.FeatureGroup(name=f"道路 roads ({_road_label(roads)})").add_to(m)
+        bottom.append(road_group.get_name())
+        m.add_child(_Script(f"geoaccess.addRoads({road_group.get_name()},{_js(_road_geojson(roads))},"
+                            f"{_js(ROAD_STYLES)});"))
     if rasters:
         folium.map.CustomPane("ga-rasters", z_index=350, pointer_events=False).add_to(m)
     for lv, path in (rasters or {}).items():
@@ -468,14 +562,39 @@ def coverage_map(
         extras.append(('<span class="ga-swatch ga-ring" style="border:3px dashed #e31a1c"></span>',
                        "空白点 blank spot (institutional gap)"))
 
-    code.append(f"geoaccess.keepOrder({m.get_name()},{county_layer.get_name()},[{','.join(front)}]);")
+    if roads is not None and len(roads):
+        extras.append(('<span class="ga-swatch ga-road"></span>', "道路 road"))
+    code.append(f"geoaccess.keepOrder({m.get_name()},[{','.join(bottom)}],[{','.join(front)}]);")
     code.append(f"geoaccess.legendFollows({m.get_name()},{_js(data['levelNames'])});")
+    code.append(f"geoaccess.facilitiesFollow({m.get_name()},{_js({lv: list(LEVEL_GROUPS[lv]) for lv in levels})});")
+    summary = layers.get("county_summary")
+    uncertain = summary is not None and "uncertain" in summary and summary["uncertain"].map(_truthy).any()
+    m.get_root().html.add_child(_Raw(_legend(title, level, bands, facility_levels, extras, share_label, uncertain)
+                                     + _caption(caption)))
+    control = folium.LayerControl(collapsed=True).add_to(m)
+    code.append(f"geoaccess.compactControls({m.get_name()},{control.get_name()});")
     m.add_child(_Script("\n".join(code)))
-    m.get_root().html.add_child(_Raw(_legend(title, level, bands, facility_levels, extras, share_label)))
-    folium.LayerControl(collapsed=False).add_to(m)
     west, south, east, north = (settlements if len(settlements) else counties).total_bounds
     m.fit_bounds([[south, west], [north, east]])
     return m
+
+
+def _road_geojson(roads: gpd.GeoDataFrame) -> dict:
+    """Road lines simplified to ~200 m and rounded to ~10 m, each with its class key (`c`) for the style."""
+    r = _wgs84(roads)
+    cls = _column(r, "road_class", "other").fillna("other").astype(str)
+    geoms = shapely.simplify(r.geometry.values, 0.002)
+    geoms = shapely.transform(geoms, lambda xy: np.round(xy, 4))
+    frame = gpd.GeoDataFrame({"c": cls.where(cls.isin(list(ROAD_STYLES)), "other").to_numpy()}, geometry=geoms,
+                             crs="EPSG:4326")
+    return json.loads(frame[~frame.geometry.is_empty].to_json(drop_id=True))
+
+
+def _road_label(roads: gpd.GeoDataFrame) -> str:
+    classes = _column(roads, "road_class", "").fillna("").astype(str)
+    names = {"expressway": "高速 expressway", "national": "国道 national", "provincial": "省道 provincial"}
+    shown = [names.get(c, c) for c in ("expressway", "national", "provincial") if (classes == c).any()]
+    return ", ".join(shown) or f"{len(roads)} lines"
 
 
 def _add_facilities(m: folium.Map, facilities: gpd.GeoDataFrame, level: str, code: list[str]) -> list[str]:
@@ -538,6 +657,49 @@ def write_coverage_map(layers: Mapping[str, gpd.GeoDataFrame], path: str | os.Pa
     return path
 
 
+def caption_lines(summary: dict | None, attribution: str | None = None) -> list[str]:
+    """Sources and the assumptions that shape the figures, one bilingual line each, from a `gaps` run summary."""
+    lines = [f"数据来源 sources: {attribution}"] if attribution else []
+    if not summary:
+        return lines
+    assumed = " ".join(summary.get("assumptions", []))
+    source = (summary.get("engine") or {}).get("road_source", "")
+    if source == "shapefile" and "trunk" in assumed:
+        lines.append("道路：仅2000年国道、省道干线（无县乡村道路），离路段按地形调整的越野速度估计 / roads: China 2000 "
+                     "national and provincial trunk roads only (no county or village roads); off-road legs at an "
+                     "assumed terrain-adjusted speed")
+    elif source:
+        lines.append(f"道路 roads: {source}; 离路段按地形调整的越野速度估计 / off-road legs at an assumed "
+                     "terrain-adjusted speed")
+    if "derived from the standards" in assumed:
+        lines.append("医疗机构：按标准推定（每个已定位行政驻地一所），非实地调查 / facilities: derived from the "
+                     "standards (one at each located administrative seat), not a survey of buildings")
+    inputs = summary.get("inputs", {})
+    n = int(inputs.get("settlements", 0) or 0)
+    exact = int((inputs.get("by_loc_quality") or {}).get("exact", 0) or 0)
+    if n and exact < n:
+        lines.append(f"位置：{n - exact}/{n} 个居民点无自身坐标，置于乡镇或县驻地，其时间为近似值（下限或范围） / "
+                     f"positions: {n - exact} of {n} settlements have no coordinates of their own: placed at their "
+                     "township or county seat, their times are approximations (lower bounds or ranges)")
+    return lines
+
+
+def _caption_text(fig, lines, font) -> None:
+    """The caption under a figure (kept in the saved image by a tight bounding box)."""
+    if not lines:
+        return
+    fig.draw_without_rendering()  # lay the figure out first: the caption goes under everything it drew
+    bottom = fig.get_tightbbox().y0 / fig.get_figheight()
+    fig.text(0.01, min(0.0, bottom) - 0.004, "\n".join(_wrap(line, 150) for line in lines), ha="left", va="top",
+             fontsize=6.5, fontfamily=font or "sans-serif", color="#333333")
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
 # ---------------------------------------------------------------- static figures
 
 def cjk_font() -> str | None:
@@ -576,7 +738,7 @@ def _save_figure(fig, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:
-        fig.savefig(tmp)
+        fig.savefig(tmp, bbox_inches="tight", pad_inches=0.12)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -586,8 +748,9 @@ def _save_figure(fig, path: str | os.PathLike) -> Path:
 
 
 def plot_settlement_bands(settlements: gpd.GeoDataFrame, counties: gpd.GeoDataFrame, level: str,
-                          path: str | os.PathLike, *, bands=BANDS, title: str | None = None) -> Path:
-    """PNG map of settlements coloured by travel-time band to ``level``, over county outlines.
+                          path: str | os.PathLike, *, bands=BANDS, title: str | None = None, caption=None) -> Path:
+    """PNG map of settlements coloured by travel-time band to ``level``, over county outlines; ``caption``
+    (sources and assumptions, e.g. `caption_lines(summary)`) under it.
 
     Returns the path written.
     """
@@ -609,18 +772,20 @@ def plot_settlement_bands(settlements: gpd.GeoDataFrame, counties: gpd.GeoDataFr
     zh, en = LEVEL_NAMES[level]
     heading = title or (f"到{zh}的通行时间 / travel time to {en}" if font else f"Travel time to {en}")
     ax.set_title(heading, fontfamily=font or "sans-serif")
-    ax.legend(loc="lower left", markerscale=2.5, fontsize=8, prop={"family": font} if font else None,
+    ax.legend(loc="lower left", markerscale=2.5, prop={"family": font or "sans-serif", "size": 8},
               title=f"{len(s):,} settlements")
     ax.set_aspect(stretch)
-    ax.set_xlabel("longitude °E")
-    ax.set_ylabel("latitude °N")
+    ax.set_xlabel("经度 longitude °E" if font else "longitude °E", fontfamily=font or "sans-serif")
+    ax.set_ylabel("纬度 latitude °N" if font else "latitude °N", fontfamily=font or "sans-serif")
+    _caption_text(fig, caption, font)
     return _save_figure(fig, path)
 
 
 def plot_county_coverage(county_summary: pd.DataFrame, path: str | os.PathLike, *,
                          columns=("share_clinic_30", "share_county_60", "share_county_120"),
-                         sort_by: str = "share_county_60", title: str | None = None) -> Path:
-    """PNG bar chart of coverage shares by county, best-covered county at the top.
+                         sort_by: str = "share_county_60", title: str | None = None, caption=None) -> Path:
+    """PNG bar chart of coverage shares by county, best-covered county at the top; a bilingual legend when a
+    Chinese font is installed, and ``caption`` (sources and assumptions) under it.
 
     Returns the path written.
     """
@@ -637,16 +802,30 @@ def plot_county_coverage(county_summary: pd.DataFrame, path: str | os.PathLike, 
     height = 0.8 / len(cols)
     colours = ["#a6cee3", "#1f78b4", "#08306b", "#b2df8a", "#33a02c"]
     for k, col in enumerate(cols):
-        desc = COUNTY_SUMMARY_COLUMNS[col].description if col in COUNTY_SUMMARY_COLUMNS else col
+        desc = share_label(col, chinese=font is not None)
         ax.barh(pos + (k - (len(cols) - 1) / 2) * height, 100 * df[col].astype(float), height=height,
                 color=colours[k % len(colours)], label=desc)
     ax.set_yticks(pos, labels.astype(str).tolist(), fontsize=7, fontfamily=font or "sans-serif")
     ax.set_xlim(0, 100)
     ax.set_ylim(-0.6, len(df) - 0.4)
-    ax.set_xlabel("% of settlements")
+    ax.set_xlabel("居民点比例 % of settlements" if font else "% of settlements", fontfamily=font or "sans-serif")
     ax.grid(axis="x", color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)
     ax.set_title(title or ("各县覆盖率 / coverage by county" if font else "Coverage by county"),
                  fontfamily=font or "sans-serif")
-    fig.legend(loc="outside lower center", fontsize=8, ncols=1, frameon=False)
+    fig.legend(loc="outside upper center", ncols=1, frameon=False, prop={"family": font or "sans-serif", "size": 8})
+    _caption_text(fig, caption, font)
     return _save_figure(fig, path)
+
+
+def share_label(column: str, *, chinese: bool = True) -> str:
+    """A coverage-share column in words, e.g. "60分钟内可达县级医院及以上 / share of settlements within 60 min of …"."""
+    import re
+
+    info = column_info(column, "county_summary")
+    english = info.description if info is not None else column
+    m = re.match(r"^(pop_)?share_(exact_)?(clinic|thc|county|pref)_(\d+(?:\.\d+)?)$", column)
+    if not chinese or not m:
+        return english
+    who = ("人口" if m[1] else "居民点") + ("（精确定位）" if m[2] else "")
+    return f"{m[4]}分钟内可达{LEVEL_NAMES[m[3]][0]}的{who}比例 / {english}"

@@ -81,6 +81,15 @@ def region_polygon(inputs: Inputs) -> shapely.Geometry:
     return shapely.convex_hull(shapely.multipoints(pts)).buffer(0.1)
 
 
+def road_spec(config: RegionConfig) -> dict:
+    """The region config's [roads] section as `network.load_road_network` takes it."""
+    roads = config.section("roads")
+    return {"source": roads["source"], "paths": roads["paths"], "snap_tolerance_m": roads["snap_tolerance_m"],
+            "clip_buffer_m": roads["clip_buffer_km"] * 1000.0, "network_type": roads["network_type"],
+            "cache_dir": str(Path(roads["cache_dir"]).expanduser().resolve()), "offline": roads["offline"],
+            "timeout": roads["timeout_s"], "retries": int(roads["retries"])}
+
+
 @dataclass
 class PreparedRegion:
     """A region ready to route: inputs, the facilities routed to, the DEM and the road graph with its times."""
@@ -148,11 +157,7 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
 
     t = time.perf_counter()
     roads = config.section("roads")
-    spec = {"source": roads["source"], "paths": roads["paths"], "snap_tolerance_m": roads["snap_tolerance_m"],
-            "clip_buffer_m": roads["clip_buffer_km"] * 1000.0, "network_type": roads["network_type"],
-            "cache_dir": str(Path(roads["cache_dir"]).expanduser().resolve()), "offline": roads["offline"],
-            "timeout": roads["timeout_s"], "retries": int(roads["retries"])}
-    G = net_mod.load_road_network(spec, data_dir, region_polygon(inputs), config.working_crs)
+    G = net_mod.load_road_network(road_spec(config), data_dir, region_polygon(inputs), config.working_crs)
     speeds = config.section("speeds")
     G = net_mod.assign_speeds(G, speeds["road_class"], speeds["default_kph"], use_maxspeed=speeds["use_maxspeed"])
     timings["network_s"] = time.perf_counter() - t
@@ -303,8 +308,7 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
         "positions": run.positions,
         "county_hospital_access": county_line,
         "coverage": cov,
-        "blank_spots": {"total": int(len(audit.blank_spots)), "by_rule": audit.counts_by_rule(),
-                        "exemptions": int(len(audit.exemptions)), "not_auditable": audit.not_auditable},
+        "blank_spots": audit.summary(),
         "engine": run.engine, "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
         "warnings": run.warnings, "assumptions": rep.assumptions + engine_assumptions(run), "skipped": rep.skipped,
         "repairs": rep.repairs, "software": software_versions(), "wall_time_s": round(wall_s, 2),
@@ -347,11 +351,30 @@ def engine_assumptions(run: Run) -> list[str]:
            f"provincial trunk roads only); speeds by class {run.engine.get('speeds_kph')} km/h "
            f"({run.engine.get('speeds_source')})", how, offroad]
     if run.dem is not None:
-        out.append("terrain: grade sampled along each road every "
-                   f"{p.sample_spacing_m:.0f} m over a {p.grade_window_m:.0f} m window; uphill and downhill slow "
-                   "differently; altitude derating above "
-                   f"{p.altitude_threshold_m:.0f} m (docs/terrain.md)")
+        text = ("terrain: grade sampled along each road every "
+                f"{p.sample_spacing_m:.0f} m over a {p.grade_window_m:.0f} m window; uphill and downhill slow "
+                "differently")
+        high = _road_km_above(run.graph, p.altitude_threshold_m)
+        if high:  # stated only where the region's roads climb above the threshold
+            text += (f"; altitude derating above {p.altitude_threshold_m:.0f} m ({high:,.0f} km of road lie above "
+                     "it)")
+        out.append(text + " (docs/terrain.md)")
     return out
+
+
+def _road_km_above(G, metres: float) -> float:
+    """Kilometres of road whose highest point is above `metres` (a two-way road's two directed edges count once)."""
+    if G is None:
+        return 0.0
+    seen, metres_total = set(), 0.0
+    for u, v, d in G.edges(data=True):
+        if not d.get("elev_max", float("nan")) > metres:
+            continue
+        key = (min(str(u), str(v)), max(str(u), str(v)), round(float(d.get("length", 0.0)), 1))
+        if key not in seen:
+            seen.add(key)
+            metres_total += float(d.get("length", 0.0))
+    return metres_total / 1000.0
 
 
 def software_versions() -> dict:
@@ -407,7 +430,26 @@ def run_audit(run: Run):
         if basis.str.contains("standard-derived").any() else ""
     return audit_blank_spots(standards=run.config.section("standards"), settlements=run.table,
                              facilities=inp.facilities, counties=counties, gazetteer=inp.gazetteer,
-                             county_codes=inp.county_codes, thresholds=run.thresholds, register_note=note)
+                             county_codes=inp.county_codes, thresholds=run.thresholds, register_note=note,
+                             register_from_seats=bool(len(basis)) and basis.str.contains("standard-derived").all(),
+                             county_seats=_county_seats(run))
+
+
+def _county_seats(run: Run) -> pd.DataFrame | None:
+    """Each county's seat by admin code (the gazetteer's county row, XXXXXX000000), WGS84; None without a gazetteer."""
+    from .coords import to_wgs84
+
+    gaz = run.inputs.gazetteer
+    if gaz is None or "level" not in gaz:
+        return None
+    rows = gaz[gaz["level"].eq("county")].dropna(subset=["lon", "lat"])
+    if rows.empty:
+        return None
+    lon, lat = to_wgs84(rows["lon"].to_numpy(float), rows["lat"].to_numpy(float), run.config.raw["inputs"]["gazetteer_crs"])
+    code6 = rows["code"].astype(str).str[:6]
+    cc = run.inputs.county_codes
+    current = code6.map(cc["county_code"]).fillna(code6) if cc is not None and "county_code" in cc else code6
+    return pd.DataFrame({"county_code": current.to_numpy(), "lon": lon, "lat": lat})
 
 
 def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds: list[str] | None = None,
@@ -433,8 +475,11 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
               "prefecture_summary": prefs, "blank_spots": audit.blank_spots, "relocation": relocation}
     if len(audit.exemptions):
         layers["exemptions"] = audit.exemptions
+    if len(audit.cannot_check):
+        layers["cannot_check"] = audit.cannot_check
     with atomic_output_dir(out_dir, inputs=run.inputs.paths) as tmp:
-        csv_layers = {k: v for k, v in layers.items() if k != "facilities"} | {"exemptions": audit.exemptions}
+        csv_layers = {k: v for k, v in layers.items() if k != "facilities"} | {"exemptions": audit.exemptions,
+                                                                                "cannot_check": audit.cannot_check}
         export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
         export_layers(layers, tmp, formats=("gpkg",), region=config.key)
         export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)

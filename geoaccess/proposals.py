@@ -10,9 +10,10 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from .config import PROJECT_ROOT, RegionConfig
+from .config import RegionConfig, resolve_project_file
 from .errors import ConfigError
 from .pipeline import Run, _json_default, compute_region_times
+from .schema import LEVEL_GROUPS
 
 log = logging.getLogger("geoaccess")
 
@@ -75,6 +76,18 @@ def _model(run: Run):
     raise ConfigError(None, "this run has no travel model: compute it with pipeline.compute_region_times")
 
 
+def _positive(option: str, value: float | None, default: float, unit: str) -> float:
+    """`value` (or `default` when not given — 0 is given, not missing) as a positive finite number, else ConfigError."""
+    v = default if value is None else value
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(None, f"{option} {value!r}: not a number of {unit}") from None
+    if not (np.isfinite(v) and v > 0):
+        raise ConfigError(None, f"{option} {value if value is not None else v:g}: {unit} must be a positive number")
+    return v
+
+
 def _points(frame: pd.DataFrame) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(frame["lon"], frame["lat"]), crs=4326)
 
@@ -107,8 +120,12 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     from .siting import run_propose_clinics
 
     sit = config.section("siting")
-    threshold = float(threshold_min or sit["clinic_threshold_min"])
-    limit = float(time_limit or sit["time_limit_s"])
+    threshold = _positive("--threshold", threshold_min, sit["clinic_threshold_min"], "minutes")
+    limit = _positive("--time-limit", time_limit, sit["time_limit_s"], "seconds")
+    if max_sites is not None and (isinstance(max_sites, bool) or not isinstance(max_sites, (int, np.integer))
+                                  or max_sites < 1):
+        raise ConfigError(None, f"--max-sites {max_sites}: must be a whole number of points, at least 1 (leave it out "
+                                "for the fewest points that cover every target)")
     kinds = candidates or sit["candidates"]
     run = run or compute_region_times(config, data_dir)
     s = run.table
@@ -211,10 +228,9 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     sit = config.section("siting")
     if not sit["regional_centres"]:
         raise ConfigError(config.source, "[siting] regional_centres: this region's config names no centre list")
-    centres_csv = Path(sit["regional_centres"])
-    centres_csv = centres_csv if centres_csv.is_absolute() else PROJECT_ROOT / centres_csv
-    threshold = float(threshold_min or sit["centre_threshold_min"])
-    limit = float(time_limit or sit["time_limit_s"])
+    centres_csv = resolve_project_file(sit["regional_centres"], config.source)
+    threshold = _positive("--threshold", threshold_min, sit["centre_threshold_min"], "minutes")
+    limit = _positive("--time-limit", time_limit, sit["time_limit_s"], "seconds")
     run = run or compute_region_times(config, data_dir)
     s = run.table
     seats = s[s["kind"].isin(["county_seat", "township_seat"])]
@@ -239,7 +255,8 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     names = dict(zip(run.inputs.counties["adcode"], run.inputs.counties["name"])) if run.inputs.counties is not None else {}
     sites, assign = plan.to_frames()
     site_tab = cand.set_index("candidate_id").loc[list(plan.site_ids)].reset_index()
-    site_tab = site_tab.merge(sites, left_on="candidate_id", right_on="site_id", how="left", suffixes=("", "_s"))
+    site_tab = site_tab.merge(sites.drop(columns=[c for c in ("county_code",) if c in sites]), left_on="candidate_id",
+                              right_on="site_id", how="left")
     site_tab["county_name"] = site_tab["county_code"].map(names)
     new_fac = _as_facilities(site_tab, "RC-", "县级区域医疗中心 ", "county_regional_centre")
     verify = _verify(run, new_fac, threshold, existing, plan)

@@ -1,6 +1,7 @@
 """Facility siting on sparse travel-time matrices: temporary points (LSCP/MCLP) and regional centres."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -182,6 +183,27 @@ def _highs_status(h) -> str:
             highspy.HighsModelStatus.kInfeasible: "infeasible"}.get(s, h.modelStatusToString(s).lower())
 
 
+@contextlib.contextmanager
+def _banner_off_stdout():
+    """Send what C code writes to file descriptor 1 to the null device meanwhile (stdout stays the report's)."""
+    import os
+    import sys
+
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no file descriptor 1 to protect
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _solve_highspy(mip: _Mip, time_limit: float | None, mip_gap: float) -> _Solution:
     import highspy
     inf = highspy.kHighsInf
@@ -200,7 +222,8 @@ def _solve_highspy(mip: _Mip, time_limit: float | None, mip_gap: float) -> _Solu
     lp.integrality_ = ([highspy.HighsVarType.kInteger] * mip.n_int
                        + [highspy.HighsVarType.kContinuous] * (A.shape[1] - mip.n_int))
     lp.sense_ = highspy.ObjSense.kMaximize if mip.maximize else highspy.ObjSense.kMinimize
-    h = highspy.Highs()
+    with _banner_off_stdout():
+        h = highspy.Highs()  # HiGHS prints its banner on the process's stdout before any option can stop it
     h.setOptionValue("output_flag", False)
     h.setOptionValue("random_seed", 0)
     h.setOptionValue("mip_rel_gap", float(mip_gap))
@@ -718,7 +741,7 @@ def compare_plan_to_optimum(plan_result: SitingResult, opt_result: SitingResult,
 # ---------------------------------------------------------------- project data and runners
 
 def load_regional_centres(path: str | Path) -> pd.DataFrame:
-    """The plan's county list (e.g. data/facilities/tibet_regional_centres.csv), codes as 6-digit strings."""
+    """The plan's county list (e.g. geoaccess/data/tibet_regional_centres.csv), codes as 6-digit strings."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "regional-centre list not found")

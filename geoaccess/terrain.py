@@ -928,9 +928,10 @@ def add_edge_travel_times(G, dem: Dem | None = None, params: TerrainParams | Non
         log.warning("terrain: %d edges have no DEM elevation within %.0f m and were given flat times",
                     summary["void_edges"], params.fill_radius_m)
     if elev.n_off_grid:
-        log.warning("terrain: %d road samples lie outside the DEM grid read from %s (its extent, or the "
-                    "region_bounds window given to open_dem): they were filled from neighbours or driven flat; "
-                    "open the DEM with bounds that cover the roads", elev.n_off_grid, Path(dem.path).name)
+        log.warning("terrain: %d road samples lie outside the DEM grid read from %s: they were filled from "
+                    "neighbours or driven flat. The roads reach [roads] clip_buffer_km beyond the region: use a DEM "
+                    "that extends that far, or lower clip_buffer_km in the region config", elev.n_off_grid,
+                    Path(dem.path).name)
     return G
 
 

@@ -112,3 +112,57 @@ def test_relocation_settlement_beyond_the_clinic_limit_xishuangbanna():
     res = audit_blank_spots(standards=std, thresholds=TH, **case)
     r = res.blank_spots[res.blank_spots["unit_level"] == "relocation"]
     assert r["unit_code"].tolist() == ["R1"] and "45 min > 30 min" in r["detail"].iloc[0]
+
+
+def test_a_township_whose_seat_is_unlocated_cannot_be_checked_against_a_seat_derived_register():
+    """The register places a centre at every *located* seat: 乙乡's seat has no coordinates, so the register
+    could not show its centre — that is not a gap, it is a unit the data cannot check."""
+    std = load_region("tibet").section("standards")
+    case = _case([("500101000000", "county_hospital"), ("500102000000", "county_hospital"),
+                  ("500101001000", "township_health_centre")])
+    res = audit_blank_spots(standards=std, thresholds=TH, register_from_seats=True, **case)
+    assert "500101002000" not in res.blank_spots["unit_code"].tolist()
+    assert res.cannot_check["unit_code"].tolist() == ["500101002000"]
+    assert res.cannot_check["detail"].iloc[0].startswith("cannot be checked: seat not located")
+    s = res.summary()
+    assert s["total"] == len(res.blank_spots) and "township_health_centre" not in s["by_rule"]
+    assert s["cannot_check"]["total"] == 1 and s["cannot_check"]["by_rule"] == {"township_health_centre": 1}
+    # a surveyed register (not derived from seats) still shows the missing centre as a blank spot
+    res = audit_blank_spots(standards=std, thresholds=TH, register_from_seats=False, **case)
+    assert "500101002000" in res.blank_spots["unit_code"].tolist() and res.cannot_check.empty
+
+
+def _located(case):
+    """The hand-made case with WGS84 positions: 丙街道 (500102's township seat) at the county's seat."""
+    s = case["settlements"]
+    s["lon"] = [106.0, 106.2, 106.5, 106.01, 106.02, 106.21, 106.0]
+    s["lat"] = [30.0, 30.2, 30.5, 30.01, 30.02, 30.21, 30.0]
+    return case
+
+
+def test_a_county_without_a_county_seat_row_can_rely_on_the_prefecture_by_its_seat_position():
+    """500102 has no county hospital and no settlement of kind county_seat; its seat (by admin code, from the
+    gazetteer's county row) is where 丙街道 lies, 20 min from a prefecture hospital: exempt, not a gap."""
+    std = load_region("tibet").section("standards")
+    case = _located(_case([("500101000000", "county_hospital"), ("500101001000", "township_health_centre")]))
+    seats = pd.DataFrame({"county_code": ["500101", "500102"], "lon": [106.0, 106.5005], "lat": [30.0, 30.5005]})
+    res = audit_blank_spots(standards=std, thresholds=TH, county_seats=seats, **case)
+    assert "500102" not in res.blank_spots.loc[res.blank_spots["unit_level"] == "county", "unit_code"].tolist()
+    detail = res.exemptions.set_index("unit_code").loc["500102", "detail"]
+    assert "county seat by admin code" in detail and "20 min from a prefecture hospital" in detail
+    # a seat far from every located settlement proves nothing: the county stays a blank spot
+    far = seats.assign(lon=[106.0, 107.5], lat=[30.0, 31.5])
+    res = audit_blank_spots(standards=std, thresholds=TH, county_seats=far, **case)
+    assert "500102" in res.blank_spots.loc[res.blank_spots["unit_level"] == "county", "unit_code"].tolist()
+
+
+def test_a_county_hospital_position_stands_for_the_seat_when_more_hospitals_are_required():
+    """A county short of its required hospitals may still rely on the prefecture: its existing county hospital
+    marks the seat."""
+    std = load_region("tibet").section("standards") | {"county_hospitals_required": 2}
+    case = _located(_case([("500101000000", "county_hospital"), ("500102000000", "county_hospital")]))
+    case["facilities"]["lon"] = [106.0, 106.5]
+    case["facilities"]["lat"] = [30.0, 30.5]
+    res = audit_blank_spots(standards=std, thresholds=TH, **case)
+    ex = res.exemptions.set_index("unit_code")
+    assert "500102" in ex.index and "at its county hospital" in ex.loc["500102", "detail"]

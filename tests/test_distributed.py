@@ -173,3 +173,50 @@ def test_gaps_for_two_regions_write_their_outputs(client, data_dir, tmp_path):
     for region, summary in summaries.items():
         assert (tmp_path / region / "settlements.csv").is_file()
         assert summary["region"] == region
+
+
+def _lhasa(tmp_path, data_dir):
+    """A small region (Lhasa prefecture, 5401) on the shared data, with only its own 71 facilities, so the
+    raster engine's window stays small: a config and a data folder of links plus one filtered register."""
+    d = tmp_path / "data"
+    (d / "facilities").mkdir(parents=True)
+    for sub in ("dem", "roads", "boundaries", "gazetteer", "facts"):
+        (d / sub).symlink_to(data_dir / sub)
+    lines = (data_dir / "facilities" / "tibet_facilities.csv").read_text(encoding="utf-8").splitlines()
+    (d / "facilities" / "tibet_facilities.csv").write_text(
+        "\n".join([lines[0]] + [x for x in lines[1:] if x.startswith("F5401")]) + "\n", encoding="utf-8")
+    cfg = tmp_path / "lhasa.toml"
+    cfg.write_text('[region]\nkey = "lhasa"\nname = "拉萨市 Lhasa (test)"\nadmin_prefix = "5401"\n'
+                   'working_crs = "EPSG:32646"\n[inputs]\ndem = "dem/tibet_dem_30s.tif"\n'
+                   'facilities = "facilities/tibet_facilities.csv"\ncounties = "boundaries/tibet_counties.geojson"\n'
+                   'prefectures = "boundaries/tibet_prefectures.geojson"\n'
+                   'population = "facts/tibet_county_population_2020.csv"\nrelocation = ""\n', encoding="utf-8")
+    return cfg, d
+
+
+def test_engine_travels_to_the_workers_of_a_local_cluster(tmp_path, data_dir):
+    """`gaps --workers 2 --engine raster` runs the raster engine on the cluster and writes into --out itself."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    cfg, d = _lhasa(tmp_path, data_dir)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(PROJECT_ROOT / "cli.py"), "-q", "gaps", "--region", str(cfg), "--data",
+                        str(d), "--out", str(out), "--engine", "raster", "--workers", "2"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["engine"]["engine"] == "raster"
+    assert sorted(p.name for p in out.glob("traveltime_*.tif")) == [f"traveltime_{g}.tif" for g in
+                                                                     ("clinic", "county", "pref", "thc")]
+
+
+def test_engine_reaches_each_region_task(client, tmp_path, data_dir):
+    cfg, d = _lhasa(tmp_path, data_dir)
+    summaries = dd.gaps_regions([load_region(cfg)], d, tmp_path / "out", client=client, engine="raster")
+    assert summaries["lhasa"]["engine"]["engine"] == "raster"
+    tables = dd.run_regions([load_region(cfg)], d, client=client, engine="raster")
+    assert tables["lhasa"]["offroad_m"].isna().all()  # the raster engine has no off-road legs

@@ -190,3 +190,10 @@ def test_bad_format_or_crs_is_a_clear_error(tmp_path, layers):
         export.export_layers(layers, tmp_path, formats=("kml",))
     with pytest.raises(InputError, match="unknown CRS"):
         export.export_layers(layers, tmp_path, crs="EPSG:999999")
+
+
+def test_the_field_table_in_the_docs_is_the_schema():
+    from conftest import PROJECT_ROOT
+    from geoaccess.schema import schema_markdown
+
+    assert schema_markdown() in (PROJECT_ROOT / "docs" / "maps.md").read_text(encoding="utf-8")

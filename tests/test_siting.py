@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 from geoaccess import siting
 from geoaccess.errors import InputError
 
-CENTRES_CSV = Path(__file__).resolve().parents[1] / "data" / "facilities" / "tibet_regional_centres.csv"
+CENTRES_CSV = Path(__file__).resolve().parents[1] / "geoaccess" / "data" / "tibet_regional_centres.csv"
 
 
 def reach_matrix(pairs: dict[tuple[int, int], float], shape: tuple[int, int]) -> sp.csr_matrix:

@@ -241,6 +241,8 @@ def test_road_running_off_the_dem_is_counted_and_finite(tmp_path, caplog):
     G = add_edge_travel_times(road([(0, 0), (30_000, 0)]), dem, TerrainParams(), WORK)
     assert G.graph["terrain"]["off_grid_samples"] > 0 and np.isfinite(G.edges[0, 1, 0]["travel_time"])
     assert "outside the DEM grid" in caplog.text
+    # the advice is something a user can do: a DEM reaching the clipped roads, or a smaller road buffer
+    assert "clip_buffer_km" in caplog.text and "open the DEM with bounds" not in caplog.text
 
 
 def test_dem_in_utm_gives_the_same_time(tmp_path):

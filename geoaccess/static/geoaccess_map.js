@@ -12,6 +12,20 @@ var geoaccess = (function () {
 
   function minutes(t) { return t == null ? "—" : t + " min"; }
 
+  /* A time as it may be read: a lower bound says so, a range is shown where the run gives one. */
+  function timeText(d, l, i) {
+    var t = d.t[l][i], text = minutes(t);
+    if (t == null) { return text; }
+    if (d.lower && d.lower[i]) { text = "≥ " + text + " <small>(下限 lower bound)</small>"; }
+    var lo = d.lo && d.lo[l] ? d.lo[l][i] : null, hi = d.hi && d.hi[l] ? d.hi[l][i] : null;
+    if (lo != null || hi != null) {
+      if (lo !== t || hi !== t) {
+        text += " <small>范围 range " + (lo == null ? "?" : lo) + "–" + (hi == null ? "?" : hi) + " min</small>";
+      }
+    }
+    return text;
+  }
+
   function settlementPopup(d, i, lvl) {
     var lines = [
       "<b>" + esc(d.name[i]) + "</b> <small>" + esc(d.id[i]) + "</small>",
@@ -22,9 +36,10 @@ var geoaccess = (function () {
     if (d.stack[i] > 1) {
       lines.push("<i>此位置共 " + d.stack[i] + " 个居民点 · " + d.stack[i] + " settlements share this position</i>");
     }
+    if (d.basis) { lines.push("时间依据 time basis: " + esc(d.bases[d.basis[i]])); }
     lines.push("<u>通行时间 travel time</u>");
     d.levels.forEach(function (l) {
-      var row = esc(d.levelNames[l]) + ": " + minutes(d.t[l][i]);
+      var row = esc(d.levelNames[l]) + ": " + timeText(d, l, i);
       lines.push(l === lvl ? "<b>" + row + "</b>" : row);
     });
     if (d.near[lvl]) {
@@ -88,8 +103,9 @@ var geoaccess = (function () {
 
   /* Keep county polygons under everything and highlights on top of the one canvas. */
   function keepOrder(map, bottom, top) {
+    var under = [].concat(bottom || []).reverse();  // first = lowest
     function order() {
-      if (bottom && map.hasLayer(bottom)) { bottom.bringToBack(); }
+      under.forEach(function (layer) { if (map.hasLayer(layer)) { layer.bringToBack(); } });
       top.forEach(function (layer) { if (map.hasLayer(layer)) { layer.bringToFront(); } });
     }
     registry.map = map;
@@ -106,8 +122,42 @@ var geoaccess = (function () {
     });
   }
 
+  /* Facility icons follow the settlement level shown: the levels that count for it on, the others off. */
+  function facilitiesFollow(map, counting) {
+    map.on("baselayerchange", function (e) {
+      for (var k in registry.settlements) {
+        if (registry.settlements[k] !== e.layer) { continue; }
+        for (var lv in registry.facilities) {
+          var group = registry.facilities[lv], on = counting[k].indexOf(lv) >= 0;
+          if (on && !map.hasLayer(group)) { map.addLayer(group); }
+          if (!on && map.hasLayer(group)) { map.removeLayer(group); }
+        }
+      }
+    });
+  }
+
+  /* The layer list starts folded to its button (it opens on hover or click) so it never hides the title;
+     on a small view (a laptop window) the legend and the sources box start folded too, one click away. */
+  function compactControls(map, control) {
+    var size = map.getSize(), small = size.x < 1300 || size.y < 850;
+    registry.layersControl = control;
+    ["ga-legend", "ga-caption"].forEach(function (id) {
+      var details = document.querySelector("#" + id + " details");
+      if (details && small) { details.removeAttribute("open"); }
+    });
+  }
+
+  function addRoads(group, geojson, styles) {
+    L.geoJSON(geojson, {
+      interactive: false,
+      style: function (f) { return styles[f.properties.c] || styles.other; }
+    }).addTo(group);
+    registry.other.roads = group;
+  }
+
   return {
     registry: registry, addSettlements: addSettlements, addMarkers: addMarkers,
-    addBlankSpots: addBlankSpots, keepOrder: keepOrder, legendFollows: legendFollows
+    addBlankSpots: addBlankSpots, keepOrder: keepOrder, legendFollows: legendFollows,
+    facilitiesFollow: facilitiesFollow, compactControls: compactControls, addRoads: addRoads
   };
 })();
