@@ -13,7 +13,6 @@ import pandas as pd
 from .config import RegionConfig, resolve_project_file
 from .errors import ConfigError
 from .pipeline import Run, _json_default, compute_region_times
-from .schema import LEVEL_GROUPS
 
 log = logging.getLogger("geoaccess")
 
