@@ -445,8 +445,10 @@ def atomic_output_dir(target: str | Path, *, inputs: dict[str, Path] | None = No
             if tmp in _STAGING:
                 _STAGING.remove(tmp)
             if old is not None and old.exists() and not real.exists():
-                # a swap whose rollback failed too: leave the previous outputs and the journal for the next run
+                # a swap whose rollback failed too: the previous outputs and the journal stay for the next run
                 log.error("%s: the previous outputs are in %s; the next run puts them back", shown, old)
+                if tmp is not None:
+                    shutil.rmtree(tmp, ignore_errors=True)  # this run failed: roll back, never complete it
             else:
                 for d in (tmp, old):
                     if d is not None:
