@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import GeoaccessError, OutputError
+from .errors import GeoaccessError, Interrupted, OutputError
 
 try:
     import fcntl
@@ -546,31 +546,60 @@ def _keep_nested_sets(real: Path, tmp: Path) -> dict[str, str]:
     return kept
 
 
-def _swap(new: Path, target: Path, old: Path, journal: Path, mode: int) -> None:
-    """Move `new` into place as `target` (the previous one to `old`), with the signals held back."""
-    blocked = hasattr(signal, "pthread_sigmask")
-    if blocked:
+_held = 0
+_deferred: list[int] = []
+
+
+def stop_signal_handler(signum, frame) -> None:
+    """The CLI's handler for SIGINT, SIGTERM and SIGHUP: stop the run (`Interrupted`), except mid-swap.
+
+    During a swap the signal is recorded and raised once the swap is done, so the folder is never left
+    half-swapped (a signal mask alone does not do: another thread of the process may take the signal).
+    """
+    if _held:
+        _deferred.append(signum)
+        return
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    global _held
+    masked = hasattr(signal, "pthread_sigmask")
+    if masked:
         signal.pthread_sigmask(signal.SIG_BLOCK, SWAP_SIGNALS)
+    _held += 1
     try:
+        yield
+    finally:
+        _held -= 1
+        if masked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SWAP_SIGNALS)
+        if not _held and _deferred:
+            signum = _deferred[0]
+            _deferred.clear()
+            raise Interrupted(signum)
+
+
+def _swap(new: Path, target: Path, old: Path, journal: Path, mode: int) -> None:
+    """Move `new` into place as `target` (the previous one to `old`), with the stop signals held back."""
+    with _signals_held():
         journal.write_text(json.dumps({"new": new.name, "old": old.name, "pid": os.getpid()}), encoding="utf-8")
         _fsync(journal)
         (new / STAGING_MARK).unlink()
         os.chmod(new, mode)
         moved = False
-        if target.exists():
-            os.rename(target, old)
-            moved = True
-        test_pause("mid-swap")
         try:
+            if target.exists():
+                os.rename(target, old)
+                moved = True
+            test_pause("mid-swap")
             os.rename(new, target)
         except BaseException:
-            if moved:
+            if moved and not target.exists():
                 os.rename(old, target)  # put the previous outputs back before anything is cleaned up
             raise
         _fsync(target.parent)
-    finally:
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, SWAP_SIGNALS)
 
 
 def _fsync(path: Path) -> None:

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .errors import GeoaccessError, Interrupted
+from .errors import GeoaccessError
 
 log = logging.getLogger("geoaccess")
 
@@ -129,12 +129,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _handle_stop_signals() -> dict:
     """SIGTERM and SIGHUP (kill, systemd, a closed terminal) stop a run the way Ctrl-C does: outputs untouched."""
-    def stop(signum, frame):
-        raise Interrupted(signum)
+    from ._atomic import stop_signal_handler as stop
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for name in ("SIGTERM", "SIGHUP"):
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
             if hasattr(signal, name):
                 signum = getattr(signal, name)
                 previous[signum] = signal.signal(signum, stop)
