@@ -280,3 +280,90 @@ def test_a_read_only_target_is_one_line_and_the_previous_set_intact(previous, da
     assert tree(target) == before
     assert main(["gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(small_disk)]) == 2
     assert "mount point" in one_error_line(capsys) or "read-only" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- one folder, one run (issues 12, 18)
+
+def listed_exactly(folder: Path) -> bool:
+    """The folder holds exactly its manifest's files (and the nested sets it names), all matching."""
+    m = json.loads((folder / "manifest.json").read_text())
+    top = {p.name for p in folder.iterdir()}
+    expected = {n.split("/")[0] for n in m["outputs"]} | {"manifest.json"} | {n.split("/")[0] for n in m["sets"]}
+    return top == expected and verify_set(folder) == []
+
+
+def test_each_run_folder_holds_exactly_what_its_run_wrote(data_dir, tmp_path, capsys):
+    run = tmp_path / "tibet"
+    base = ["--region", "tibet", "--data", str(data_dir), "--out", str(run)]
+    assert main(["-q", "gaps", *base, "--engine", "raster"]) == 0
+    assert (run / "traveltime_county.tif").exists()
+    assert main(["-q", "traveltime", *base, "--engine", "raster"]) == 0
+    tt = run / "traveltime_raster"
+    assert {"traveltime_clinic.tif", "traveltime_county.tif"} <= {p.name for p in tt.iterdir()}
+    assert (tt / "settlements.csv").read_bytes()[:3] == b"\xef\xbb\xbf", "no UTF-8 BOM (Excel garbles Chinese)"
+    assert verify_set(run) == [], "traveltime left the gaps manifest stale"
+    assert main(["-q", "export", *base, "--format", "csv"]) == 0
+    assert (run / "export" / "settlements.csv").exists()
+    assert main(["-q", "gaps", *base]) == 0  # the network engine now
+    assert not list(run.glob("*.tif")), "the raster run's surfaces survived into the network run"
+    assert not (run / "export").exists(), "an export of the previous run survived"
+    assert listed_exactly(run)
+    assert listed_exactly(tt), "traveltime's own set was not kept whole"
+
+
+def test_export_never_writes_over_a_gaps_folder_and_refuses_a_geocentric_crs(previous, data_dir, tmp_path, capsys):
+    run = tmp_path / "tibet"
+    shutil.copytree(previous, run)
+    before = tree(run)
+    base = ["export", "--region", "tibet", "--data", str(data_dir), "--out", str(run)]
+    assert main([*base, "--dest", str(run)]) == 2
+    assert "holds the outputs of `gaps`" in one_error_line(capsys)
+    assert main([*base, "--crs", "EPSG:4978"]) == 2
+    assert "geocentric" in one_error_line(capsys)
+    assert tree(run) == before
+
+
+def fake_proposals(run: Path, name: str, inputs: dict, lon: float) -> None:
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    from geoaccess._atomic import atomic_output_dir
+
+    points = gpd.GeoDataFrame({"site_id": [name], "name": [name]}, geometry=[Point(lon, 30.0)], crs=4326)
+    with atomic_output_dir(run / "proposals" / name, inputs=inputs, command="propose clinics") as tmp:
+        points.to_file(tmp / "proposed_points.gpkg", layer="proposed_points")
+
+
+def test_map_writes_into_the_run_folder_and_draws_only_proposals_of_the_same_inputs(previous, data_dir, tmp_path,
+                                                                                 monkeypatch, capsys):
+    run = tmp_path / "run"  # (not "tibet": run from tmp_path, --region tibet would name that folder)
+    shutil.copytree(previous, run)
+    gaps_inputs = {k: Path(v["path"]) for k, v in json.loads((run / "manifest.json").read_text())["inputs"].items()}
+    other = tmp_path / "other_register.csv"
+    other.write_text("facility_id\nX\n")
+    fake_proposals(run, "same_inputs_site", gaps_inputs, 91.0)
+    fake_proposals(run, "other_inputs_site", {**gaps_inputs, "facilities": other}, 92.0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "map", "--region", "tibet", "--data", str(data_dir), "--out", str(run)]) == 0
+    assert not (tmp_path / "maps").exists(), "map wrote ./maps whatever --out said"
+    html = (run / "maps" / "tibet_coverage.html").read_text(encoding="utf-8")
+    assert "same_inputs_site" in html and "other_inputs_site" not in html
+    assert listed_exactly(run / "maps") and verify_set(run) == []
+    maps_file = tmp_path / "maps.txt"
+    maps_file.write_text("mine")
+    assert main(["map", "--region", "tibet", "--data", str(data_dir), "--out", str(run), "--maps-dir",
+                 str(maps_file)]) == 2
+    assert "not a folder" in one_error_line(capsys) and maps_file.read_text() == "mine"
+
+
+def test_propose_runs_sit_side_by_side(previous, data_dir, tmp_path):
+    run = tmp_path / "tibet"
+    shutil.copytree(previous, run)
+    base = ["-q", "propose", "clinics", "--region", "tibet", "--data", str(data_dir), "--out", str(run)]
+    assert main([*base, "--max-sites", "3"]) == 0
+    assert main([*base, "--max-sites", "5"]) == 0
+    sets = sorted(p.name for p in (run / "proposals").iterdir())
+    assert sets == ["clinics_30min_best3_settlements+targets", "clinics_30min_best5_settlements+targets"]
+    for name in sets:
+        assert listed_exactly(run / "proposals" / name)
+    assert verify_set(run) == []
