@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the folder holding one subfolder per region)")
     _thresholds(gaps)
     _engine(gaps)
-    gaps.add_argument("--map", action="store_true", help="also write maps/{region}_coverage.html")
+    gaps.add_argument("--map", action="store_true", help="also write the map into maps/ of the run folder")
     dist = gaps.add_argument_group("distributed runs (Dask; docs/distributed.md)")
     dist.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://host:8786")
     dist.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes")
