@@ -307,6 +307,7 @@ def claim_output(target: str | Path, *, protected: Iterable[Path] = (), command:
     real = check_target(target, protected)
     covered = any(p in _HELD for p in (real, *real.parents))
     lock = None
+    created = [p for p in real.parents if not p.exists()][::-1]  # made for the lock; removed if the run fails
     if not covered:
         lock = _Lock(real, shown)
         with _as_output_error(shown):
@@ -331,6 +332,10 @@ def claim_output(target: str | Path, *, protected: Iterable[Path] = (), command:
         if lock is not None:
             _HELD.pop(real, None)
             lock.release()
+        if not real.exists():
+            for p in reversed(created):
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # only if still empty
 
 
 # ----------------------------------------------------------------------------- recovery
