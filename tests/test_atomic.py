@@ -263,3 +263,10 @@ def test_a_swap_whose_rollback_fails_too_is_put_back_by_the_next_run(tmp_path, m
         pass
     assert (target / "a.csv").read_text() == "old\n" and verify_set(target) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_failed_run_leaves_no_folders_made_for_its_lock(tmp_path):
+    with pytest.raises(RuntimeError):
+        with claim_output(tmp_path / "output" / "tibet"):
+            raise RuntimeError("bad register")
+    assert list(tmp_path.iterdir()) == []
