@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import GeoaccessError
@@ -25,7 +27,8 @@ def _common(p: argparse.ArgumentParser, *, out: bool = True) -> None:
     p.add_argument("--region", required=True, help="region name (tibet, chongqing, liaoning, xishuangbanna) or a .toml path")
     p.add_argument("--data", help="data directory (default: $GEOACCESS_DATA, else ../shared/data, else ./data)")
     if out:
-        p.add_argument("--out", help="output directory (default: output/{region}/)")
+        p.add_argument("--out", help="run folder (default: output/{region}/): gaps writes it, every other command "
+                                     "a subfolder of its own in it")
 
 
 def _thresholds(p: argparse.ArgumentParser) -> None:
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the folder holding one subfolder per region)")
     _thresholds(gaps)
     _engine(gaps)
-    gaps.add_argument("--map", action="store_true", help="also write maps/{region}_coverage.html")
+    gaps.add_argument("--map", action="store_true", help="also write the map into maps/ of the run folder")
     dist = gaps.add_argument_group("distributed runs (Dask; docs/distributed.md)")
     dist.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://host:8786")
     dist.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes")
@@ -94,38 +97,57 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--level", choices=["clinic", "thc", "county", "pref"], default="county",
                     help="facility level shown at start (all levels are layers)")
     mp.add_argument("--tiles", default="offline", help="offline (no basemap requests, default), osm, or a tile URL")
-    mp.add_argument("--maps-dir", help="folder for the HTML and PNGs (default: maps/)")
+    mp.add_argument("--maps-dir", help="folder for the HTML and PNGs (default: maps/ in the run folder)")
 
     ex = sub.add_parser("export", help="shapefile / GeoPackage / CSV / GeoJSON exports of every layer")
     _common(ex)
     ex.add_argument("--format", action="append", choices=["shp", "gpkg", "csv", "geojson"], dest="formats",
                     help="repeatable; default: all four")
-    ex.add_argument("--crs", default="EPSG:4326", help="output CRS (default WGS84)")
-    ex.add_argument("--dest", help="folder (default: {out}/export)")
+    ex.add_argument("--crs", default="EPSG:4326", help="output CRS, projected or geographic (default WGS84)")
+    ex.add_argument("--dest", help="folder of its own for the export (default: export/ in the run folder)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 bad input, 1 internal error, 130 interrupted)."""
+    """Run the CLI; returns the exit code (0 ok, 2 bad input or output folder, 1 internal error,
+    128 + signal when stopped: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("geoaccess").setLevel(level)
+    previous = _handle_stop_signals()
     try:
         return _dispatch(args)
     except GeoaccessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: no output was left half-written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"interrupted by {signal.Signals(signum).name}: no output was left half-written", file=sys.stderr)
+        return 128 + signum
     except Exception as exc:  # an internal error: one line unless --debug
         if args.debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for details)", file=sys.stderr)
         return 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _handle_stop_signals() -> dict:
+    """SIGTERM and SIGHUP (kill, systemd, a closed terminal) stop a run the way Ctrl-C does: outputs untouched."""
+    from ._atomic import stop_signal_handler as stop
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                signum = getattr(signal, name)
+                previous[signum] = signal.signal(signum, stop)
+    return previous
 
 
 def _dispatch(args: argparse.Namespace) -> int:

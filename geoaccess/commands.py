@@ -1,6 +1,7 @@
 """What each CLI command does, in library calls; printing is kept here, analysis elsewhere."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -82,22 +83,48 @@ def _fmt(v) -> str:
 
 
 def _setup(region: str, data: str | None, out: str | None):
+    from .outputs import run_folder
+
     cfg = load_region(region)
     data_dir, how = resolve_data_dir(data)
     log.info("region %s (%s); data %s (from %s)", cfg.key, cfg.source, data_dir, how)
-    out_dir = Path(out) if out else Path("output") / cfg.key
-    return cfg, data_dir, out_dir
+    return cfg, data_dir, run_folder(cfg, out)
+
+
+@contextlib.contextmanager
+def _claim(cfg, data_dir: Path, run_dir: Path, out_dir: Path | None = None, command: str | None = None):
+    """Before any work: lock the run folder and check the folder this command writes (docs/reliability.md)."""
+    from ._atomic import claim_output
+    from .outputs import protected_paths
+
+    protected = protected_paths(cfg, data_dir)
+    with claim_output(run_dir, protected=protected, command="gaps" if out_dir is None else None):
+        if out_dir is None:
+            yield run_dir
+            return
+        with claim_output(out_dir, protected=protected, command=command):
+            yield out_dir
 
 
 def traveltime(region: str, data: str | None, out: str | None, *, engine: str | None = None, terrain: bool = True) -> int:
-    """Write the settlement table with travel times to each facility level."""
+    """Write the settlement table with travel times to each facility level (its own set: traveltime_{engine}/)."""
+    from .outputs import traveltime_folder
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    engine = engine or "combined"
+    out_dir = traveltime_folder(run_dir, engine, terrain)
+    with _claim(cfg, data_dir, run_dir, out_dir, command="traveltime"):
+        return _traveltime(cfg, data_dir, out_dir, engine=engine, terrain=terrain)
+
+
+def _traveltime(cfg, data_dir: Path, out_dir: Path, *, engine: str, terrain: bool) -> int:
     import time
 
     from ._atomic import atomic_output_dir
+    from .outputs import provenance_inputs
     from .pipeline import (check_invariants, compute_region_times, county_hospital_access, engine_assumptions,
                            software_versions)
 
-    cfg, data_dir, out_dir = _setup(region, data, out)
     t0 = time.perf_counter()
     run = compute_region_times(cfg, data_dir, terrain=terrain, engine=engine or "combined")
     check_invariants(run.table, len(run.inputs.settlements))
@@ -106,10 +133,16 @@ def traveltime(region: str, data: str | None, out: str | None, *, engine: str | 
                "county_hospital_access": access, "engine": run.engine, "timings_s": run.timings,
                "assumptions": run.inputs.report.assumptions + engine_assumptions(run),
                "software": software_versions(), "wall_time_s": round(time.perf_counter() - t0, 2)}
-    with atomic_output_dir(out_dir, inputs=run.inputs.paths, manifest_name="manifest_traveltime.json") as tmp:
-        run.table.drop(columns="geometry").to_csv(tmp / "settlements.csv", index=False, encoding="utf-8")
+    with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, run.inputs.paths), command="traveltime",
+                           parameters={"engine": engine, "terrain": terrain}) as tmp:
+        run.table.drop(columns="geometry").to_csv(tmp / "settlements.csv", index=False, encoding="utf-8-sig")
         (tmp / "traveltime_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=str),
                                                      encoding="utf-8")
+        if run.rasters is not None:
+            from .raster import write_travel_time_tif
+
+            for group, minutes in run.rasters.minutes.items():
+                write_travel_time_tif(tmp / f"traveltime_{group}.tif", minutes, run.rasters)
     print(f"{len(run.table)} settlements → {out_dir / 'settlements.csv'}")
     print(f"within 60 min of a county hospital: {access['share_within_60_min']:.1%}; "
           f"within 120 min: {access['share_within_120_min']:.1%} (status: {summary['status']})")
@@ -132,10 +165,20 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
     if len(regions) > 1 or (distributed and not partition):
         from . import distributed as dd
 
+        from ._atomic import check_target, foreign_files
+        from .errors import OutputError
+        from .outputs import protected_paths
+
         configs = [load_region(r) for r in regions]  # fail fast on a bad name, before a cluster starts
         data_dir, _ = resolve_data_dir(data)
         # one region on a cluster writes where a single-process run writes: --out itself, else output/{region}
         out_dirs = {configs[0].key: Path(out)} if len(configs) == 1 and out else None
+        for cfg in configs:  # fail fast on a bad output folder too
+            folder = (out_dirs or {}).get(cfg.key) or (Path(out) if out else Path("output")) / cfg.key
+            check_target(folder, protected_paths(cfg, data_dir))
+            if foreign_files(folder):
+                raise OutputError(folder, f"holds files geoaccess did not write ({foreign_files(folder)[0]}); it "
+                                          f"replaces its output folder whole: move them or choose another --out")
         summaries = dd.gaps_regions(configs, data_dir, Path(out) if out else Path("output"), scheduler=scheduler,
                                     workers=workers, thresholds=thresholds, terrain=terrain, engine=engine,
                                     out_dirs=out_dirs)
@@ -150,7 +193,9 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
 
         compute = functools.partial(dd.partitioned_run, by=partition, buffer_km=buffer_km, scheduler=scheduler,
                                     workers=workers)
-    summary = run_gaps(cfg, data_dir, out_dir, thresholds=thresholds, terrain=terrain, engine=engine, compute=compute)
+    with _claim(cfg, data_dir, out_dir):
+        summary = run_gaps(cfg, data_dir, out_dir, thresholds=thresholds, terrain=terrain, engine=engine,
+                           compute=compute)
     print_gaps_report(summary)
     return 0
 
@@ -288,50 +333,83 @@ def _gaps_outputs(cfg, data_dir: Path, out_dir: Path) -> dict:
     import geopandas as gpd
     import pyogrio
 
+    from ._atomic import read_manifest
     from .pipeline import run_gaps
 
-    gpkg = out_dir / "geoaccess.gpkg"
-    if not gpkg.exists():
+    if read_manifest(out_dir) is None or not (out_dir / "geoaccess.gpkg").exists():
         log.info("no gaps outputs in %s: running gaps first", out_dir)
         run_gaps(cfg, data_dir, out_dir)
     layers = {}
-    for path in (gpkg, out_dir / "proposed_points.gpkg", out_dir / "regional_centres.gpkg"):
-        if path.exists():
-            for name, _ in pyogrio.list_layers(path):
-                layers[name] = gpd.read_file(path, layer=name)
+    for name, _ in pyogrio.list_layers(out_dir / "geoaccess.gpkg"):
+        layers[name] = gpd.read_file(out_dir / "geoaccess.gpkg", layer=name)
+    for path in _matching_proposals(out_dir):
+        for name, _ in pyogrio.list_layers(path):
+            layers[name] = gpd.read_file(path, layer=name)
     return layers
+
+
+def _matching_proposals(out_dir: Path) -> list[Path]:
+    """The newest proposal set of each kind in ``{out_dir}/proposals/`` made from the same inputs as the gaps run.
+
+    A set made from other inputs (another register, other roads, another config) is skipped with a warning:
+    the map never draws proposals of a different run.
+    """
+    from ._atomic import read_manifest
+
+    basis = {k: v.get("sha256") for k, v in read_manifest(out_dir).get("inputs", {}).items()}
+    newest: dict[str, tuple[str, Path]] = {}
+    for folder in sorted((out_dir / "proposals").glob("[!.]*")):
+        m = read_manifest(folder)
+        gpkg = next((folder / n for n in ("proposed_points.gpkg", "regional_centres.gpkg") if (folder / n).exists()), None)
+        if m is None or gpkg is None:
+            continue
+        theirs = {k: v.get("sha256") for k, v in m.get("inputs", {}).items()}
+        if any(theirs.get(k) != h for k, h in basis.items()):
+            log.warning("map: %s was computed from other inputs than the gaps run in %s; not drawn", folder, out_dir)
+            continue
+        if gpkg.name not in newest or m.get("written", "") >= newest[gpkg.name][0]:
+            newest[gpkg.name] = (m.get("written", ""), gpkg)
+    for _, gpkg in newest.values():
+        log.info("map: drawing %s", gpkg.parent)
+    return [gpkg for _, gpkg in newest.values()]
 
 
 def map_command(region: str, data: str | None, out: str | None, *, level: str = "county", tiles: str = "offline",
                 maps_dir: str | None = None) -> int:
-    """Write maps/{region}_coverage.html and the report figures from the gaps outputs."""
+    """Write {region}_coverage.html and the report figures from the gaps outputs into maps/ of the run folder."""
+    from ._atomic import atomic_output_dir, read_manifest
     from .loaders import load_boundaries
     from .mapping import caption_lines, plot_county_coverage, plot_settlement_bands, write_coverage_map
 
     cfg, data_dir, out_dir = _setup(region, data, out)
-    layers = _gaps_outputs(cfg, data_dir, out_dir)
-    counties_path = cfg.input_path("counties", data_dir)
-    counties = load_boundaries(counties_path) if counties_path and counties_path.exists() else None
-    roads = _road_lines(cfg, data_dir, counties)
-    if roads is not None:
-        layers["roads"] = roads
-    summary_path = out_dir / "summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
-    caption = caption_lines(summary, MAP_ATTRIBUTION)
-    rasters = {p.stem.split("_")[-1]: p for p in sorted(out_dir.glob("traveltime_*.tif"))}
-    folder = Path(maps_dir) if maps_dir else Path("maps")
-    folder.mkdir(parents=True, exist_ok=True)
-    html = write_coverage_map(layers, folder / f"{cfg.key}_coverage.html", counties=counties,
-                              title=f"{cfg.name}: 就医通行时间 travel time to care", level=level,
-                              rasters=rasters or None, tiles=tiles, attribution=MAP_ATTRIBUTION, caption=caption)
-    figs = [plot_settlement_bands(layers["settlements"], counties, level, folder / f"{cfg.key}_bands_{level}.png",
-                                  caption=caption)]
-    if "county_summary" in layers:
-        figs.append(plot_county_coverage(layers["county_summary"], folder / f"{cfg.key}_county_coverage.png",
-                                         caption=caption))
-    print(f"map: {html}")
+    folder = Path(maps_dir) if maps_dir else out_dir / "maps"
+    with _claim(cfg, data_dir, out_dir, folder, command="map") as folder:
+        layers = _gaps_outputs(cfg, data_dir, out_dir)
+        counties_path = cfg.input_path("counties", data_dir)
+        counties = load_boundaries(counties_path) if counties_path and counties_path.exists() else None
+        roads = _road_lines(cfg, data_dir, counties)
+        if roads is not None:
+            layers["roads"] = roads
+        summary_path = out_dir / "summary.json"
+        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+        caption = caption_lines(summary, MAP_ATTRIBUTION)
+        listed = read_manifest(out_dir)["outputs"]
+        rasters = {Path(n).stem.split("_")[-1]: out_dir / n for n in sorted(listed)
+                   if n.startswith("traveltime_") and n.endswith(".tif")}
+        with atomic_output_dir(folder, command="map", derived_from=out_dir,
+                               parameters={"level": level, "tiles": tiles}) as tmp:
+            html = write_coverage_map(layers, tmp / f"{cfg.key}_coverage.html", counties=counties,
+                                      title=f"{cfg.name}: 就医通行时间 travel time to care", level=level,
+                                      rasters=rasters or None, tiles=tiles, attribution=MAP_ATTRIBUTION,
+                                      caption=caption)
+            figs = [plot_settlement_bands(layers["settlements"], counties, level,
+                                          tmp / f"{cfg.key}_bands_{level}.png", caption=caption)]
+            if "county_summary" in layers:
+                figs.append(plot_county_coverage(layers["county_summary"], tmp / f"{cfg.key}_county_coverage.png",
+                                                 caption=caption))
+    print(f"map: {folder / html.name}")
     for f in figs:
-        print(f"figure: {f}")
+        print(f"figure: {folder / f.name}")
     return 0
 
 
@@ -364,13 +442,18 @@ def _road_lines(cfg, data_dir: Path, counties):
 
 def export_command(region: str, data: str | None, out: str | None, *, formats: list[str], crs: str = "EPSG:4326",
                    dest: str | None = None) -> int:
-    """Export every layer of the gaps outputs for GIS teams (shp, gpkg, csv, geojson)."""
-    from .export import export_layers
+    """Export every layer of the gaps outputs for GIS teams (shp, gpkg, csv, geojson) into a folder of its own."""
+    from ._atomic import atomic_output_dir
+    from .export import export_layers, output_crs
 
+    output_crs(crs)  # a bad --crs costs nothing
     cfg, data_dir, out_dir = _setup(region, data, out)
-    layers = _gaps_outputs(cfg, data_dir, out_dir)
     target = Path(dest) if dest else out_dir / "export"
-    files = export_layers(layers, target, formats=tuple(formats), crs=crs, region=cfg.key)
+    with _claim(cfg, data_dir, out_dir, target, command="export") as target:
+        layers = _gaps_outputs(cfg, data_dir, out_dir)
+        with atomic_output_dir(target, command="export", derived_from=out_dir,
+                               parameters={"formats": list(formats), "crs": crs}) as tmp:
+            files = export_layers(layers, tmp, formats=tuple(formats), crs=crs, region=cfg.key)
     print(f"{len(files)} files in {target} ({', '.join(formats)}; {crs})")
     return 0
 
@@ -378,11 +461,16 @@ def export_command(region: str, data: str | None, out: str | None, *, formats: l
 def propose_clinics_command(region: str, data: str | None, out: str | None, *, threshold: float | None,
                             max_sites: int | None, candidates: list[str] | None, time_limit: float | None) -> int:
     """Temporary medical points: the fewest that cover every target, or the best K."""
+    from .outputs import clinics_folder
     from .proposals import propose_clinics
 
-    cfg, data_dir, out_dir = _setup(region, data, out)
-    res = propose_clinics(cfg, data_dir, out_dir, threshold_min=threshold, max_sites=max_sites,
-                          candidates=candidates, time_limit=time_limit)
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    sit = cfg.section("siting")
+    out_dir = clinics_folder(run_dir, float(threshold or sit["clinic_threshold_min"]), max_sites,
+                             list(candidates or sit["candidates"]))
+    with _claim(cfg, data_dir, run_dir, out_dir, command="propose clinics"):
+        res = propose_clinics(cfg, data_dir, out_dir, threshold_min=threshold, max_sites=max_sites,
+                              candidates=candidates, time_limit=time_limit)
     s = res["summary"]
     sol = s["solver"]
     print(f"\n临时医疗点 temporary medical points — {cfg.name}, threshold {s['threshold_min']:.0f} min, mode {s['mode']}")
@@ -407,10 +495,13 @@ def propose_clinics_command(region: str, data: str | None, out: str | None, *, t
 def propose_centres_command(region: str, data: str | None, out: str | None, *, threshold: float | None,
                             time_limit: float | None) -> int:
     """The plan's county-level regional medical centres: the site in each named county, and the optimum."""
+    from .outputs import centres_folder
     from .proposals import propose_centres
 
-    cfg, data_dir, out_dir = _setup(region, data, out)
-    res = propose_centres(cfg, data_dir, out_dir, threshold_min=threshold, time_limit=time_limit)
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    out_dir = centres_folder(run_dir, float(threshold or cfg.section("siting")["centre_threshold_min"]))
+    with _claim(cfg, data_dir, run_dir, out_dir, command="propose centres"):
+        res = propose_centres(cfg, data_dir, out_dir, threshold_min=threshold, time_limit=time_limit)
     s = res["summary"]
     print(f"\n县级区域医疗中心 county-level regional medical centres — {cfg.name}, threshold {s['threshold_min']:.0f} min")
     print(f"  already within {s['threshold_min']:.0f} min of a prefecture hospital: "

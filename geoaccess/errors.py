@@ -43,3 +43,15 @@ class ConfigError(InputError):
 
 class DataCoverageError(InputError):
     """An input that does not cover the region (e.g. a DEM that misses the settlements)."""
+
+
+class OutputError(InputError):
+    """An output folder geoaccess must not or cannot write: names the folder and the cause."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (SIGINT, SIGTERM, SIGHUP); `signum` says which."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signum)

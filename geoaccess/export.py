@@ -1,13 +1,10 @@
 """GIS exports: GeoPackage, shapefiles with the schema's ≤10-character field names, CSV and GeoJSON."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import geopandas as gpd
 import pandas as pd
@@ -15,6 +12,7 @@ import pyogrio
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
+from geoaccess._atomic import atomic_files, test_pause
 from geoaccess.errors import InputError
 from geoaccess.schema import column_info, shapefile_aliases
 
@@ -49,7 +47,8 @@ def export_layers(
     layers : dict
         Layer name → GeoDataFrame (or DataFrame for tables). A layer without a CRS is taken as WGS84.
     out_dir : path
-        Output folder (created). Files are written into a temporary folder beside it, then moved in.
+        Output folder (created). Files are written into a temporary folder beside it, then moved in
+        (inside a staging folder of ``_atomic.atomic_output_dir`` they are written in place).
     formats : sequence of str
         Any of ``gpkg``, ``shp``, ``csv``, ``geojson``.
     crs : CRS-like
@@ -65,13 +64,13 @@ def export_layers(
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise InputError(None, f"unknown export format {', '.join(unknown)} (use {', '.join(FORMATS)})")
-    try:
-        target = CRS.from_user_input(crs)
-    except CRSError as exc:
-        raise InputError(None, f"unknown CRS {crs!r}: {exc}") from None
+    target = output_crs(crs)
     out_dir = Path(out_dir)
-    with _staged(out_dir) as tmp:
-        for name, layer in layers.items():
+    with atomic_files(out_dir, stale=_stale_sidecars) as tmp:
+        before = {p.name for p in tmp.iterdir()}
+        for k, (name, layer) in enumerate(layers.items()):
+            if k == 1:
+                test_pause("during-write")
             frame = _project(layer, target, name)
             spatial = isinstance(frame, gpd.GeoDataFrame)
             if "gpkg" in formats:
@@ -84,7 +83,7 @@ def export_layers(
             if "geojson" in formats and spatial:
                 rfc = {"RFC7946": "YES"} if target.to_epsg() == 4326 else None
                 pyogrio.write_dataframe(frame, tmp / f"{name}.geojson", driver="GeoJSON", layer_options=rfc)
-        written = sorted(p.name for p in tmp.iterdir())
+        written = sorted({p.name for p in tmp.iterdir()} - before)
     log.info("export: %d layers → %s (%s)", len(layers), out_dir, ", ".join(formats))
     return [out_dir / n for n in written]
 
@@ -165,22 +164,20 @@ def csv_table(layer: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-@contextlib.contextmanager
-def _staged(out_dir: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out_dir``; on success move its files into ``out_dir``, else drop it."""
-    parent = out_dir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=parent))
+def output_crs(crs: str | int | CRS) -> CRS:
+    """The CRS to export in: projected or geographic only (a geocentric or vertical CRS has no map coordinates)."""
     try:
-        yield tmp
-        out_dir.mkdir(exist_ok=True)
-        new = {p.name for p in tmp.iterdir()}
-        for shp in (n for n in new if n.endswith(".shp")):
-            for ext in STALE_SIDECARS:
-                stale = shp[:-4] + ext
-                if stale not in new:
-                    (out_dir / stale).unlink(missing_ok=True)
-        for name in sorted(new):
-            os.replace(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        target = CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise InputError(None, f"unknown CRS {crs!r}: {exc}") from None
+    if not (target.is_projected or target.is_geographic):
+        kind = "geocentric" if target.is_geocentric else target.type_name
+        raise InputError(None, f"--crs {crs}: a {kind} CRS ({target.name}) has no map coordinates; use a projected "
+                               f"or geographic CRS, e.g. EPSG:4326 or a UTM zone")
+    return target
+
+
+def _stale_sidecars(new: set[str]) -> list[str]:
+    """Sidecars a GIS may have built for an older shapefile of a name now rewritten (e.g. a ``.qix`` index)."""
+    return [shp[:-4] + ext for shp in new if shp.endswith(".shp") for ext in STALE_SIDECARS
+            if shp[:-4] + ext not in new]

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -19,6 +18,7 @@ import shapely
 from branca.element import Element, MacroElement
 from jinja2 import Template
 
+from geoaccess._atomic import atomic_file
 from geoaccess.errors import InputError
 from geoaccess.schema import FACILITY_LEVELS, LEVEL_GROUPS, column_info
 
@@ -634,16 +634,8 @@ def map_html(m: folium.Map) -> str:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a map is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_coverage_map(layers: Mapping[str, gpd.GeoDataFrame], path: str | os.PathLike, **kwargs) -> Path:
@@ -734,16 +726,8 @@ def _figure(width: float, height: float):
 
 def _save_figure(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         fig.savefig(tmp, bbox_inches="tight", pad_inches=0.12)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

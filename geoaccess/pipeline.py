@@ -460,6 +460,7 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
     """
     from ._atomic import atomic_output_dir
     from .export import export_layers
+    from .outputs import provenance_inputs
 
     t0 = time.perf_counter()
     th = parse_threshold_overrides(thresholds or [], config.thresholds)
@@ -477,7 +478,8 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
         layers["exemptions"] = audit.exemptions
     if len(audit.cannot_check):
         layers["cannot_check"] = audit.cannot_check
-    with atomic_output_dir(out_dir, inputs=run.inputs.paths) as tmp:
+    with atomic_output_dir(out_dir, inputs=provenance_inputs(config, data_dir, run.inputs.paths), command="gaps",
+                           parameters={"engine": engine, "terrain": terrain, "thresholds": th}) as tmp:
         csv_layers = {k: v for k, v in layers.items() if k != "facilities"} | {"exemptions": audit.exemptions,
                                                                                 "cannot_check": audit.cannot_check}
         export_layers(csv_layers, tmp, formats=("csv",), region=config.key)

@@ -13,6 +13,7 @@ import pandas as pd
 from .config import RegionConfig, resolve_project_file
 from .errors import ConfigError
 from .pipeline import Run, _json_default, compute_region_times
+from .outputs import provenance_inputs
 
 log = logging.getLogger("geoaccess")
 
@@ -95,7 +96,8 @@ def _write(out_dir: Path, layers: dict[str, pd.DataFrame], summary: dict, prefix
     from ._atomic import atomic_output_dir
     from .export import export_layers
 
-    with atomic_output_dir(out_dir, inputs=inputs, manifest_name=f"manifest_{prefix}.json") as tmp:
+    command = {"proposed_points": "propose clinics", "regional_centres": "propose centres"}[prefix]
+    with atomic_output_dir(out_dir, inputs=inputs, command=command) as tmp:
         export_layers(layers, tmp, formats=("csv",), region=region)
         export_layers({k: v for k, v in layers.items() if isinstance(v, gpd.GeoDataFrame)}, tmp, formats=("shp",),
                       region=region)
@@ -173,7 +175,7 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
                  "point is judged by the engine's time from the target's position",
     }
     _write(out_dir, {"proposed_points": points, "proposed_assignments": assign}, summary, "proposed_points",
-           config.key, run.inputs.paths)
+           config.key, provenance_inputs(config, data_dir, run.inputs.paths))
     return {"summary": summary, "points": points, "result": res, "run": run}
 
 
@@ -279,5 +281,6 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     }
     layers = {"regional_centres": _points(site_tab.assign(facility_id=new_fac["facility_id"].to_numpy())),
               "centre_assignments": assign, "optimal_centres": _points(opt_tab)}
-    _write(out_dir, layers, summary, "regional_centres", config.key, run.inputs.paths)
+    _write(out_dir, layers, summary, "regional_centres", config.key,
+           provenance_inputs(config, data_dir, run.inputs.paths) | {"regional_centres_plan": centres_csv})
     return {"summary": summary, "sites": site_tab, "optimum": opt_tab, "run": run}

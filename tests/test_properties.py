@@ -6,7 +6,8 @@
   order; two runs agree exactly;
 - coordinates: WGS84 → GCJ-02 → WGS84 and → BD-09 → WGS84 within 1 m over China's extent;
 - positions.honest_times: low ≤ estimate ≤ high, level order kept for each, measured rows unchanged;
-- _atomic.atomic_output_dir: an exception at any point leaves the previous outputs byte-identical.
+- _atomic.atomic_output_dir: an exception at any point leaves the previous outputs byte-identical; a commit
+  leaves exactly the new files and a manifest that verifies.
 """
 from __future__ import annotations
 
@@ -295,6 +296,14 @@ class Boom(Exception):
     pass
 
 
+def write_previous(target: Path, files: dict[str, bytes]) -> None:
+    """A previous output set (written by geoaccess, so listed in its manifest)."""
+    with atomic_output_dir(target) as tmp:
+        for name, content in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(content)
+
+
 RUN = itertools.count()  # a fresh folder per hypothesis example (tmp_path is shared by all of them)
 
 
@@ -306,10 +315,7 @@ def test_an_exception_while_writing_leaves_the_previous_outputs_byte_identical(t
                                                                                interrupt):
     root = tmp_path / f"run{next(RUN)}"
     target = root / "out"
-    target.mkdir(parents=True)
-    for name, content in previous.items():
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        (target / name).write_bytes(content)
+    write_previous(target, previous)
     before = snapshot(target)
     exc = KeyboardInterrupt if interrupt else Boom
     with pytest.raises(exc):
@@ -335,19 +341,16 @@ def test_a_failure_inside_the_commit_leaves_the_previous_outputs_byte_identical(
     """Failures injected into the machinery itself: checksums, the manifest, carrying old files over."""
     root = tmp_path / f"run{next(RUN)}"
     target = root / "out"
-    target.mkdir(parents=True)
-    for name, content in previous.items():
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        (target / name).write_bytes(content)
+    write_previous(target, previous)
     before = snapshot(target)
-    where = data.draw(st.sampled_from(["sha256_file", "copy2", "write_text"]))
+    where = data.draw(st.sampled_from(["sha256_file", "rename", "write_text"]))
     after_calls = data.draw(st.integers(0, 4))
     calls = {"n": 0}
 
-    def failing(real):
+    def failing(real, once=False):
         def wrapper(*a, **k):
             calls["n"] += 1
-            if calls["n"] > after_calls:
+            if calls["n"] > after_calls and not (once and calls["n"] > after_calls + 1):
                 raise Boom(f"{where} failed")
             return real(*a, **k)
         return wrapper
@@ -355,8 +358,8 @@ def test_a_failure_inside_the_commit_leaves_the_previous_outputs_byte_identical(
     with monkeypatch.context() as m:
         if where == "sha256_file":
             m.setattr(_atomic, "sha256_file", failing(_atomic.sha256_file))
-        elif where == "copy2":
-            m.setattr(_atomic.shutil, "copy2", failing(shutil.copy2))
+        elif where == "rename":  # either rename of the swap (the second one must put the previous folder back)
+            m.setattr(_atomic.os, "rename", failing(os.rename, once=True))  # a transient refusal
         else:
             m.setattr(Path, "write_text", failing(Path.write_text))
         try:
@@ -369,21 +372,19 @@ def test_a_failure_inside_the_commit_leaves_the_previous_outputs_byte_identical(
             failed = True
     if failed:
         assert snapshot(target) == before
-    else:  # it committed: every new file, the old ones it did not rewrite, and a manifest that checks out
+    else:  # it committed: exactly the new files (no old one survives) and a manifest that checks out
         now = snapshot(target)
         manifest = json.loads(now.pop("manifest.json"))
-        expected = {**before, **writes}
-        expected.pop("manifest.json", None)
-        assert now == expected
+        assert now == writes
         assert set(manifest["outputs"]) == set(writes)
+        assert _atomic.verify_set(target) == []
     assert sorted(p.name for p in root.iterdir()) == ["out"], "temporary folders left behind"
     shutil.rmtree(root)
 
 
 def test_a_failed_swap_keeps_the_previous_outputs(tmp_path, monkeypatch):
     target = tmp_path / "out"
-    target.mkdir()
-    (target / "settlements.csv").write_text("good\n")
+    write_previous(target, {"settlements.csv": b"good\n"})
     real = os.rename
     calls = {"n": 0}
 
