@@ -369,6 +369,9 @@ def _locate_blank_spots(blank: pd.DataFrame, settlements: gpd.GeoDataFrame, coun
     if missing:
         log.info("map: %d blank spots have no location and are listed only in the table", missing)
     rows = rows.dropna(subset="_geom")
+    if rows.empty:  # e.g. only a register-wide finding, which has no place
+        return {"lon": [], "lat": [], "popup": [], "areas": {"type": "FeatureCollection", "features": []},
+                "missing": missing}
     key = rows["unit_code"].astype(str) if "unit_code" in rows else rows.index.to_series().astype(str)
     grouped = rows.drop(columns="_geom").groupby(key, sort=False)
     popups = grouped.apply(lambda g: "<b>空白点 blank spot</b><br>"
