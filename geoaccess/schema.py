@@ -45,7 +45,8 @@ SETTLEMENT_COLUMNS = _cols(
     ("nearest_pref_id", "near_pref", "", "facility_id of the nearest prefecture hospital"),
     ("offroad_m", "offroad_m", "metres", "straight-line length of the off-road leg to the road"),
     ("offroad_min", "offroad_mn", "minutes", "time of the off-road leg (terrain-adjusted walking/off-road speed)"),
-    ("time_basis", "time_basis", "", "measured (own position) | township_worst (approximated: worst exactly-located time in the township) | county_median (approximated: median of the county's exactly located) | position_lower_bound (approximated position's own time: a lower bound)"),
+    ("time_basis", "time_basis", "", "measured (own coordinates) | township_area (no coordinates: median over the habitable cells of its township's area) | county_area (the same over its county: township seat not located) | host_position (relocation site at its host unit's seat) | position (no habitable cell found: its position's time)"),
+    ("range_area", "range_area", "", "area the time range of an approximated row comes from: township | county (empty: measured)"),
     ("status", "status", "", "ok | unreachable | outside_region"),
     ("gap_clinic", "gap_clin", "", "True when beyond the clinic threshold"),
     ("gap_thc", "gap_thc", "", "True when beyond the township-health-centre threshold"),
@@ -56,8 +57,9 @@ SETTLEMENT_COLUMNS = _cols(
     ("snap_lon", "snap_lon", "degrees", "WGS84 longitude of the road point the off-road leg reaches"),
     ("snap_lat", "snap_lat", "degrees", "WGS84 latitude of the road point the off-road leg reaches"),
     ("n_measured", "n_measured", "count", "settlements whose times are measured at their own position"),
-    ("uncertain", "uncertain", "", "True when the coverage shares are uncertain: their range (the _low/_high columns) "
-                                   "is wide because many times are approximated; the map shades such units as uncertain"),
+    ("uncertain", "uncertain", "", "True when fewer than half of the unit's settlements have their own coordinates: its "
+                                   "figures rest mostly on approximated positions (see the _low/_high ranges); the map "
+                                   "shades such units as uncertain"),
 )
 
 COUNTY_SUMMARY_COLUMNS = _cols(
@@ -70,6 +72,10 @@ COUNTY_SUMMARY_COLUMNS = _cols(
     ("n_unreachable", "n_unreach", "count", "settlements with no road path to a facility (status unreachable)"),
     ("population", "pop", "people", "population of the settlements"),
     ("median_t_county_min", "med_tcnty", "minutes", "median travel time to a county hospital"),
+    ("median_t_county_low_min", "med_tcntyl", "minutes", "median of the low ends of the settlements' time ranges "
+                                                          "to a county hospital"),
+    ("median_t_county_high_min", "med_tcntyh", "minutes", "median of the high ends of the settlements' time ranges "
+                                                           "to a county hospital"),
     ("max_t_county_min", "max_tcnty", "minutes", "maximum travel time to a county hospital"),
     ("n_blank_spots", "n_blank", "count", "institutional blank spots (空白点) found in the unit"),
 )

@@ -30,6 +30,18 @@ def tibet_run(tibet_gaps):
     return tibet_gaps[0]
 
 
+@pytest.fixture(scope="module")
+def tibet_network_gaps(data_dir, tmp_path_factory):
+    """The same run on the road-only engine (17 settlements of 江达县 snap onto road fragments there)."""
+    out = tmp_path_factory.mktemp("tibet_network")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out),
+                     "--engine", "network"])
+    assert code == 0
+    return out, printed.getvalue()
+
+
 def test_gaps_writes_every_output(tibet_run):
     for name in OUTPUTS:
         assert (tibet_run / name).exists(), name
@@ -109,8 +121,8 @@ def test_planners_table_says_the_clinic_level_is_absent_instead_of_borrowing_fig
     assert sum(line.strip().startswith("township HC") and "%" in line for line in printed.splitlines()) == 2
 
 
-def test_planners_table_mentions_the_unreachable_settlements(tibet_gaps):
-    out, printed = tibet_gaps
+def test_planners_table_mentions_the_unreachable_settlements(tibet_network_gaps):
+    out, printed = tibet_network_gaps
     n = int((pd.read_csv(out / "settlements.csv")["status"] == "unreachable").sum())
     assert n > 0 and f"{n} settlements have no travel time" in printed and "江达县" in printed
 
@@ -122,15 +134,15 @@ def test_planners_table_columns_line_up_in_display_width(tibet_gaps):
 
     _, printed = tibet_gaps
     lines = printed.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.strip().startswith("id ") and "located at" in line)
+    header = next(i for i, line in enumerate(lines) if line.strip().startswith("id ") and "host unit" in line)
     block = []
     for line in lines[header + 1:]:
         if not line.strip():
             break
         block.append(line)
     assert len(block) == 20
-    # the last column ("located at") starts at the same terminal column on every row, after Chinese names
-    start = display_width(lines[header][:lines[header].index("located at")])
+    # the last column ("host unit") starts at the same terminal column on every row, after Chinese names
+    start = display_width(lines[header][:lines[header].index("host unit")])
     for line in block:
         last = line.split()[-1]
         assert display_width(line[:line.rindex(last)]) == start, line
@@ -362,15 +374,13 @@ def test_raster_engine_runs_the_whole_pipeline_and_writes_a_surface_per_level(da
     assert json.loads((out / "summary.json").read_text())["engine"]["engine"] == "raster"
 
 
-def test_partitioned_dask_run_writes_the_same_settlement_table(data_dir, tmp_path):
+def test_partitioned_dask_run_writes_the_same_settlement_table(data_dir, tmp_path, tibet_network_gaps):
     """Partitioned runs route on the road network: the same table as the single-process road-network run."""
     pytest.importorskip("distributed")
     out = tmp_path / "part"
     assert main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out),
                  "--partition", "prefecture", "--workers", "2"]) == 0
-    serial = tmp_path / "serial"
-    assert main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(serial),
-                 "--engine", "network"]) == 0
+    serial = tibet_network_gaps[0]
     a = pd.read_csv(out / "settlements.csv", dtype=str)
     b = pd.read_csv(serial / "settlements.csv", dtype=str)
     assert a.equals(b)
