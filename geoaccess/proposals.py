@@ -14,6 +14,7 @@ from .config import RegionConfig, resolve_project_file
 from .errors import ConfigError
 from .pipeline import Run, _json_default, compute_region_times
 from .outputs import provenance_inputs
+from .schema import COUNTY_HOSPITAL_LEVELS
 
 log = logging.getLogger("geoaccess")
 
@@ -235,7 +236,7 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     run = run or compute_region_times(config, data_dir)
     s = run.table
     seats = s[s["kind"].isin(["county_seat", "township_seat"])]
-    hosp = run.facilities[run.facilities["level"].isin(["county_hospital", "county_regional_centre"])]
+    hosp = run.facilities[run.facilities["level"].isin(COUNTY_HOSPITAL_LEVELS)]
     cand = pd.concat([
         _settlement_candidates(seats, seats["kind"]),
         pd.DataFrame({"candidate_id": "F:" + hosp["facility_id"].astype(str), "name": hosp["name"],
