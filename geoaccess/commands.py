@@ -35,7 +35,7 @@ def list_regions() -> int:
 def data_check(region: str, data: str | None, *, as_json: bool = False) -> int:
     """Load every input layer and print what was loaded, converted, approximated and skipped."""
     from .loaders import load_inputs
-    from .terrain import open_dem
+    from .terrain import check_dem_at, open_dem
 
     cfg = load_region(region)
     data_dir, how = resolve_data_dir(data)
@@ -46,6 +46,8 @@ def data_check(region: str, data: str | None, *, as_json: bool = False) -> int:
         s = inputs.settlements
         bounds = (float(s["lon"].min()), float(s["lat"].min()), float(s["lon"].max()), float(s["lat"].max()))
         dem = open_dem(dem_path, region_bounds=bounds)
+        for w in dem.warnings + check_dem_at(dem, s["lon"].to_numpy(), s["lat"].to_numpy()):
+            rep.warn(w)
         rows, cols = dem.shape
         read = "tile by tile from the file (larger than GEOACCESS_DEM_MAX_CELLS)" if dem.windowed else "into memory"
         rep.add("dem", file=str(dem_path), grid=f"{cols}×{rows} cells around the region, read {read}",

@@ -127,7 +127,7 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
                    extra_facilities: gpd.GeoDataFrame | None = None) -> PreparedRegion:
     """Load the inputs, open the DEM and build the road graph with terrain-aware edge times."""
     from . import network as net_mod
-    from .terrain import TerrainParams, add_edge_travel_times, open_dem
+    from .terrain import TerrainParams, add_edge_travel_times, check_dem_at, open_dem
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -151,6 +151,8 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
         margin_m = config.section("roads")["clip_buffer_km"] * 1000.0 + 5000.0
         dem = open_dem(dem_path, region_bounds=(np.nanmin(lon), np.nanmin(lat), np.nanmax(lon), np.nanmax(lat)),
                        margin_m=margin_m)
+        for w in dem.warnings + check_dem_at(dem, s["lon"].to_numpy(), s["lat"].to_numpy()):
+            inputs.report.warn(w)
         inputs.paths["dem"] = dem_path
     elif terrain:
         inputs.report.skipped.append(f"dem: {dem_path} not found — travel times are flat (no grade or altitude)")
