@@ -790,7 +790,8 @@ def _check_census_match(s: pd.DataFrame, population: pd.DataFrame, need: np.ndar
                       f"of the settlements and are not counted: {', '.join(unmatched[:10])}"
                       + (" …" if len(unmatched) > 10 else ""))
     if lacking.any():
-        _warn(report, f"{where}: {int(lacking.sum())} settlements in {len(lacking_counties)} counties have no census row "
+        _warn(report, f"{where}: {int(lacking.sum())} settlements in {len(lacking_counties)} "
+                      f"count{'y' if len(lacking_counties) == 1 else 'ies'} have no census row "
                       f"and no population (left out of every population share): "
                       f"{', '.join(lacking_counties[:10])}" + (" …" if len(lacking_counties) > 10 else ""))
 
