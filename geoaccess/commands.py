@@ -506,6 +506,7 @@ def propose_clinics_command(region: str, data: str | None, out: str | None, *, t
     print(f"  checked by re-running the engine with the points added: the same {v['newly_covered']} targets covered, "
           f"times equal to {v['max_time_difference_min']:.1e} min — {'agrees' if s['verified'] else 'DISAGREES'}")
     print(f"  outputs: {out_dir}/proposed_points.(csv|shp|gpkg), proposed_assignments.csv, proposed_points_summary.json")
+    print_warnings(s["warnings"])
     return 0
 
 
@@ -538,4 +539,5 @@ def propose_centres_command(region: str, data: str | None, out: str | None, *, t
     print(f"  checked by re-running the engine: {s['coverage_after_engine_rerun']['covered_after']} settlements within "
           f"the threshold — {'agrees' if s['verified'] else 'DISAGREES'} with the solver")
     print(f"  outputs: {out_dir}/regional_centres.(csv|shp|gpkg), optimal_centres.csv, regional_centres_summary.json")
+    print_warnings(s["warnings"])
     return 0

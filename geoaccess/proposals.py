@@ -174,6 +174,7 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
         "basis": "targets: settlements beyond the threshold by their reported times, with coordinates of their own, "
                  "plus relocation settlements (sited at their host unit's position); coverage of a target by a "
                  "point is judged by the engine's time from the target's position",
+        "warnings": run.inputs.report.warnings + run.warnings,
     }
     _write(out_dir, {"proposed_points": points, "proposed_assignments": assign}, summary, "proposed_points",
            config.key, provenance_inputs(config, data_dir, run.inputs.paths))
@@ -279,6 +280,7 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
         "plan": plan.summary, "optimum": opt.summary, "comparison": comparison,
         "coverage_after_solver": {"settlements": claimed}, "coverage_after_engine_rerun": verify,
         "verified": verify["agrees_with_solver"],
+        "warnings": run.inputs.report.warnings + run.warnings,
     }
     layers = {"regional_centres": _points(site_tab.assign(facility_id=new_fac["facility_id"].to_numpy())),
               "centre_assignments": assign, "optimal_centres": _points(opt_tab)}
