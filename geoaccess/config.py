@@ -474,10 +474,14 @@ def check_bands(bands, path: Path | None = None) -> list[float]:
     bad = [b for b in bands if not (math.isfinite(b) and 0 < b <= MAX_MINUTES)]
     if bad:
         raise ConfigError(path, f"[thresholds] bands: {bad[0]!r} is not a number of minutes in (0, {MAX_MINUTES:g}]")
+    from .coverage import minutes_key
+
     out = sorted(float(b) for b in bands)
-    dup = [a for a, b in zip(out, out[1:]) if a == b]
-    if dup:
-        raise ConfigError(path, f"[thresholds] bands: {dup[0]:g} appears twice")
+    same = [(a, b) for a, b in zip(out, out[1:]) if minutes_key(a) == minutes_key(b)]
+    if same:
+        a, b = same[0]
+        raise ConfigError(path, f"[thresholds] bands: {a!r} appears twice" if a == b else
+                          f"[thresholds] bands: {a!r} and {b!r} would both be reported as '{minutes_key(a)} min'")
     return out
 
 

@@ -212,12 +212,6 @@ def normalise_level(name) -> str:
     return level
 
 
-def band_key(minutes) -> str:
-    """The key of a coverage band in summaries: its exact minutes, without a trailing .0 (15 → "15", 15.9 → "15.9")."""
-    m = float(minutes)
-    return str(int(m)) if m.is_integer() else repr(m)
-
-
 SETTLEMENT_KINDS = ("village", "township_seat", "county_seat", "relocation")
 LOC_QUALITIES = ("exact", "village", "township", "county")
 

@@ -370,7 +370,9 @@ def test_a_back_slash_escape_in_a_double_quoted_path_is_explained(tmp_path):
 
 @pytest.mark.parametrize("replace,message", [
     ({"bands = [15, 30, 60, 120, 240]": "bands = [15, 30, inf]"}, r"bands: inf is not a number of minutes"),
-    ({"bands = [15, 30, 60, 120, 240]": "bands = [15, 30, 30]"}, r"bands: 30 appears twice"),
+    ({"bands = [15, 30, 60, 120, 240]": "bands = [15, 30, 30]"}, r"bands: 30.0 appears twice"),
+    ({"bands = [15, 30, 60, 120, 240]": "bands = [15, 10000.2, 10000.25]"},
+     r"bands: 10000.2 and 10000.25 would both be reported as '10000.2 min'"),
     ({"snap_tolerance_m = 50.0": "snap_tolerance_m = 50000"}, r"snap_tolerance_m = 50000: at most 1000"),
     ({"county = 60.0": "county = inf"}, r"\[thresholds\] county = inf: must be a finite positive number"),
     ({"county = 60.0": "county = 1e300"}, r"\[thresholds\] county = 1e\+300: at most 10080"),
@@ -394,15 +396,8 @@ def test_threshold_overrides_are_checked_like_the_config(capsys, override, messa
     assert message in one_error_line(capsys)
 
 
-def test_band_keys_are_exact_minutes():
-    from geoaccess.schema import band_key
-
-    assert [band_key(b) for b in (15, 15.0, 15.9, 30, 0.5, 240.25)] == ["15", "15", "15.9", "30", "0.5", "240.25"]
-
-
-@pytest.mark.xfail(strict=True, reason="coverage.coverage_shares (the lead's) still keys bands by int(minutes); "
-                                       "it is to use schema.band_key")
 def test_a_fractional_band_gets_its_own_key():
+    """Bands [15, 15.9, 30] wrote the 15.9 share under "15" (coverage now keys by coverage.minutes_key)."""
     from geoaccess.coverage import coverage_report
 
     t = pd.DataFrame({f"t_{g}_min": [10.0, 15.5, 40.0] for g in ("clinic", "thc", "county", "pref")})
