@@ -409,9 +409,9 @@ def test_a_fractional_band_gets_its_own_key():
 # ------------------------------------------------------------------------------------------- CLI
 
 @pytest.mark.parametrize("argv,message", [
-    (["propose", "clinics", "--region", "tibet", "--time-limit", "0"], "--time-limit 0: must be a positive number"),
-    (["propose", "centres", "--region", "tibet", "--time-limit", "-5"], "--time-limit -5: must be a positive number"),
-    (["propose", "clinics", "--region", "tibet", "--threshold", "0"], "--threshold 0: must be a positive number"),
+    (["propose", "clinics", "--region", "tibet", "--time-limit", "0"], "--time-limit 0: seconds must be a positive number"),
+    (["propose", "centres", "--region", "tibet", "--time-limit", "-5"], "--time-limit -5: seconds must be a positive"),
+    (["propose", "clinics", "--region", "tibet", "--threshold", "0"], "--threshold 0: minutes must be a positive number"),
     (["gaps", "--region", "tibet", "--workers", "0"], "--workers 0: need at least one worker"),
 ])
 def test_cli_zero_means_zero_not_the_default(capsys, tmp_path, argv, message):
