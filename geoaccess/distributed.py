@@ -60,7 +60,7 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None, cli
         with Client(scheduler) as c:
             yield c
         return
-    n = int(workers or os.cpu_count() or 1)
+    n = int(workers) if workers is not None else (os.cpu_count() or 1)  # 0 is refused, not 'all cores'
     if n < 1:
         raise ConfigError(None, f"--workers {n}: need at least one worker")
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,

@@ -3,6 +3,7 @@ import contextlib
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -288,10 +289,26 @@ def test_empty_settlement_input_is_an_error_not_an_empty_report(capsys, data_dir
     assert not out.exists()
 
 
+def _tibet_config(tmp_path, *, drop_keys=(), replace=None) -> Path:
+    """tibet.toml copied to tmp_path, without the [inputs] lines of `drop_keys` and with text replaced."""
+    from geoaccess.config import REGIONS_DIR
+
+    lines = (REGIONS_DIR / "tibet.toml").read_text(encoding="utf-8").splitlines()
+    text = "\n".join(l for l in lines if not any(l.startswith(f"{k} = ") for k in drop_keys)) + "\n"
+    for old, new in (replace or {}).items():
+        assert old in text
+        text = text.replace(old, new)
+    cfg = tmp_path / "tibet.toml"
+    cfg.write_text(text, encoding="utf-8")
+    return cfg
+
+
 def test_missing_optional_layer_runs_and_says_what_it_skipped(capsys, data_dir, tmp_path):
+    """A layer the config leaves at its default path may be absent (skipped, said so); one it names may not."""
     d = _copy_region(tmp_path, data_dir, drop=["facts/tibet_relocation_sites.csv", "facts/tibet_county_population_2020.csv"])
+    cfg = _tibet_config(tmp_path, drop_keys=("relocation", "population"))
     out = tmp_path / "out"
-    assert main(["-q", "gaps", "--region", "tibet", "--data", str(d), "--out", str(out)]) == 0
+    assert main(["-q", "gaps", "--region", str(cfg), "--data", str(d), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert any("relocation" in s for s in summary["skipped"]) and any("population" in s for s in summary["skipped"])
     assert "relocation" not in summary["inputs"]["by_kind"]
