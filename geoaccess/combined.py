@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import shapely
-from numba import njit
+from numba import njit, prange
 
 from . import engine as road_engine
 from .errors import InputError
@@ -229,19 +229,59 @@ def _heap_pop_fix(hkey, hnode, pos, size):
     pos[node] = i
 
 
-@njit(cache=True, nogil=True)
-def _search_kernel(n_nodes, cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph_max, kph_min,
-                   rev_indptr, rev_indices, rev_minutes, sources):
-    """Multi-source Dijkstra on the reversed combined graph: minutes from every node to its nearest source.
+@njit(cache=True, nogil=True, parallel=True)
+def _in_move_weights(cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph_max, kph_min):
+    """Minutes of every grid move *into* each cell: ``w[c, k]`` for the move from ``c + offset[k]`` to ``c``.
 
-    Nodes ``0 .. z.size-1`` are grid cells (moves implicit, cost from :func:`_move_minutes` of the forward
-    move neighbour → cell); every node may also have explicit in-edges (CSR of the reversed graph).
-    Returns (minutes, index of the nearest source; -1 unreachable).
+    inf where there is no such move (off the grid, a barrier at either end, a knight's move between two
+    barriers). Computed once per graph (float32) and shared by every search, so a search only adds and
+    compares.
     """
-    n_cells = z.size
     rows = z.shape[0]
     zf = z.ravel()
     nmoves = dr.shape[0]
+    w = np.full((zf.size, nmoves), np.inf, np.float32)
+    offset = np.empty(nmoves, np.int64)
+    for k in range(nmoves):
+        offset[k] = dr[k] * cols + dc[k]
+    for c in prange(zf.size):
+        zc = zf[c]
+        if math.isnan(zc):
+            continue
+        r = c // cols
+        col = c - r * cols
+        for k in range(nmoves):
+            rr = r + dr[k]
+            cc = col + dc[k]
+            if rr < 0 or rr >= rows or cc < 0 or cc >= cols:
+                continue
+            n = rr * cols + cc
+            zn = zf[n]
+            if math.isnan(zn):
+                continue
+            if k >= 8:  # a knight's move needs both cells it passes between to be passable
+                if dr[k] == 2 or dr[k] == -2:
+                    m1 = (r + dr[k] // 2) * cols + col
+                    m2 = m1 + dc[k]
+                else:
+                    m1 = r * cols + col + dc[k] // 2
+                    m2 = m1 + dr[k] * cols
+                if math.isnan(zf[m1]) or math.isnan(zf[m2]):
+                    continue
+            w[c, k] = _move_minutes(zn, zc, move_len[r, k], pace_k, tob_a, tob_b, kph_max, kph_min)
+    return w, offset
+
+
+@njit(cache=True, nogil=True)
+def _search_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minutes, sources):
+    """Multi-source Dijkstra on the reversed combined graph: minutes from every node to its nearest source.
+
+    Nodes ``0 .. len(weights)-1`` are grid cells, whose in-moves are ``weights`` (:func:`_in_move_weights`);
+    every node may also have explicit in-edges (CSR of the reversed graph).
+    Returns (minutes, index of the nearest source; -1 unreachable).
+    """
+    n_cells = weights.shape[0]
+    nmoves = weights.shape[1]
     dist = np.full(n_nodes, np.inf)
     label = np.full(n_nodes, -1, np.int32)
     pos = np.full(n_nodes, -1, np.int32)  # heap slot; -1 never queued, -2 settled
@@ -264,30 +304,14 @@ def _search_kernel(n_nodes, cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph
             _heap_pop_fix(hkey, hnode, pos, size)
         lab = label[c]
         if c < n_cells:
-            r = c // cols
-            col = c - r * cols
-            zc = zf[c]
             for k in range(nmoves):
-                rr = r + dr[k]
-                cc = col + dc[k]
-                if rr < 0 or rr >= rows or cc < 0 or cc >= cols:
+                w = weights[c, k]
+                if w == np.inf:
                     continue
-                n = rr * cols + cc
+                n = c + offset[k]
                 if pos[n] == -2:
                     continue
-                zn = zf[n]
-                if math.isnan(zn):
-                    continue
-                if k >= 8:  # a knight's move needs both cells it passes between to be passable
-                    if dr[k] == 2 or dr[k] == -2:
-                        m1 = (r + dr[k] // 2) * cols + col
-                        m2 = m1 + dc[k]
-                    else:
-                        m1 = r * cols + col + dc[k] // 2
-                        m2 = m1 + dr[k] * cols
-                    if math.isnan(zf[m1]) or math.isnan(zf[m2]):
-                        continue
-                cand = d + _move_minutes(zn, zc, move_len[r, k], pace_k, tob_a, tob_b, kph_max, kph_min)
+                cand = d + w
                 if cand < dist[n]:
                     dist[n] = cand
                     label[n] = lab
@@ -313,17 +337,14 @@ def _search_kernel(n_nodes, cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph
 
 
 @njit(cache=True, nogil=True)
-def _bounded_kernel(n_nodes, cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph_max, kph_min,
-                    rev_indptr, rev_indices, rev_minutes, sources, target_of, limit):
+def _bounded_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minutes, sources, target_of, limit):
     """One bounded single-source search per source (reversed graph): (target, source, minutes) within ``limit``.
 
     Arrays are allocated once and only the nodes a search touched are reset, so a search costs what it
     reaches, not the size of the grid. ``target_of[node]`` is the target index of a node, -1 otherwise.
     """
-    n_cells = z.size
-    rows = z.shape[0]
-    zf = z.ravel()
-    nmoves = dr.shape[0]
+    n_cells = weights.shape[0]
+    nmoves = weights.shape[1]
     dist = np.full(n_nodes, np.inf)
     pos = np.full(n_nodes, -1, np.int32)
     hkey = np.empty(n_nodes, np.float64)
@@ -364,30 +385,14 @@ def _bounded_kernel(n_nodes, cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kp
                 out_m[m] = d
                 m += 1
             if c < n_cells:
-                r = c // cols
-                col = c - r * cols
-                zc = zf[c]
                 for k in range(nmoves):
-                    rr = r + dr[k]
-                    cc = col + dc[k]
-                    if rr < 0 or rr >= rows or cc < 0 or cc >= cols:
+                    w = weights[c, k]
+                    if w == np.inf:
                         continue
-                    n = rr * cols + cc
+                    n = c + offset[k]
                     if pos[n] == -2:
                         continue
-                    zn = zf[n]
-                    if math.isnan(zn):
-                        continue
-                    if k >= 8:
-                        if dr[k] == 2 or dr[k] == -2:
-                            m1 = (r + dr[k] // 2) * cols + col
-                            m2 = m1 + dc[k]
-                        else:
-                            m1 = r * cols + col + dc[k] // 2
-                            m2 = m1 + dr[k] * cols
-                        if math.isnan(zf[m1]) or math.isnan(zf[m2]):
-                            continue
-                    cand = d + _move_minutes(zn, zc, move_len[r, k], pace_k, tob_a, tob_b, kph_max, kph_min)
+                    cand = d + w
                     if cand < dist[n] and cand <= limit:
                         if dist[n] == np.inf:
                             touched[n_touched] = n
@@ -421,43 +426,21 @@ def _bounded_kernel(n_nodes, cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kp
 
 
 @njit(cache=True)
-def _grid_edge_arrays(cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph_max, kph_min):
+def _grid_edge_arrays(weights, offset):
     """Every grid move as an explicit forward edge (from cell, to cell, minutes): for cross-checks only."""
-    rows = z.shape[0]
-    zf = z.ravel()
-    nmoves = dr.shape[0]
-    cap = zf.size * nmoves
+    n_cells, nmoves = weights.shape
+    cap = n_cells * nmoves
     src = np.empty(cap, np.int64)
     dst = np.empty(cap, np.int64)
     w = np.empty(cap, np.float64)
     m = 0
-    for c in range(zf.size):
-        zc = zf[c]
-        if math.isnan(zc):
-            continue
-        r = c // cols
-        col = c - r * cols
+    for c in range(n_cells):
         for k in range(nmoves):
-            rr = r + dr[k]
-            cc = col + dc[k]
-            if rr < 0 or rr >= rows or cc < 0 or cc >= cols:
+            if weights[c, k] == np.inf:
                 continue
-            n = rr * cols + cc
-            zn = zf[n]
-            if math.isnan(zn):
-                continue
-            if k >= 8:
-                if dr[k] == 2 or dr[k] == -2:
-                    m1 = (r + dr[k] // 2) * cols + col
-                    m2 = m1 + dc[k]
-                else:
-                    m1 = r * cols + col + dc[k] // 2
-                    m2 = m1 + dr[k] * cols
-                if math.isnan(zf[m1]) or math.isnan(zf[m2]):
-                    continue
-            src[m] = n   # forward move n → c, as the kernel relaxes it
+            src[m] = c + offset[k]   # forward move neighbour → c, as the kernel relaxes it
             dst[m] = c
-            w[m] = _move_minutes(zn, zc, move_len[r, k], pace_k, tob_a, tob_b, kph_max, kph_min)
+            w[m] = weights[c, k]
             m += 1
     return src[:m], dst[:m], w[:m]
 
@@ -483,18 +466,16 @@ class CombinedGraph:
     dest_lonlat: tuple = ()
     working_crs: str = ""
     dem: object = None
+    move_weights: tuple = ()      # (float32 [n_cells, n_moves] minutes of each move into a cell, offsets)
 
     def search(self, source_nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Minutes from every node to the nearest of ``source_nodes``, and the index of that source."""
         return _search_kernel(*self._kernel_args(), np.asarray(source_nodes, np.int64))
 
     def _kernel_args(self) -> tuple:
-        g, p = self.grid, self.params
         r = self.reverse
-        return (self.n_nodes, g.shape[1], g.elevation, g.move_dr, g.move_dc, g.move_len,
-                _MIN_PER_M_AT_1_KPH * p.offroad_detour_factor, p.tobler_decay, p.tobler_slope_offset,
-                p.tobler_max_kph * p.offroad_speed_factor, p.offroad_min_kph,
-                r.indptr.astype(np.int64), r.indices.astype(np.int64), r.data)
+        weights, offset = self.move_weights
+        return (self.n_nodes, weights, offset, r.indptr.astype(np.int64), r.indices.astype(np.int64), r.data)
 
     def cost_matrix(self, limit_minutes: float, origin_rows: np.ndarray | None = None) -> sp.csr_matrix:
         """Sparse origins × destinations minutes, only pairs within ``limit_minutes`` (explicit zeros kept).
@@ -528,11 +509,7 @@ class CombinedGraph:
 
     def explicit_forward(self) -> sp.csr_matrix:
         """The whole graph, grid moves included, as one explicit forward CSR in minutes (cross-checks)."""
-        g, p = self.grid, self.params
-        s, d, w = _grid_edge_arrays(g.shape[1], g.elevation, g.move_dr, g.move_dc, g.move_len,
-                                    _MIN_PER_M_AT_1_KPH * p.offroad_detour_factor, p.tobler_decay,
-                                    p.tobler_slope_offset, p.tobler_max_kph * p.offroad_speed_factor,
-                                    p.offroad_min_kph)
+        s, d, w = _grid_edge_arrays(*self.move_weights)
         fwd = self.reverse.T.tocoo()
         src = np.r_[s, fwd.row]
         dst = np.r_[d, fwd.col]
@@ -624,8 +601,13 @@ def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem |
              "%d direct off-road pairs within %.0f km, %d explicit edges; built in %.2f s",
              f"{nc:,}", f"{facts['passable_cells']:,}", facts["grid_moves"], facts["road_nodes"], n_access,
              facts["direct_pairs"], direct_km, facts["explicit_edges"], facts["build_s"])
+    weights = _in_move_weights(grid.shape[1], grid.elevation, grid.move_dr, grid.move_dc, grid.move_len,
+                               _MIN_PER_M_AT_1_KPH * params.offroad_detour_factor, params.tobler_decay,
+                               params.tobler_slope_offset, params.tobler_max_kph * params.offroad_speed_factor,
+                               params.offroad_min_kph)
+    facts["build_s"] = round(time.perf_counter() - t0, 3)
     return CombinedGraph(grid, params, rev, n_nodes, origin_nodes, dest_nodes, road, facts, (o_lon, o_lat),
-                         (d_lon, d_lat), working_crs, dem)
+                         (d_lon, d_lat), working_crs, dem, weights)
 
 
 def clear_of_barriers(grid: TerrainGrid, flon, flat, tlon, tlat) -> np.ndarray:
