@@ -92,6 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
     pce.add_argument("--threshold", type=float, help="minutes to a centre (default: the config's, 120)")
     pce.add_argument("--time-limit", type=float, help="solver time limit in seconds (default 60)")
 
+    ac = sub.add_parser("access", help="supply–demand accessibility (2SFCA, E2SFCA, Gaussian 2SFCA, gravity) per "
+                                       "settlement and county")
+    _common(ac)
+    ac.add_argument("--level", choices=["clinic", "thc", "county", "pref"], required=True,
+                    help="facility level (that level or higher)")
+    ac.add_argument("--method", choices=["2sfca", "e2sfca", "g2sfca", "gravity"], required=True)
+    ac.add_argument("--catchment", type=float, metavar="MIN", help="catchment in minutes (default: the level's threshold)")
+    ac.add_argument("--supply", metavar="COLUMN", help="register column giving each facility's supply (beds, "
+                                                     "doctors); default one unit per facility")
+    ac.add_argument("--write-matrix", action="store_true", help="also write od_{level}.csv, the pairs within the "
+                                                                "catchment")
+    ac.add_argument("--engine", choices=["combined", "network"], default=None, help="travel model (default combined)")
+    ac.add_argument("--bands", metavar="MIN,MIN,…", help="e2sfca band upper ends (default [access] e2sfca_bands_min, "
+                                                        "else equal bands over the catchment)")
+    ac.add_argument("--weights", metavar="W,W,…", help="e2sfca band weights (default [access] e2sfca_weights)")
+    ac.add_argument("--beta", type=float, help="gravity: power of the decay (default [access] gravity_beta)")
+    ac.add_argument("--min-minutes", type=float, help="gravity: trips shorter count as this long "
+                                                      "(default [access] gravity_min_minutes)")
+
     mp = sub.add_parser("map", help="folium coverage map (offline) and report figures from the gaps outputs")
     _common(mp)
     mp.add_argument("--level", choices=["clinic", "thc", "county", "pref"], default="county",
@@ -175,6 +194,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "propose" and args.propose_command == "centres":
         return commands.propose_centres_command(args.region, args.data, args.out, threshold=args.threshold,
                                                 time_limit=args.time_limit)
+    if args.command == "access":
+        return commands.access_command(args.region, args.data, args.out, level=args.level, method=args.method,
+                                       catchment=args.catchment, supply=args.supply, write_matrix=args.write_matrix,
+                                       engine=args.engine, bands=args.bands, weights=args.weights, beta=args.beta,
+                                       min_minutes=args.min_minutes)
     if args.command == "map":
         return commands.map_command(args.region, args.data, args.out, level=args.level, tiles=args.tiles,
                                     maps_dir=args.maps_dir)

@@ -522,3 +522,74 @@ def propose_centres_command(region: str, data: str | None, out: str | None, *, t
           f"the threshold — {'agrees' if s['verified'] else 'DISAGREES'} with the solver")
     print(f"  outputs: {out_dir}/regional_centres.(csv|shp|gpkg), optimal_centres.csv, regional_centres_summary.json")
     return 0
+
+
+def _numbers(text: str | None, flag: str) -> list[float] | None:
+    """'20,40,60' → [20.0, 40.0, 60.0]; ConfigError naming the flag for anything else."""
+    from .errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(None, f"{flag} '{text}': expected numbers separated by commas, e.g. 20,40,60") from None
+
+
+def _write_csv(df, path: Path) -> None:
+    """A table as the other outputs are written: UTF-8 with a byte-order mark (Excel reads the Chinese names)."""
+    df.to_csv(path, index=False, encoding="utf-8-sig")
+
+
+def access_command(region: str, data: str | None, out: str | None, *, level: str, method: str,
+                   catchment: float | None = None, supply: str | None = None, write_matrix: bool = False,
+                   engine: str | None = None, bands: str | None = None, weights: str | None = None,
+                   beta: float | None = None, min_minutes: float | None = None) -> int:
+    """Supply–demand accessibility (2SFCA family, gravity) per settlement and county: its own set in access/."""
+    from ._atomic import atomic_output_dir
+    from .access import decay_from_config, register_values, supply_demand_access
+    from .loaders import load_inputs
+    from .outputs import access_folder, provenance_inputs
+    from .pipeline import prepare_region
+    from .travel import TravelModel
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    catch = float(catchment) if catchment is not None else float(cfg.thresholds[level])
+    decay = decay_from_config(cfg.section("access"), method, catch, bands=_numbers(bands, "--bands"),
+                              weights=_numbers(weights, "--weights"), beta=beta, min_minutes=min_minutes)
+    out_dir = access_folder(run_dir, method, level, catch, supply)
+    engine = engine or "combined"
+    with _claim(cfg, data_dir, run_dir, out_dir, command="access"):
+        inputs = load_inputs(cfg, data_dir)
+        sup = register_values(cfg, data_dir, inputs.facilities, supply, "supply") if supply else None
+        prep = prepare_region(cfg, data_dir, inputs=inputs)
+        model = TravelModel(prep, engine)
+        res = supply_demand_access(model, prep.inputs.settlements, prep.facilities, level, decay, sup,
+                                   supply_name=f"register column '{supply}'" if supply else "one per facility")
+        res.summary |= {"region": cfg.key, "engine": engine, "positions": "each settlement's own position (approximated "
+                        "positions: their seat's), not the area medians of settlements.csv"}
+        params = {"level": level, "engine": engine, "supply": supply, "write_matrix": write_matrix, **decay.describe()}
+        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths), command="access",
+                               parameters=params) as tmp:
+            stem = f"access_{method}_{level}"
+            _write_csv(res.settlements, tmp / f"{stem}.csv")
+            _write_csv(res.counties, tmp / f"{stem}_counties.csv")
+            _write_csv(res.facilities, tmp / f"{stem}_facilities.csv")
+            if write_matrix:
+                _write_csv(res.od, tmp / f"od_{level}.csv")
+            (tmp / "access_summary.json").write_text(json.dumps(res.summary, ensure_ascii=False, indent=1),
+                                                     encoding="utf-8")
+    s = res.summary
+    print(f"{method} accessibility to {level} (catchment {catch:g} min, supply: {s['supply']}): "
+          f"{s['region_score_per_10k']:.3f} per 10,000 people over the region; "
+          f"{s['population_with_no_facility_in_catchment']:,.0f} of {s['population']:,.0f} people have no facility "
+          f"in the catchment")
+    c = res.counties.dropna(subset=["access_score"]).sort_values("access_score", ascending=False)
+    rows = [[r["county_code"], r["county_name"], f"{r['access_per_10k']:.3f}", f"{r['supply_per_10k']:.3f}",
+             f"{r['population']:,.0f}"] for part in (c.head(5), c.tail(5)) for _, r in part.iterrows()]
+    print("\nHighest and lowest counties (population-weighted score per 10,000 people; own supply per 10,000 without "
+          "travel):")
+    print(format_table(["county", "name", "score/10k", "own/10k", "people"], rows[:5] + [["…", "", "", "", ""]]
+                       + rows[5:] if len(c) > 10 else rows[:len(c)]))
+    print(f"  outputs: {out_dir}")
+    return 0

@@ -105,6 +105,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "time_limit_s": 60.0,
         "candidates": ["targets", "settlements"],
     },
+    "access": {  # supply–demand accessibility and capacity coverage (docs/access.md)
+        "e2sfca_bands_min": [],  # E2SFCA band upper ends in minutes; empty: equal bands over the catchment
+        "e2sfca_weights": [1.0, 0.68, 0.22],  # one weight per band (Luo & Qi 2009)
+        "gravity_beta": 1.0,  # gravity: weight = max(t, gravity_min_minutes) ** -beta
+        "gravity_min_minutes": 1.0,
+        "own_unit_limit_min": 720.0,  # own county / township: times searched up to this many minutes
+    },
 }
 
 REQUIRED = {("region", "key"), ("region", "name"), ("region", "admin_prefix"), ("region", "working_crs")}
@@ -390,6 +397,18 @@ def _validate_values(raw: dict, path: Path) -> None:
     th["bands"] = sorted(float(b) for b in th["bands"])
     if raw["standards"]["county_hospital_scope"] not in ("all", "poor"):
         raise ConfigError(path, "[standards] county_hospital_scope must be 'all' or 'poor'")
+    acc = raw["access"]
+    _positive(path, "access", acc, "gravity_beta", "gravity_min_minutes", "own_unit_limit_min")
+    for key in ("e2sfca_bands_min", "e2sfca_weights"):
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in acc[key]):
+            raise ConfigError(path, f"[access] {key} = {_show(acc[key])}: must be a list of numbers")
+    if acc["e2sfca_bands_min"]:
+        from .access import check_bands
+
+        check_bands(acc["e2sfca_bands_min"], acc["e2sfca_weights"], path)
+    elif not acc["e2sfca_weights"] or any(w < 0 for w in acc["e2sfca_weights"]):
+        raise ConfigError(path, f"[access] e2sfca_weights = {_show(acc['e2sfca_weights'])}: must be one or more "
+                                "non-negative weights")
     if raw["terrain"]:
         from .terrain import TerrainParams
 

@@ -131,6 +131,28 @@ ASSIGNMENT_COLUMNS = _cols(
     ("priority", "priority", "", "priority settlement (relocation)"),
 )
 
+ACCESS_COLUMNS = _cols(
+    ("n_in_catch", "n_in_catch", "count", "facilities of the level within the catchment (with a positive weight)"),
+    ("access_score", "acc_score", "supply per person", "floating-catchment accessibility: Σ over facilities in the "
+                                                      "catchment of weight × supply / weighted demand (docs/access.md); "
+                                                      "per county the population-weighted mean"),
+    ("access_per_10k", "acc_10k", "supply per 10,000 people", "access_score × 10,000"),
+    ("n_facilities", "n_fac", "count", "facilities of the level in the county"),
+    ("supply", "supply", "supply units", "supply: the register column given by --supply, else 1 per facility "
+                                         "(per county: the sum over its facilities)"),
+    ("supply_per_10k", "sup_10k", "supply per 10,000 people", "the county's own supply per 10,000 of its people "
+                                                             "(the crude ratio, no travel)"),
+    ("demand_potential", "demand_pot", "people", "weighted demand in the facility's catchment: Σ weight × population"),
+    ("supply_ratio", "sup_ratio", "supply per person", "supply / demand_potential (0 when no demand reaches it)"),
+)
+
+OD_COLUMNS = _cols(
+    ("settlement_id", "sett_id", "", "settlement id (as in settlements.csv)"),
+    ("facility_id", "fac_id", "", "facility id (as in the register)"),
+    ("minutes", "minutes", "minutes", "travel time from the settlement's position to the facility (pairs within "
+                                      "the catchment only)"),
+)
+
 LAYERS = {
     "settlements": SETTLEMENT_COLUMNS,
     "relocation": SETTLEMENT_COLUMNS,
@@ -147,6 +169,8 @@ LAYERS = {
     "assignments": ASSIGNMENT_COLUMNS,
     "proposed_assignments": ASSIGNMENT_COLUMNS,
     "centre_assignments": ASSIGNMENT_COLUMNS,
+    "access": ACCESS_COLUMNS,
+    "od": OD_COLUMNS,
 }
 
 #: Facility levels from lowest to highest (standards.md).

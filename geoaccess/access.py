@@ -1,0 +1,278 @@
+"""Accessibility measures beyond "how far is the nearest": the floating-catchment family (2SFCA, E2SFCA,
+Gaussian 2SFCA, gravity), care within one's own county or township against the nearest care, referral
+chains, and capacity-aware coverage (docs/access.md).
+
+All of them work on one sparse travel-time matrix from :class:`geoaccess.travel.TravelModel`: settlements ×
+facilities, minutes, pairs within a limit (explicit zeros kept). Population is the settlement's
+(``population``; unknown counts as 0 people), supply a register column or one unit per facility.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError, InputError
+from .schema import LEVEL_GROUPS
+
+METHODS = ("2sfca", "e2sfca", "g2sfca", "gravity")
+PER = 10_000.0  # scores are reported per person and per 10,000 people
+
+
+# ----------------------------------------------------------------------------- the matrix
+
+@dataclass(frozen=True)
+class Pairs:
+    """A sparse settlements × facilities travel-time matrix in coordinate form: row i, column j, minutes."""
+
+    i: np.ndarray  # settlement row (int64)
+    j: np.ndarray  # facility row (int64)
+    minutes: np.ndarray  # float64
+    n_settlements: int
+    n_facilities: int
+
+    @classmethod
+    def from_sparse(cls, matrix) -> "Pairs":
+        """From a scipy sparse matrix whose stored entries (zeros included) are the pairs within the limit."""
+        coo = matrix.tocoo()
+        return cls(coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data.astype(np.float64), *coo.shape)
+
+    def within(self, limit_min: float) -> "Pairs":
+        keep = self.minutes <= limit_min
+        return Pairs(self.i[keep], self.j[keep], self.minutes[keep], self.n_settlements, self.n_facilities)
+
+    def nearest(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per settlement: minutes to its nearest facility in the matrix (inf when none) and that facility's row (-1)."""
+        t = np.full(self.n_settlements, np.inf)
+        j = np.full(self.n_settlements, -1, np.int64)
+        if len(self.minutes):
+            order = np.lexsort((self.j, self.minutes, self.i))  # per row: smallest minutes first, ties by column
+            first = order[np.r_[True, self.i[order][1:] != self.i[order][:-1]]]
+            t[self.i[first]] = self.minutes[first]
+            j[self.i[first]] = self.j[first]
+        return t, j
+
+
+def level_facilities(facilities: pd.DataFrame, level: str) -> pd.DataFrame:
+    """The facilities of a level group ("that level or higher", schema.LEVEL_GROUPS), in register order."""
+    if level not in LEVEL_GROUPS:
+        raise ConfigError(None, f"unknown level '{level}': use {', '.join(LEVEL_GROUPS)}")
+    return facilities[facilities["level"].isin(LEVEL_GROUPS[level])].reset_index(drop=True)
+
+
+def travel_pairs(model, settlements: pd.DataFrame, facilities: pd.DataFrame, limit_min: float) -> Pairs:
+    """Every settlement–facility pair within ``limit_min`` minutes under the run's travel model."""
+    if not len(facilities) or not len(settlements):
+        return Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), len(settlements), len(facilities))
+    return Pairs.from_sparse(model.cost_matrix(settlements, facilities, float(limit_min)))
+
+
+# ----------------------------------------------------------------------------- distance decay
+
+@dataclass(frozen=True)
+class Decay:
+    """How a method weights a trip of ``t`` minutes inside the catchment (0 beyond it).
+
+    - ``2sfca``: 1 within the catchment;
+    - ``e2sfca``: step bands, weight ``band_weights[k]`` for ``bands_min[k-1] < t ≤ bands_min[k]``;
+    - ``g2sfca``: Dai's Gaussian ``(exp(-½(t/t0)²) − exp(-½)) / (1 − exp(-½))`` with ``t0`` = the catchment;
+    - ``gravity``: ``max(t, min_minutes) ** -beta``.
+    """
+
+    method: str
+    catchment_min: float
+    bands_min: tuple = ()
+    band_weights: tuple = ()
+    beta: float = 1.0
+    min_minutes: float = 1.0
+
+    def weights(self, minutes: np.ndarray) -> np.ndarray:
+        t = np.asarray(minutes, dtype=np.float64)
+        inside = t <= self.catchment_min
+        if self.method == "2sfca":
+            w = np.ones_like(t)
+        elif self.method == "e2sfca":
+            k = np.searchsorted(np.asarray(self.bands_min, float), t, side="left")  # first band with t ≤ upper
+            table = np.r_[np.asarray(self.band_weights, float), 0.0]
+            w = table[np.minimum(k, len(self.band_weights))]
+        elif self.method == "g2sfca":
+            e = np.exp(-0.5)
+            w = (np.exp(-0.5 * (t / self.catchment_min) ** 2) - e) / (1.0 - e)
+        elif self.method == "gravity":
+            w = np.maximum(t, self.min_minutes) ** -self.beta
+        else:
+            raise ConfigError(None, f"unknown method '{self.method}': use {', '.join(METHODS)}")
+        return np.where(inside, w, 0.0)
+
+    def describe(self) -> dict:
+        d = {"method": self.method, "catchment_min": self.catchment_min}
+        if self.method == "e2sfca":
+            d |= {"bands_min": list(self.bands_min), "band_weights": list(self.band_weights)}
+        if self.method == "gravity":
+            d |= {"beta": self.beta, "min_minutes": self.min_minutes}
+        return d
+
+
+def decay_from_config(section: dict, method: str, catchment_min: float, *, bands=None, weights=None,
+                      beta=None, min_minutes=None) -> Decay:
+    """The decay of ``method`` from the config's [access] section, command-line values taking precedence."""
+    if method not in METHODS:
+        raise ConfigError(None, f"--method {method}: use {', '.join(METHODS)}")
+    if not (isinstance(catchment_min, (int, float)) and catchment_min > 0 and np.isfinite(catchment_min)):
+        raise ConfigError(None, f"--catchment {catchment_min!r}: must be a positive number of minutes")
+    w = tuple(float(x) for x in (weights if weights is not None else section["e2sfca_weights"]))
+    b = bands if bands is not None else section["e2sfca_bands_min"]
+    b = tuple(float(x) for x in b) if b else tuple(catchment_min * (k + 1) / len(w) for k in range(len(w)))
+    check_bands(b, w, None)
+    beta = float(section["gravity_beta"] if beta is None else beta)
+    mm = float(section["gravity_min_minutes"] if min_minutes is None else min_minutes)
+    if not beta > 0:
+        raise ConfigError(None, f"gravity beta {beta!r}: must be positive")
+    if not mm > 0:
+        raise ConfigError(None, f"gravity min minutes {mm!r}: must be positive (a 0-minute trip has infinite weight)")
+    return Decay(method, float(catchment_min), b, w, beta, mm)
+
+
+def check_bands(bands, weights, path: Path | None) -> None:
+    """E2SFCA bands: increasing positive minutes, one non-negative weight each."""
+    if len(bands) != len(weights) or not len(weights):
+        raise ConfigError(path, f"[access] e2sfca_bands_min {list(bands)} and e2sfca_weights {list(weights)}: "
+                                "one weight per band needed")
+    if any(not b > 0 for b in bands) or any(b1 <= b0 for b0, b1 in zip(bands, bands[1:])):
+        raise ConfigError(path, f"[access] e2sfca_bands_min {list(bands)}: must be increasing positive minutes")
+    if any(not (0 <= x) for x in weights):
+        raise ConfigError(path, f"[access] e2sfca_weights {list(weights)}: must be non-negative")
+
+
+# ----------------------------------------------------------------------------- floating catchments
+
+@dataclass
+class FcaResult:
+    """Scores of a floating-catchment method: per settlement (supply per person), per facility."""
+
+    score: np.ndarray  # per settlement: Σ_j w_ij R_j (supply per person)
+    n_reach: np.ndarray  # per settlement: facilities with a positive weight
+    demand_potential: np.ndarray  # per facility: V_j = Σ_i w_ij P_i (people)
+    ratio: np.ndarray  # per facility: R_j = S_j / V_j (0 when V_j = 0)
+    decay: Decay = field(default=None)
+
+
+def floating_catchment(pairs: Pairs, demand: np.ndarray, supply: np.ndarray, decay: Decay) -> FcaResult:
+    """The two steps of every method: R_j = S_j / Σ_i w_ij P_i, then A_i = Σ_j w_ij R_j.
+
+    Gravity (Joseph & Bantock / Wang's form) is the same two steps with the power weight. A facility no
+    demand reaches keeps its supply unused (R_j = 0); Σ_i P_i A_i = Σ_j S_j over the facilities reached.
+    """
+    demand = np.nan_to_num(np.asarray(demand, float), nan=0.0)
+    supply = np.asarray(supply, float)
+    w = decay.weights(pairs.minutes)
+    pos = w > 0
+    i, j, w = pairs.i[pos], pairs.j[pos], w[pos]
+    v = np.bincount(j, weights=w * demand[i], minlength=pairs.n_facilities)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(v > 0, supply / np.where(v > 0, v, 1.0), 0.0)
+    a = np.bincount(i, weights=w * r[j], minlength=pairs.n_settlements)
+    n = np.bincount(i, minlength=pairs.n_settlements)
+    return FcaResult(a, n, v, r, decay)
+
+
+def weighted_mean_by(keys: pd.Series, values: np.ndarray, weights: np.ndarray) -> pd.Series:
+    """Population-weighted mean of ``values`` per key (NaN where a key has no people)."""
+    w = np.nan_to_num(np.asarray(weights, float), nan=0.0)
+    df = pd.DataFrame({"k": keys.to_numpy(), "wv": w * values, "w": w})
+    g = df.groupby("k", sort=True)[["wv", "w"]].sum()
+    return (g["wv"] / g["w"].where(g["w"] > 0)).rename(None)
+
+
+# ----------------------------------------------------------------------------- supply from the register
+
+def register_values(config, data_dir: Path, facilities: pd.DataFrame, column: str, what: str) -> np.ndarray:
+    """A numeric register column (beds, doctors, capacity) for ``facilities``, by facility_id; one clear error
+    naming the file, row and column for a missing column, a bad or negative number, or an empty cell."""
+    from ._io import data_row, numeric_column, read_table, require_columns
+
+    path = config.input_path("facilities", data_dir)
+    df = read_table(path)
+    require_columns(df, ["facility_id", column], path, "facility register")
+    values = numeric_column(df, column, path, lo=0)
+    empty = np.flatnonzero(~np.isfinite(values))
+    if empty.size:
+        raise InputError(path, f"no {what} given (empty cell)", row=data_row(df, empty[0]), column=column)
+    by_id = pd.Series(values, index=df["facility_id"].astype(str).str.strip().to_numpy())
+    by_id = by_id[~by_id.index.duplicated()]
+    ids = facilities["facility_id"].astype(str).to_numpy()
+    got = by_id.reindex(ids).to_numpy(float)
+    if np.isnan(got).any():
+        raise InputError(path, f"facility {ids[np.isnan(got)][0]} is not in the register: no {what} for it",
+                         column=column)
+    return got
+
+
+# ----------------------------------------------------------------------------- the supply–demand run
+
+@dataclass
+class AccessRun:
+    """What `access` computed: the three tables and the matrix it used."""
+
+    settlements: pd.DataFrame
+    counties: pd.DataFrame
+    facilities: pd.DataFrame
+    od: pd.DataFrame
+    summary: dict
+
+
+def supply_demand_access(model, settlements: pd.DataFrame, facilities: pd.DataFrame, level: str, decay: Decay,
+                         supply: np.ndarray | None = None, supply_name: str = "one per facility",
+                         county_names: dict | None = None) -> AccessRun:
+    """Score every settlement and county for ``level`` under ``decay`` (see :func:`floating_catchment`).
+
+    ``facilities`` is the full register (the level's group is taken from it); ``supply`` is aligned with it
+    (None: one unit per facility).
+    """
+    keep = facilities["level"].isin(LEVEL_GROUPS[level]).to_numpy()
+    fac = facilities[keep].reset_index(drop=True)
+    sup = np.ones(len(fac)) if supply is None else np.asarray(supply, float)[keep]
+    pairs = travel_pairs(model, settlements, fac, decay.catchment_min).within(decay.catchment_min)
+    pop = settlements["population"].to_numpy(float) if "population" in settlements else np.zeros(len(settlements))
+    res = floating_catchment(pairs, pop, sup, decay)
+    people = np.nan_to_num(pop, nan=0.0)
+    s = settlements
+    out = pd.DataFrame({
+        "settlement_id": s["settlement_id"].astype(str).to_numpy(), "name": s["name"].to_numpy(),
+        "kind": s["kind"].to_numpy(), "county_code": s["county_code"].astype(str).to_numpy(),
+        "county_name": s["county_name"].to_numpy(), "population": pop,
+        "n_in_catch": res.n_reach, "access_score": res.score, "access_per_10k": res.score * PER})
+    names = county_names or {}
+    by_county = weighted_mean_by(out["county_code"], res.score, pop)
+    grp = out.groupby("county_code", sort=True)
+    fac_county = fac["county_code"].astype(str)
+    counties = pd.DataFrame({
+        "county_code": by_county.index.astype(str),
+        "county_name": [names.get(c) or grp.get_group(c)["county_name"].iloc[0] for c in by_county.index],
+        "n_settlements": grp.size().to_numpy(),
+        "population": grp["population"].sum().to_numpy(),
+        "access_score": by_county.to_numpy(),
+        "access_per_10k": by_county.to_numpy() * PER,
+        "n_facilities": fac_county.value_counts().reindex(by_county.index, fill_value=0).to_numpy(),
+        "supply": pd.Series(sup).groupby(fac_county.to_numpy()).sum().reindex(by_county.index, fill_value=0.0).to_numpy(),
+    })
+    with np.errstate(divide="ignore", invalid="ignore"):
+        counties["supply_per_10k"] = np.where(counties["population"] > 0,
+                                              counties["supply"] / counties["population"] * PER, np.nan)
+    facs = pd.DataFrame({"facility_id": fac["facility_id"].astype(str).to_numpy(), "name": fac["name"].to_numpy(),
+                         "level": fac["level"].to_numpy(), "county_code": fac["county_code"].astype(str).to_numpy(),
+                         "supply": sup, "demand_potential": res.demand_potential, "supply_ratio": res.ratio})
+    od = pd.DataFrame({"settlement_id": out["settlement_id"].to_numpy()[pairs.i],
+                       "facility_id": facs["facility_id"].to_numpy()[pairs.j], "minutes": pairs.minutes})
+    od = od.sort_values(["settlement_id", "minutes", "facility_id"], kind="stable").reset_index(drop=True)
+    total_pop = float(people.sum())
+    summary = {"level": level, "decay": decay.describe(), "supply": supply_name,
+               "settlements": len(out), "facilities": len(facs), "pairs_within_catchment": int(len(pairs.minutes)),
+               "population": total_pop,
+               "population_with_no_facility_in_catchment": float(people[res.n_reach == 0].sum()),
+               "supply_total": float(sup.sum()),
+               "supply_reached_by_demand": float(sup[res.demand_potential > 0].sum()),
+               "region_score_per_10k": float((people * res.score).sum() / total_pop * PER) if total_pop > 0 else None}
+    return AccessRun(out, counties, facs, od, summary)

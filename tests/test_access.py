@@ -1,0 +1,251 @@
+"""Accessibility measures: hand-computed cases, PySAL `access` on the same matrices, and the CLI on Tibet."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from geoaccess.access import Decay, Pairs, decay_from_config, floating_catchment, supply_demand_access
+from geoaccess.config import DEFAULTS
+
+from conftest import PROJECT_ROOT, assert_every_column_documented
+
+ACCESS_DEFAULTS = DEFAULTS["access"]
+
+
+class MatrixModel:
+    """A travel model whose cost matrix is given: settlements × facilities minutes (NaN = no path)."""
+
+    def __init__(self, minutes):
+        self.minutes = np.asarray(minutes, float)
+
+    def cost_matrix(self, settlements, facilities, limit_min):
+        m = self.minutes[: len(settlements), : len(facilities)]
+        r, c = np.nonzero(np.isfinite(m) & (m <= limit_min))
+        return sp.csr_matrix((m[r, c], (r, c)), shape=m.shape)
+
+
+def toy_world():
+    """Three settlements (100, 200, 300 people; A and B in county 1, C in county 2), two facilities."""
+    s = pd.DataFrame({"settlement_id": ["A", "B", "C"], "name": ["a", "b", "c"], "kind": "village",
+                      "county_code": ["540001", "540001", "540002"], "county_name": ["一县", "一县", "二县"],
+                      "population": [100.0, 200.0, 300.0]})
+    f = pd.DataFrame({"facility_id": ["X", "Y"], "name": ["x", "y"], "level": "county_hospital",
+                      "county_code": ["540001", "540002"]})
+    # A–X 10, B–X 20, B–Y 25, C–Y 40 (beyond a 30-minute catchment), C–X 50
+    minutes = [[10, np.nan], [20, 25], [50, 40]]
+    return s, f, MatrixModel(minutes)
+
+
+def test_two_step_fca_by_hand_three_settlements_two_facilities():
+    s, f, model = toy_world()
+    run = supply_demand_access(model, s, f, "county", Decay("2sfca", 30.0), supply=np.array([1.0, 2.0]))
+    # R_X = 1 / (100 + 200), R_Y = 2 / 200 (C is beyond 30 min of Y)
+    assert run.facilities["supply_ratio"].tolist() == pytest.approx([1 / 300, 1 / 100], abs=1e-15)
+    assert run.facilities["demand_potential"].tolist() == [300.0, 200.0]
+    # A reaches X; B reaches X and Y; C nothing
+    assert run.settlements["access_score"].tolist() == pytest.approx([1 / 300, 1 / 300 + 1 / 100, 0.0], abs=1e-15)
+    assert run.settlements["n_in_catch"].tolist() == [1, 2, 0]
+    # county 1, population-weighted: (100 · 1/300 + 200 · 4/300) / 300 = 0.01; county 2: 0
+    assert run.counties["access_score"].tolist() == pytest.approx([0.01, 0.0], abs=1e-15)
+    assert run.counties["supply"].tolist() == [1.0, 2.0]
+    assert run.summary["population_with_no_facility_in_catchment"] == 300.0
+    # the matrix written holds exactly the three pairs within the catchment
+    assert run.od.to_dict("records") == [{"settlement_id": "A", "facility_id": "X", "minutes": 10.0},
+                                         {"settlement_id": "B", "facility_id": "X", "minutes": 20.0},
+                                         {"settlement_id": "B", "facility_id": "Y", "minutes": 25.0}]
+
+
+def test_gaussian_and_step_weights_by_hand():
+    dai = Decay("g2sfca", 60.0)
+    e = np.exp(-0.5)
+    assert dai.weights(np.array([0.0, 30.0, 60.0, 60.1])).tolist() == pytest.approx(
+        [1.0, (np.exp(-0.125) - e) / (1 - e), 0.0, 0.0])
+    step = Decay("e2sfca", 60.0, (20.0, 40.0, 60.0), (1.0, 0.68, 0.22))
+    assert step.weights(np.array([0.0, 20.0, 20.5, 40.0, 59.0, 60.0, 61.0])).tolist() == [1, 1, .68, .68, .22, .22, 0]
+    grav = Decay("gravity", 60.0, beta=2.0, min_minutes=5.0)
+    assert grav.weights(np.array([0.0, 10.0, 70.0])).tolist() == [1 / 25, 1 / 100, 0.0]
+
+
+def random_matrix(seed=3, n=40, m=7):
+    rng = np.random.default_rng(seed)
+    minutes = rng.uniform(0, 100, (n, m))
+    minutes[rng.random((n, m)) < 0.3] = np.nan  # no path
+    minutes[0, 0] = 0.0  # a facility in the settlement (explicit zero)
+    pop = rng.integers(0, 5000, n).astype(float)
+    pop[5] = 0.0
+    supply = rng.integers(1, 300, m).astype(float)
+    return minutes, pop, supply
+
+
+def pysal_frames(minutes, pop, supply):
+    r, c = np.nonzero(np.isfinite(minutes))
+    cost = pd.DataFrame({"origin": r, "dest": c, "cost": minutes[r, c]})
+    demand = pd.DataFrame({"pop": pop}, index=pd.RangeIndex(len(pop), name="geoid"))
+    sup = pd.DataFrame({"beds": supply}, index=pd.RangeIndex(len(supply), name="geoid"))
+    return cost, demand, sup
+
+
+def ours(minutes, pop, supply, decay):
+    r, c = np.nonzero(np.isfinite(minutes))
+    pairs = Pairs(r.astype(np.int64), c.astype(np.int64), minutes[r, c], *minutes.shape)
+    return floating_catchment(pairs, pop, supply, decay)
+
+
+def dai(t0):
+    e = np.exp(-0.5)
+    return lambda t: (np.exp(-0.5 * (t / t0) ** 2) - e) / (1 - e)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_scores_equal_pysal_access_on_the_same_matrix(seed):
+    access = pytest.importorskip("access")
+    from access import fca, weights
+
+    minutes, pop, supply = random_matrix(seed)
+    cost, demand, sup = pysal_frames(minutes, pop, supply)
+    n = len(pop)
+
+    def pysal_2sfca(weight_fn, max_cost):
+        out = fca.two_stage_fca(demand.reset_index(), sup, cost, max_cost=max_cost, demand_index="geoid",
+                                demand_name="pop", supply_name="beds", weight_fn=weight_fn)
+        return out.reindex(range(n)).fillna(0.0).to_numpy()
+
+    # 2SFCA: PySAL's two_stage_fca without a weight
+    got = ours(minutes, pop, supply, Decay("2sfca", 60.0)).score
+    np.testing.assert_allclose(got, pysal_2sfca(None, 60.0), rtol=0, atol=1e-9)
+    # E2SFCA: PySAL's Access.enhanced_two_stage_fca with the same step bands
+    step = {20: 1.0, 40: 0.68, 60: 0.22}
+    acc = access.Access(demand_df=demand, demand_value="pop", supply_df=sup, supply_value="beds", cost_df=cost,
+                        cost_origin="origin", cost_dest="dest", cost_name="cost")
+    e2 = acc.enhanced_two_stage_fca(name="e2", weight_fn=weights.step_fn(step), max_cost=60.0)
+    want = e2.iloc[:, 0].reindex(range(n)).fillna(0.0).to_numpy()
+    got = ours(minutes, pop, supply, Decay("e2sfca", 60.0, tuple(step), tuple(step.values()))).score
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    # Gaussian 2SFCA (Dai's kernel) and gravity: PySAL's two_stage_fca with the same weight function
+    got = ours(minutes, pop, supply, Decay("g2sfca", 60.0)).score
+    np.testing.assert_allclose(got, pysal_2sfca(dai(60.0), 60.0), rtol=0, atol=1e-9)
+    got = ours(minutes, pop, supply, Decay("gravity", 90.0, beta=1.5, min_minutes=2.0))
+    np.testing.assert_allclose(got.score, pysal_2sfca(weights.gravity(1.0, -1.5, 2.0), 90.0), rtol=0, atol=1e-9)
+    # the gravity denominator is PySAL's weighted_catchment of the demand
+    potential = fca.weighted_catchment(demand.reset_index(), cost, 90.0, cost_source="origin", cost_dest="dest",
+                                       cost_cost="cost", loc_index="geoid", loc_value="pop",
+                                       weight_fn=weights.gravity(1.0, -1.5, 2.0))
+    np.testing.assert_allclose(got.demand_potential, potential.reindex(range(len(supply))).fillna(0).to_numpy(),
+                               rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["2sfca", "e2sfca", "g2sfca", "gravity"])
+def test_every_unit_of_supply_reached_by_demand_is_shared_out(method):
+    """Σ_i P_i A_i = Σ_j S_j over the facilities some demand reaches, whatever the decay."""
+    minutes, pop, supply = random_matrix(7, n=60, m=9)
+    decay = decay_from_config(ACCESS_DEFAULTS, method, 50.0)
+    res = ours(minutes, pop, supply, decay)
+    assert (pop * res.score).sum() == pytest.approx(supply[res.demand_potential > 0].sum(), rel=1e-12)
+
+
+def test_bad_decay_parameters_are_one_clear_error():
+    from geoaccess.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="one weight per band"):
+        decay_from_config(ACCESS_DEFAULTS, "e2sfca", 60.0, bands=[20, 40], weights=[1, 0.5, 0.2])
+    with pytest.raises(ConfigError, match="increasing"):
+        decay_from_config(ACCESS_DEFAULTS, "e2sfca", 60.0, bands=[40, 20, 60])
+    with pytest.raises(ConfigError, match="catchment"):
+        decay_from_config(ACCESS_DEFAULTS, "2sfca", 0.0)
+    with pytest.raises(ConfigError, match="min minutes"):
+        decay_from_config(ACCESS_DEFAULTS, "gravity", 60.0, min_minutes=0)
+
+
+def test_the_config_access_section_is_validated(tmp_path):
+    from geoaccess.config import load_region
+    from geoaccess.errors import ConfigError
+
+    base = (PROJECT_ROOT / "geoaccess" / "regions" / "tibet.toml").read_text(encoding="utf-8")
+    for text, problem in (("[access]\ne2sfca_bands_min = [30, 20, 60]\n", "increasing"),
+                          ("[access]\ngravity_beta = -1\n", "positive"),
+                          ("[access]\ne2sfca_weights = ['a']\n", "list of numbers"),
+                          ("[access]\ngravity_betta = 2\n", "did you mean 'gravity_beta'")):
+        p = tmp_path / "r.toml"
+        p.write_text(base + "\n" + text, encoding="utf-8")
+        with pytest.raises(ConfigError, match=problem):
+            load_region(p)
+    p.write_text(base + "\n[access]\ne2sfca_bands_min = [15, 30, 60]\n", encoding="utf-8")
+    assert load_region(p).section("access")["e2sfca_bands_min"] == [15, 30, 60]
+
+
+def cli(*args, cwd=PROJECT_ROOT):
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "cli.py"), "-q", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env)
+
+
+@pytest.fixture(scope="module")
+def beds_data(data_dir, tmp_path_factory):
+    """The real data with a register that has a `beds` column (a folder of links; the register a copy)."""
+    root = tmp_path_factory.mktemp("beds_data")
+    for entry in data_dir.iterdir():
+        if entry.name != "facilities":
+            (root / entry.name).symlink_to(entry)
+    (root / "facilities").mkdir()
+    reg = pd.read_csv(data_dir / "facilities" / "tibet_facilities.csv", dtype=str)
+    reg["beds"] = np.where(reg["level"].eq("county_hospital"), "100", np.where(reg["level"].eq("prefecture_hospital"),
+                                                                              "500", "20"))
+    reg.to_csv(root / "facilities" / "tibet_facilities.csv", index=False)
+    return root
+
+
+def test_access_on_tibet_writes_its_own_set_and_the_matrix_recomputes_the_scores(beds_data, tmp_path):
+    out = tmp_path / "run"
+    r = cli("access", "--region", "tibet", "--data", str(beds_data), "--out", str(out), "--level", "county",
+            "--method", "g2sfca", "--supply", "beds", "--write-matrix")
+    assert r.returncode == 0, r.stderr
+    folder = out / "access" / "g2sfca_county_60min_beds"
+    assert "score/10k" in r.stdout and str(folder) in r.stdout
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["command"] == "access" and manifest["parameters"]["supply"] == "beds"
+    assert assert_every_column_documented(folder) == 4
+    s = pd.read_csv(folder / "access_g2sfca_county.csv", dtype={"settlement_id": str, "county_code": str})
+    f = pd.read_csv(folder / "access_g2sfca_county_facilities.csv", dtype={"facility_id": str})
+    od = pd.read_csv(folder / "od_county.csv", dtype={"settlement_id": str, "facility_id": str})
+    assert len(s) == 5467 + 695 + 20 and set(f["level"]) == {"county_hospital", "prefecture_hospital"}
+    assert set(f["supply"]) == {100.0, 500.0} and (od["minutes"] <= 60).all()
+    # anyone can recompute the scores from what was written: the matrix, the supply and the population
+    pairs = Pairs(pd.Index(s["settlement_id"]).get_indexer(od["settlement_id"]),
+                  pd.Index(f["facility_id"]).get_indexer(od["facility_id"]), od["minutes"].to_numpy(), len(s), len(f))
+    res = floating_catchment(pairs, s["population"].to_numpy(), f["supply"].to_numpy(), Decay("g2sfca", 60.0))
+    np.testing.assert_allclose(res.score, s["access_score"], rtol=1e-9, atol=1e-15)
+    c = pd.read_csv(folder / "access_g2sfca_county_counties.csv", dtype={"county_code": str})
+    assert len(c) == 74 and c["access_score"].notna().all()
+    # the population-weighted county means add up to the region's
+    summary = json.loads((folder / "access_summary.json").read_text())
+    region = (c["access_score"] * c["population"]).sum() / c["population"].sum() * 1e4
+    assert region == pytest.approx(summary["region_score_per_10k"], rel=1e-9)
+
+
+def test_a_missing_or_bad_supply_column_is_one_line_naming_the_file(beds_data, tmp_path):
+    r = cli("access", "--region", "tibet", "--data", str(beds_data), "--out", str(tmp_path / "o"), "--level",
+            "county", "--method", "2sfca", "--supply", "doctors")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "tibet_facilities.csv" in r.stderr and "doctors" in r.stderr
+    bad = tmp_path / "bad_data"
+    bad.mkdir()
+    for entry in beds_data.iterdir():
+        if entry.name != "facilities":
+            (bad / entry.name).symlink_to(entry.resolve())
+    (bad / "facilities").mkdir()
+    reg = pd.read_csv(beds_data / "facilities" / "tibet_facilities.csv", dtype=str)
+    reg.loc[3, "beds"] = "-5"
+    reg.to_csv(bad / "facilities" / "tibet_facilities.csv", index=False)
+    r = cli("access", "--region", "tibet", "--data", str(bad), "--out", str(tmp_path / "o2"), "--level",
+            "county", "--method", "2sfca", "--supply", "beds")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "row 5" in r.stderr and "beds" in r.stderr
+    assert not (tmp_path / "o2" / "access").exists()
+    r = cli("access", "--region", "tibet", "--out", str(tmp_path / "o3"), "--level", "county", "--method", "e2sfca",
+            "--bands", "20,x")
+    assert r.returncode == 2 and "--bands" in r.stderr and len(r.stderr.strip().splitlines()) == 1
