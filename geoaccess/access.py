@@ -276,3 +276,102 @@ def supply_demand_access(model, settlements: pd.DataFrame, facilities: pd.DataFr
                "supply_reached_by_demand": float(sup[res.demand_potential > 0].sum()),
                "region_score_per_10k": float((people * res.score).sum() / total_pop * PER) if total_pop > 0 else None}
     return AccessRun(out, counties, facs, od, summary)
+
+
+# ----------------------------------------------------------------------------- own unit vs nearest
+
+#: Level → (settlement column naming its unit, facility column naming the facility's unit, unit's name).
+OWN_UNITS = {"county": ("county_code", "county_code", "county"), "thc": ("township_code", "admin_code", "township")}
+
+
+def own_unit_times(model, settlements: pd.DataFrame, facilities: pd.DataFrame, level: str, nearest_min: np.ndarray,
+                   nearest_id: np.ndarray, limit_min: float) -> pd.DataFrame:
+    """Per settlement: minutes to the nearest facility of ``level`` *in its own unit* (county hospital of its own
+    county; township health centre of its own township), beside the nearest one anywhere.
+
+    Where the nearest facility is in the settlement's own unit the two are the same trip; for the others one
+    bounded cost matrix (``limit_min``) from the facilities of their units only. Columns ``t_{level}_own_min``
+    (NaN when the unit has no such facility or it is beyond the limit), ``own_{level}_id`` and
+    ``own_{level}_status``: ``own`` (nearest is the unit's own), ``crossed`` (nearest across the border),
+    ``beyond_limit``, ``none_in_unit``.
+    """
+    s_col, f_col, _ = OWN_UNITS[level]
+    fac = level_facilities(facilities, level)
+    fac_ids = fac["facility_id"].astype(str).to_numpy()
+    fac_unit = fac[f_col].astype(str).to_numpy()
+    unit = settlements[s_col].astype(str).to_numpy()
+    unit_of_fac = pd.Series(fac_unit, index=fac_ids)
+    unit_of_fac = unit_of_fac[~unit_of_fac.index.duplicated()]
+    near_id = pd.Series(nearest_id).astype(object).where(pd.notna(nearest_id), None).astype(str).to_numpy()
+    near_unit = unit_of_fac.reindex(near_id).to_numpy(dtype=object)
+    nearest_min = np.asarray(nearest_min, float)
+    own = (near_unit == unit) & np.isfinite(nearest_min)
+    t_own = np.where(own, nearest_min, np.nan)
+    own_id = np.where(own, near_id, None).astype(object)
+    has_unit_fac = pd.Index(unit).isin(pd.Index(fac_unit))
+    need = np.flatnonzero(~own & has_unit_fac)
+    if len(need):
+        sub_f = np.flatnonzero(pd.Index(fac_unit).isin(pd.Index(unit[need])))
+        pairs = travel_pairs(model, settlements.iloc[need], fac.iloc[sub_f], limit_min)
+        same = fac_unit[sub_f][pairs.j] == unit[need][pairs.i]
+        pairs = Pairs(pairs.i[same], pairs.j[same], pairs.minutes[same], pairs.n_settlements, pairs.n_facilities)
+        t, j = pairs.nearest()
+        found = j >= 0
+        # a trip to one of the unit's facilities is never shorter than the nearest trip to any (same model)
+        t_own[need[found]] = np.maximum(t[found], np.nan_to_num(nearest_min[need[found]], nan=0.0))
+        own_id[need[found]] = fac_ids[sub_f][j[found]]
+    status = np.where(own, "own", np.where(~has_unit_fac, "none_in_unit",
+                                           np.where(np.isnan(t_own), "beyond_limit", "crossed")))
+    return pd.DataFrame({f"t_{level}_own_min": t_own, f"own_{level}_id": own_id, f"own_{level}_status": status})
+
+
+def own_unit_table(model, settlements: pd.DataFrame, facilities: pd.DataFrame, *, county_limit_min: float,
+                   township_limit_min: float) -> pd.DataFrame:
+    """The settlement table of own unit vs nearest for county hospitals (own county) and township centres
+    (own township): nearest times from one level pass, own times from :func:`own_unit_times`."""
+    groups = {g: LEVEL_GROUPS[g] for g in OWN_UNITS}
+    times, _ = model.times(settlements, facilities, groups=groups)
+    s = settlements
+    out = pd.DataFrame({c: s[c].to_numpy() for c in ("settlement_id", "name", "kind", "county_code", "county_name",
+                                                     "township_code", "population") if c in s.columns})
+    for level, limit in (("county", county_limit_min), ("thc", township_limit_min)):
+        t = times[f"t_{level}_min"].to_numpy(float)
+        nid = times[f"nearest_{level}_id"].to_numpy(dtype=object)
+        own = own_unit_times(model, s, facilities, level, t, nid, limit)
+        out[f"t_{level}_min"] = t
+        out[f"nearest_{level}_id"] = nid
+        for c in own.columns:
+            out[c] = own[c].to_numpy()
+        out[f"gain_{level}_min"] = own[f"t_{level}_own_min"].to_numpy() - t
+    return out
+
+
+def own_unit_summary(table: pd.DataFrame, thresholds: dict) -> pd.DataFrame:
+    """Per county: shares within the thresholds under both rules (nearest anywhere, own unit only), by
+    settlements and by people, and who gains by crossing a border (nearest is across it; within the threshold
+    only by crossing)."""
+    from .coverage import share_column
+
+    rows = []
+    for code, df in table.groupby("county_code", sort=True):
+        p = np.nan_to_num(df["population"].to_numpy(float), nan=0.0)
+        row = {"county_code": code, "county_name": df["county_name"].iloc[0], "n_settlements": len(df),
+               "population": float(p.sum())}
+        for level in OWN_UNITS:
+            m = float(thresholds[level])
+            near = df[f"t_{level}_min"].to_numpy(float) <= m
+            own = df[f"t_{level}_own_min"].to_numpy(float) <= m
+            crossed = df[f"own_{level}_status"].isin(["crossed", "beyond_limit", "none_in_unit"]).to_numpy() \
+                & np.isfinite(df[f"t_{level}_min"].to_numpy(float))
+            tot = p.sum()
+            for rule, inside in (("", near), ("_own", own)):
+                col = share_column(level, m).replace(f"share_{level}_", f"share_{level}{rule}_", 1)
+                row[col] = float(inside.mean())
+                row["pop_" + col] = float(p[inside].sum() / tot) if tot > 0 else np.nan
+            k = f"{level}_{m:g}"
+            row[f"n_cross_{level}"] = int(crossed.sum())
+            row[f"pop_cross_{level}"] = float(p[crossed].sum())
+            row[f"n_gain_{k}"] = int((near & ~own).sum())
+            row[f"pop_gain_{k}"] = float(p[near & ~own].sum())
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--min-minutes", type=float, help="gravity: trips shorter count as this long "
                                                       "(default [access] gravity_min_minutes)")
 
+    ou = sub.add_parser("own-unit", help="care in one's own county / township (就地就医) against the nearest across "
+                                         "borders (就近就医)")
+    _common(ou)
+    ou.add_argument("--engine", choices=["combined", "network"], default=None, help="travel model (default combined)")
+
     mp = sub.add_parser("map", help="folium coverage map (offline) and report figures from the gaps outputs")
     _common(mp)
     mp.add_argument("--level", choices=["clinic", "thc", "county", "pref"], default="county",
@@ -199,6 +204,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                                        catchment=args.catchment, supply=args.supply, write_matrix=args.write_matrix,
                                        engine=args.engine, bands=args.bands, weights=args.weights, beta=args.beta,
                                        min_minutes=args.min_minutes)
+    if args.command == "own-unit":
+        return commands.own_unit_command(args.region, args.data, args.out, engine=args.engine)
     if args.command == "map":
         return commands.map_command(args.region, args.data, args.out, level=args.level, tiles=args.tiles,
                                     maps_dir=args.maps_dir)

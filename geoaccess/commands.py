@@ -593,3 +593,64 @@ def access_command(region: str, data: str | None, out: str | None, *, level: str
                        + rows[5:] if len(c) > 10 else rows[:len(c)]))
     print(f"  outputs: {out_dir}")
     return 0
+
+
+def own_unit_command(region: str, data: str | None, out: str | None, *, engine: str | None = None) -> int:
+    """Own county / township vs nearest (就地就医 vs 就近就医): its own set, own_unit/."""
+    from ._atomic import atomic_output_dir
+    from .access import own_unit_summary, own_unit_table
+    from .outputs import own_unit_folder, provenance_inputs
+    from .pipeline import prepare_region
+    from .travel import TravelModel
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    out_dir = own_unit_folder(run_dir)
+    engine = engine or "combined"
+    acc = cfg.section("access")
+    th = cfg.thresholds
+    with _claim(cfg, data_dir, run_dir, out_dir, command="own-unit"):
+        prep = prepare_region(cfg, data_dir)
+        model = TravelModel(prep, engine)
+        table = own_unit_table(model, prep.inputs.settlements, prep.facilities,
+                               county_limit_min=acc["own_county_limit_min"],
+                               township_limit_min=acc["own_township_limit_min"])
+        counties = own_unit_summary(table, th)
+        pop = table["population"].fillna(0).to_numpy(float)
+        region = {}
+        for level, unit in (("county", "county"), ("thc", "township")):
+            m = float(th[level])
+            near = table[f"t_{level}_min"].to_numpy(float) <= m
+            own = table[f"t_{level}_own_min"].to_numpy(float) <= m
+            region[level] = {"unit": unit, "minutes": m,
+                             "pop_share_nearest": float(pop[near].sum() / pop.sum()),
+                             "pop_share_own_unit": float(pop[own].sum() / pop.sum()),
+                             "people_gaining_by_crossing": float(pop[near & ~own].sum()),
+                             "of_whom_in_units_without_such_facility":
+                                 float(pop[near & ~own & table[f"own_{level}_status"].eq("none_in_unit").to_numpy()].sum()),
+                             "people_whose_nearest_is_across_the_border":
+                                 float(pop[table[f"own_{level}_status"].ne("own").to_numpy()
+                                           & np.isfinite(table[f"t_{level}_min"].to_numpy(float))].sum()),
+                             "status_counts": table[f"own_{level}_status"].value_counts().to_dict()}
+        summary = {"region": cfg.key, "engine": engine, "population": float(pop.sum()), "levels": region,
+                   "limits_min": {"county": acc["own_county_limit_min"], "township": acc["own_township_limit_min"]},
+                   "positions": "each settlement's own position (approximated positions: their seat's)"}
+        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths),
+                               command="own-unit", parameters={"engine": engine, "thresholds": th, **summary["limits_min"]}) as tmp:
+            _write_csv(table, tmp / "own_unit.csv")
+            _write_csv(counties, tmp / "own_unit_counties.csv")
+            (tmp / "own_unit_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1),
+                                                       encoding="utf-8")
+    for level, label in (("county", "county hospital in one's own county"), ("thc", "health centre in one's own township")):
+        r = region[level]
+        print(f"within {r['minutes']:g} min, {label}: {r['pop_share_own_unit']:.1%} of people; nearest anywhere: "
+              f"{r['pop_share_nearest']:.1%}; {r['people_gaining_by_crossing']:,.0f} people are within "
+              f"{r['minutes']:g} min only by crossing the {r['unit']} border ({r['of_whom_in_units_without_such_facility']:,.0f} "
+              f"of them in a {r['unit']} with none of its own in the register)")
+    key = f"pop_gain_county_{float(th['county']):g}"
+    c = counties.sort_values(key, ascending=False).head(8)
+    print("\nCounties where most people gain by crossing the county border:")
+    print(format_table(["county", "name", "people gaining", "nearest across the border"],
+                       [[r["county_code"], r["county_name"], f"{r[key]:,.0f}", f"{r['pop_cross_county']:,.0f}"]
+                        for _, r in c.iterrows()]))
+    print(f"  outputs: {out_dir}")
+    return 0

@@ -110,7 +110,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "e2sfca_weights": [1.0, 0.68, 0.22],  # one weight per band (Luo & Qi 2009)
         "gravity_beta": 1.0,  # gravity: weight = max(t, gravity_min_minutes) ** -beta
         "gravity_min_minutes": 1.0,
-        "own_unit_limit_min": 720.0,  # own county / township: times searched up to this many minutes
+        "own_county_limit_min": 720.0,  # own county's hospital: searched up to this many minutes
+        "own_township_limit_min": 240.0,  # own township's health centre: searched up to this many minutes
     },
 }
 
@@ -398,7 +399,8 @@ def _validate_values(raw: dict, path: Path) -> None:
     if raw["standards"]["county_hospital_scope"] not in ("all", "poor"):
         raise ConfigError(path, "[standards] county_hospital_scope must be 'all' or 'poor'")
     acc = raw["access"]
-    _positive(path, "access", acc, "gravity_beta", "gravity_min_minutes", "own_unit_limit_min")
+    _positive(path, "access", acc, "gravity_beta", "gravity_min_minutes", "own_county_limit_min",
+              "own_township_limit_min")
     for key in ("e2sfca_bands_min", "e2sfca_weights"):
         if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in acc[key]):
             raise ConfigError(path, f"[access] {key} = {_show(acc[key])}: must be a list of numbers")

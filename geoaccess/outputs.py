@@ -84,3 +84,8 @@ def access_folder(run: Path, method: str, level: str, catchment_min: float, supp
 
     tail = "_" + re.sub(r"[^A-Za-z0-9_-]+", "-", supply) if supply else ""
     return run / "access" / f"{method}_{level}_{catchment_min:g}min{tail}"
+
+
+def own_unit_folder(run: Path) -> Path:
+    """``own_unit/``: care in one's own county and township against the nearest across borders."""
+    return run / "own_unit"

@@ -146,6 +146,29 @@ ACCESS_COLUMNS = _cols(
     ("supply_ratio", "sup_ratio", "supply per person", "supply / demand_potential (0 when no demand reaches it)"),
 )
 
+OWN_UNIT_COLUMNS = _cols(
+    ("t_county_own_min", "t_cnty_own", "minutes", "travel time to the nearest county hospital (or better) of the "
+                                                 "settlement's own county (就地就医); empty when none within "
+                                                 "[access] own_county_limit_min"),
+    ("t_thc_own_min", "t_thc_own", "minutes", "travel time to the nearest township health centre (or better) of the "
+                                             "settlement's own township; empty when none within "
+                                             "[access] own_township_limit_min"),
+    ("own_county_id", "own_cnty", "", "facility_id of the own county's nearest county-level facility"),
+    ("own_thc_id", "own_thc", "", "facility_id of the own township's nearest health centre"),
+    ("own_county_status", "own_cnty_s", "", "own (the nearest is the county's own) | crossed (the nearest is across "
+                                           "the county border) | beyond_limit | none_in_unit"),
+    ("own_thc_status", "own_thc_s", "", "own | crossed (the nearest is across the township border) | beyond_limit | "
+                                       "none_in_unit (the township has no health centre in the register)"),
+    ("gain_county_min", "gain_cnty", "minutes", "minutes saved by going to the nearest county-level facility instead "
+                                               "of the own county's (0 when it is the own)"),
+    ("gain_thc_min", "gain_thc", "minutes", "minutes saved by going to the nearest health centre instead of the own "
+                                           "township's"),
+    ("n_cross_county", "n_x_cnty", "count", "settlements whose nearest county-level facility is in another county"),
+    ("pop_cross_county", "pop_x_cnty", "people", "people whose nearest county-level facility is in another county"),
+    ("n_cross_thc", "n_x_thc", "count", "settlements whose nearest health centre is in another township"),
+    ("pop_cross_thc", "pop_x_thc", "people", "people whose nearest health centre is in another township"),
+)
+
 OD_COLUMNS = _cols(
     ("settlement_id", "sett_id", "", "settlement id (as in settlements.csv)"),
     ("facility_id", "fac_id", "", "facility id (as in the register)"),
@@ -171,6 +194,7 @@ LAYERS = {
     "centre_assignments": ASSIGNMENT_COLUMNS,
     "access": ACCESS_COLUMNS,
     "od": OD_COLUMNS,
+    "own_unit": OWN_UNIT_COLUMNS,
 }
 
 #: Facility levels from lowest to highest (standards.md).
@@ -202,7 +226,9 @@ _LEVEL_WORDS = {
     "county": ("cnty", "co", "a county hospital or better"),
     "pref": ("pref", "pr", "a prefecture hospital"),
 }
-_SHARE = re.compile(r"^(?P<pop>pop_)?share_(?P<exact>exact_)?(?P<level>clinic|thc|county|pref)_(?P<min>\d+(?:\.\d+)?)$")
+_SHARE = re.compile(r"^(?P<pop>pop_)?share_(?P<exact>exact_)?(?P<level>clinic|thc|county|pref)(?P<own>_own)?"
+                    r"_(?P<min>\d+(?:\.\d+)?)$")
+_GAIN = re.compile(r"^(?P<what>n|pop)_gain_(?P<level>thc|county)_(?P<min>\d+(?:\.\d+)?)$")
 _TIME_RANGE = re.compile(r"^t_(?P<level>clinic|thc|county|pref)_(?P<end>low|high)_min$")
 _RANGE_END = {"low": ("l", "lower"), "high": ("h", "upper")}
 
@@ -224,6 +250,14 @@ def column_info(name: str, layer: str | None = None) -> Column | None:
     m = _SHARE.match(name)
     if m:
         return _share_column(name, m, 10)
+    m = _GAIN.match(name)
+    if m:
+        short = _LEVEL_WORDS[m["level"]][0]
+        unit = "county" if m["level"] == "county" else "township"
+        return Column(name, f"{m['what'][0]}g_{short}{m['min'].replace('.', '')}"[:10],
+                      "count" if m["what"] == "n" else "people",
+                      f"{'settlements' if m['what'] == 'n' else 'people'} within {m['min']} min of "
+                      f"{_LEVEL_WORDS[m['level']][2]} only by crossing the {unit} border (beyond it in their own {unit})")
     m = _TIME_RANGE.match(name)
     if m:
         short, _, words = _LEVEL_WORDS[m["level"]]
@@ -245,14 +279,17 @@ def column_info(name: str, layer: str | None = None) -> Column | None:
 
 def _share_column(name: str, m: re.Match, max_len: int) -> Column:
     """A coverage-share column's entry; its alias fits in `max_len` characters (e.g. sh_cnty60, psh_cnty60)."""
-    prefix = ("p" if m["pop"] else "") + "sh" + ("x" if m["exact"] else "")
+    own = m.groupdict().get("own")
+    prefix = ("p" if m["pop"] else "") + "sh" + ("x" if m["exact"] else "") + ("o" if own else "")
     minutes = m["min"].replace(".", "")
     long, short, words = _LEVEL_WORDS[m["level"]]
     alias = next((a for abbr in (long, short) for a in (f"{prefix}_{abbr}{minutes}", f"{prefix}{abbr}{minutes}")
                   if len(a) <= max_len), f"{prefix}{short}{minutes}"[:max_len])
     who = ("population share" if m["pop"] else "share") + (" of exactly located settlements" if m["exact"] else
                                                            "" if m["pop"] else " of settlements")
-    return Column(name, alias, "share", f"{who} within {m['min']} min of {words}")
+    where = "" if not own else (" of the settlement's own county" if m["level"] == "county" else
+                                " of the settlement's own township")
+    return Column(name, alias, "share", f"{who} within {m['min']} min of {words}{where}")
 
 
 def shapefile_aliases(columns, layer: str | None = None) -> dict[str, str]:

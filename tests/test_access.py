@@ -249,3 +249,90 @@ def test_a_missing_or_bad_supply_column_is_one_line_naming_the_file(beds_data, t
     r = cli("access", "--region", "tibet", "--out", str(tmp_path / "o3"), "--level", "county", "--method", "e2sfca",
             "--bands", "20,x")
     assert r.returncode == 2 and "--bands" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+class IdMatrixModel:
+    """A travel model given by a settlements × facilities minutes table (by id; NaN = no path)."""
+
+    def __init__(self, minutes: pd.DataFrame):
+        self.minutes = minutes
+
+    def _m(self, settlements, facilities):
+        return self.minutes.loc[settlements["settlement_id"], facilities["facility_id"]].to_numpy(float)
+
+    def cost_matrix(self, settlements, facilities, limit_min):
+        m = self._m(settlements, facilities)
+        r, c = np.nonzero(np.isfinite(m) & (m <= limit_min))
+        return sp.csr_matrix((m[r, c], (r, c)), shape=m.shape)
+
+    def times(self, settlements, facilities, groups):
+        out = {}
+        for g, levels in groups.items():
+            f = facilities[facilities["level"].isin(levels)]
+            m = np.where(np.isnan(self._m(settlements, f)), np.inf, self._m(settlements, f))
+            j = m.argmin(axis=1)
+            t = m[np.arange(len(m)), j]
+            out[f"t_{g}_min"] = np.where(np.isfinite(t), t, np.nan)
+            out[f"nearest_{g}_id"] = np.where(np.isfinite(t), f["facility_id"].to_numpy()[j], None)
+        return pd.DataFrame(out), None
+
+
+def own_unit_world():
+    """Two counties: a1, a2 in county 1 (townships 1 and 2; township 2 has no health centre), b1 in county 2."""
+    s = pd.DataFrame({"settlement_id": ["a1", "a2", "b1"], "name": ["a1", "a2", "b1"], "kind": "village",
+                      "county_code": ["540001", "540001", "540002"], "county_name": ["一县", "一县", "二县"],
+                      "township_code": ["540001001000", "540001002000", "540002001000"],
+                      "population": [100.0, 50.0, 200.0]})
+    f = pd.DataFrame({"facility_id": ["HA", "HB", "t1", "t3"], "name": ["HA", "HB", "t1", "t3"],
+                      "level": ["county_hospital", "county_hospital", "township_health_centre", "township_health_centre"],
+                      "county_code": ["540001", "540002", "540001", "540002"],
+                      "admin_code": ["540001000000", "540002000000", "540001001000", "540002001000"]})
+    minutes = pd.DataFrame([[30, 80, 5, 60], [90, 40, 25, 70], [70, 10, 20, 35]], index=s["settlement_id"],
+                           columns=f["facility_id"], dtype=float)
+    return s, f, IdMatrixModel(minutes)
+
+
+def test_own_county_and_own_township_against_the_nearest_by_hand():
+    from geoaccess.access import own_unit_summary, own_unit_table
+
+    s, f, model = own_unit_world()
+    t = own_unit_table(model, s, f, county_limit_min=720, township_limit_min=240).set_index("settlement_id")
+    # a2's nearest county hospital is across the border (HB, 40 min); its own county's is HA, 90 min
+    assert t["t_county_min"].tolist() == [30, 40, 10] and t["t_county_own_min"].tolist() == [30, 90, 10]
+    assert t["own_county_status"].tolist() == ["own", "crossed", "own"]
+    assert t["own_county_id"].tolist() == ["HA", "HA", "HB"] and t.loc["a2", "gain_county_min"] == 50
+    # health centre or better: b1's nearest is its county hospital HB (10 min, not in a township); its own
+    # township's centre t3 is 35 min; a2's township has no centre at all
+    assert t["nearest_thc_id"].tolist() == ["t1", "t1", "HB"]
+    assert t["own_thc_status"].tolist() == ["own", "none_in_unit", "crossed"]
+    assert t.loc["b1", "t_thc_own_min"] == 35 and np.isnan(t.loc["a2", "t_thc_own_min"])
+    c = own_unit_summary(t.reset_index(), {"county": 60, "thc": 30}).set_index("county_code")
+    assert c.loc["540001", "share_county_60"] == 1.0 and c.loc["540001", "share_county_own_60"] == 0.5
+    assert c.loc["540001", "pop_share_county_own_60"] == pytest.approx(100 / 150)
+    assert c.loc["540001", "pop_gain_county_60"] == 50 and c.loc["540001", "n_cross_county"] == 1
+    assert c.loc["540002", "pop_gain_county_60"] == 0 and c.loc["540002", "pop_gain_thc_30"] == 200
+    assert c.loc["540001", "pop_gain_thc_30"] == 50 and c.loc["540001", "share_thc_own_30"] == 0.5
+    # beyond the search limit the own time is unknown, not invented
+    t = own_unit_table(model, s, f, county_limit_min=60, township_limit_min=240).set_index("settlement_id")
+    assert t.loc["a2", "own_county_status"] == "beyond_limit" and np.isnan(t.loc["a2", "t_county_own_min"])
+
+
+def test_own_unit_on_tibet_is_never_faster_than_the_nearest_and_every_column_documented(tmp_path):
+    out = tmp_path / "run"
+    r = cli("own-unit", "--region", "tibet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "only by crossing the county border" in r.stdout
+    folder = out / "own_unit"
+    assert assert_every_column_documented(folder) == 2
+    t = pd.read_csv(folder / "own_unit.csv", dtype={"settlement_id": str, "county_code": str})
+    assert len(t) == 5467 + 695 + 20
+    for level in ("county", "thc"):
+        own = t[f"own_{level}_status"]
+        assert (t.loc[own.eq("own"), f"gain_{level}_min"] == 0).all()
+        assert (t.loc[own.eq("crossed"), f"gain_{level}_min"] >= 0).all()
+        assert t.loc[own.isin(["beyond_limit", "none_in_unit"]), f"t_{level}_own_min"].isna().all()
+    summary = json.loads((folder / "own_unit_summary.json").read_text())
+    c = summary["levels"]["county"]
+    assert c["pop_share_own_unit"] <= c["pop_share_nearest"]
+    counties = pd.read_csv(folder / "own_unit_counties.csv")
+    assert counties["pop_gain_county_60"].sum() == pytest.approx(c["people_gaining_by_crossing"], rel=1e-9)
