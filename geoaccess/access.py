@@ -375,3 +375,59 @@ def own_unit_summary(table: pd.DataFrame, thresholds: dict) -> pd.DataFrame:
             row[f"pop_gain_{k}"] = float(p[near & ~own].sum())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- referral
+
+#: Each facility level's own group, lowest first (schema.LEVEL_GROUPS: a group is "that level or higher").
+GROUP_ORDER = ("clinic", "thc", "county", "pref")
+FACILITY_GROUP = {"village_clinic": "clinic", "temporary_point": "clinic", "township_health_centre": "thc",
+                  "county_hospital": "county", "county_regional_centre": "county", "prefecture_hospital": "pref"}
+
+
+def referral_times(model, facilities: pd.DataFrame) -> pd.DataFrame:
+    """For every facility: minutes from it to the nearest facility of each higher level (clinic → township
+    centre → county hospital → prefecture), and which; empty for its own level and below."""
+    origins = pd.DataFrame({"settlement_id": facilities["facility_id"].astype(str).to_numpy(),
+                            "lon": facilities["lon"].to_numpy(float), "lat": facilities["lat"].to_numpy(float)})
+    higher = {g: LEVEL_GROUPS[g] for g in GROUP_ORDER[1:]}
+    times, _ = model.times(origins, facilities, groups=higher)
+    rank = facilities["level"].map(FACILITY_GROUP).map(GROUP_ORDER.index).to_numpy()
+    out = pd.DataFrame({c: facilities[c].to_numpy() for c in ("facility_id", "name", "level", "county_code")})
+    for g in GROUP_ORDER[1:]:
+        below = rank >= GROUP_ORDER.index(g)
+        out[f"t_{g}_min"] = np.where(below, np.nan, times[f"t_{g}_min"].to_numpy(float))
+        out[f"nearest_{g}_id"] = np.where(below, None, times[f"nearest_{g}_id"].to_numpy(dtype=object))
+    return out
+
+
+def referral_chains(settlements: pd.DataFrame, times: pd.DataFrame, referral: pd.DataFrame) -> pd.DataFrame:
+    """Per settlement: the chain settlement → its nearest township centre (or better) → that centre's nearest
+    county hospital (or better), beside the direct trip to the nearest county hospital.
+
+    ``times`` holds ``t_thc_min``, ``nearest_thc_id``, ``t_county_min``, ``nearest_county_id`` aligned with the
+    settlements; ``referral`` is :func:`referral_times`. When the nearest centre is itself county level, the
+    referral leg is 0.
+    """
+    ref = referral.set_index(referral["facility_id"].astype(str))
+    first = times["nearest_thc_id"].to_numpy(dtype=object)
+    first_s = pd.Series(first).astype(str).to_numpy()
+    level = ref["level"].reindex(first_s).map(FACILITY_GROUP).to_numpy(dtype=object)
+    county_level = pd.Series(level).isin(["county", "pref"]).to_numpy()
+    leg = np.where(county_level, 0.0, ref["t_county_min"].reindex(first_s).to_numpy(float))
+    second = np.where(county_level, first, ref["nearest_county_id"].reindex(first_s).to_numpy(dtype=object))
+    t_thc = times["t_thc_min"].to_numpy(float)
+    chain = t_thc + leg
+    direct = times["t_county_min"].to_numpy(float)
+    s = settlements
+    out = pd.DataFrame({c: s[c].to_numpy() for c in ("settlement_id", "name", "kind", "county_code", "county_name",
+                                                     "population") if c in s.columns})
+    out["t_thc_min"] = t_thc
+    out["nearest_thc_id"] = first
+    out["t_referral_min"] = leg
+    out["referral_county_id"] = second
+    out["t_chain_min"] = chain
+    out["t_county_min"] = direct
+    out["nearest_county_id"] = times["nearest_county_id"].to_numpy(dtype=object)
+    out["chain_extra_min"] = chain - direct
+    return out

@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ou)
     ou.add_argument("--engine", choices=["combined", "network"], default=None, help="travel model (default combined)")
 
+    rf = sub.add_parser("referral", help="referral times between facility levels and each settlement's chain "
+                                         "(settlement → township centre → county hospital)")
+    _common(rf)
+    rf.add_argument("--engine", choices=["combined", "network"], default=None, help="travel model (default combined)")
+
     mp = sub.add_parser("map", help="folium coverage map (offline) and report figures from the gaps outputs")
     _common(mp)
     mp.add_argument("--level", choices=["clinic", "thc", "county", "pref"], default="county",
@@ -206,6 +211,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                                        min_minutes=args.min_minutes)
     if args.command == "own-unit":
         return commands.own_unit_command(args.region, args.data, args.out, engine=args.engine)
+    if args.command == "referral":
+        return commands.referral_command(args.region, args.data, args.out, engine=args.engine)
     if args.command == "map":
         return commands.map_command(args.region, args.data, args.out, level=args.level, tiles=args.tiles,
                                     maps_dir=args.maps_dir)

@@ -89,3 +89,8 @@ def access_folder(run: Path, method: str, level: str, catchment_min: float, supp
 def own_unit_folder(run: Path) -> Path:
     """``own_unit/``: care in one's own county and township against the nearest across borders."""
     return run / "own_unit"
+
+
+def referral_folder(run: Path) -> Path:
+    """``referral/``: facility-to-higher-level times and the settlements' referral chains."""
+    return run / "referral"

@@ -169,6 +169,18 @@ OWN_UNIT_COLUMNS = _cols(
     ("pop_cross_thc", "pop_x_thc", "people", "people whose nearest health centre is in another township"),
 )
 
+REFERRAL_COLUMNS = _cols(
+    ("t_referral_min", "t_referral", "minutes", "from the settlement's nearest township centre (or better) to that "
+                                               "centre's nearest county hospital (or better); 0 when the centre is "
+                                               "itself county level"),
+    ("referral_county_id", "ref_cnty", "", "facility_id of the county-level facility the chain ends at"),
+    ("t_chain_min", "t_chain", "minutes", "referral chain: settlement → its nearest township centre → that centre's "
+                                         "nearest county hospital (t_thc_min + t_referral_min)"),
+    ("chain_extra_min", "chain_xtra", "minutes", "t_chain_min − t_county_min: what the referral chain costs over "
+                                                "the direct trip (a few minutes below 0 where the centre's own "
+                                                "straight legs beat the direct search, docs/access.md)"),
+)
+
 OD_COLUMNS = _cols(
     ("settlement_id", "sett_id", "", "settlement id (as in settlements.csv)"),
     ("facility_id", "fac_id", "", "facility id (as in the register)"),
@@ -195,6 +207,7 @@ LAYERS = {
     "access": ACCESS_COLUMNS,
     "od": OD_COLUMNS,
     "own_unit": OWN_UNIT_COLUMNS,
+    "referral_chains": REFERRAL_COLUMNS,
 }
 
 #: Facility levels from lowest to highest (standards.md).

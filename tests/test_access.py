@@ -336,3 +336,55 @@ def test_own_unit_on_tibet_is_never_faster_than_the_nearest_and_every_column_doc
     assert c["pop_share_own_unit"] <= c["pop_share_nearest"]
     counties = pd.read_csv(folder / "own_unit_counties.csv")
     assert counties["pop_gain_county_60"].sum() == pytest.approx(c["people_gaining_by_crossing"], rel=1e-9)
+
+
+def test_referral_chain_on_a_toy_graph():
+    """s1 – 5 – T1 – 40 – C, s1 – 60 – C; s2 – 10 – T2 – 50 – C, s2 – 30 – C; C – 100 – P (minutes, both ways)."""
+    import networkx as nx
+
+    from geoaccess.access import referral_chains, referral_times
+    from geoaccess.schema import LEVEL_GROUPS
+
+    G = nx.Graph()
+    G.add_weighted_edges_from([("s1", "T1", 5), ("T1", "C", 40), ("s1", "C", 60), ("s2", "T2", 10), ("T2", "C", 50),
+                               ("s2", "C", 30), ("C", "P", 100)])
+    d = dict(nx.all_pairs_dijkstra_path_length(G))
+    nodes = sorted(G)
+    model = IdMatrixModel(pd.DataFrame([[d[a].get(b, np.nan) for b in nodes] for a in nodes], index=nodes,
+                                       columns=nodes))
+    f = pd.DataFrame({"facility_id": ["T1", "T2", "C", "P"], "name": ["T1", "T2", "C", "P"],
+                      "level": ["township_health_centre", "township_health_centre", "county_hospital",
+                                "prefecture_hospital"], "county_code": "540001", "lon": 0.0, "lat": 0.0})
+    ref = referral_times(model, f).set_index("facility_id")
+    # T1 → C: the road T1–C (40) beats T1–s1–C (65); T2 → C: T2–s2–C (40) beats its own road (50)
+    assert ref.loc["T1", "t_county_min"] == 40 and ref.loc["T2", "t_county_min"] == 40
+    assert ref.loc["T1", "nearest_county_id"] == "C" and ref.loc["T1", "t_pref_min"] == 140
+    assert ref.loc["C", "t_pref_min"] == 100 and np.isnan(ref.loc["C", "t_county_min"])
+    assert ref.loc[["T1", "T2", "C", "P"], "t_thc_min"].isna().all() and ref.loc["P"].drop(
+        ["name", "level", "county_code"]).isna().all()
+    s = pd.DataFrame({"settlement_id": ["s1", "s2"], "name": ["s1", "s2"], "kind": "village",
+                      "county_code": "540001", "county_name": "一县", "population": [10.0, 20.0]})
+    times, _ = model.times(s, f, {g: LEVEL_GROUPS[g] for g in ("thc", "county")})
+    c = referral_chains(s, times, ref.reset_index()).set_index("settlement_id")
+    # s1: 5 to T1, then 40 to C = 45 = its direct trip (through T1); s2: 10 to T2, then 40 = 50 against 30 direct
+    assert c["t_chain_min"].tolist() == [45, 50] and c["t_county_min"].tolist() == [45, 30]
+    assert c["chain_extra_min"].tolist() == [0, 20] and c["referral_county_id"].tolist() == ["C", "C"]
+    assert c["nearest_thc_id"].tolist() == ["T1", "T2"]
+
+
+def test_referral_on_tibet_writes_both_tables_documented(tmp_path):
+    out = tmp_path / "run"
+    r = cli("referral", "--region", "tibet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    folder = out / "referral"
+    assert assert_every_column_documented(folder) == 2
+    ref = pd.read_csv(folder / "referral.csv")
+    thc = ref[ref["level"].eq("township_health_centre")]
+    assert thc["t_county_min"].notna().all() and thc["t_thc_min"].isna().all()
+    assert ref.loc[ref["level"].eq("county_hospital"), "t_county_min"].isna().all()
+    c = pd.read_csv(folder / "referral_chains.csv")
+    # where the nearest centre is itself county level, the chain is the direct trip
+    county_level = c["nearest_thc_id"].isin(ref.loc[ref["level"].isin(["county_hospital", "prefecture_hospital"]),
+                                                    "facility_id"])
+    assert county_level.any() and (c.loc[county_level, "chain_extra_min"] == 0).all()
+    assert (c["t_chain_min"] >= c["t_thc_min"]).all()
