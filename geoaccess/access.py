@@ -431,3 +431,129 @@ def referral_chains(settlements: pd.DataFrame, times: pd.DataFrame, referral: pd
     out["nearest_county_id"] = times["nearest_county_id"].to_numpy(dtype=object)
     out["chain_extra_min"] = chain - direct
     return out
+
+
+# ----------------------------------------------------------------------------- capacity-aware coverage
+
+ORDERS = ("register", "population")
+
+
+@dataclass
+class CoverageRun:
+    """What `coverage` computed: per settlement, facility and county, and the totals."""
+
+    settlements: pd.DataFrame
+    facilities: pd.DataFrame
+    counties: pd.DataFrame
+    summary: dict
+
+
+def capacity_coverage(pairs: Pairs, population: np.ndarray, capacity: np.ndarray, order: np.ndarray) -> dict:
+    """AccessMod's geographic coverage on a settlement matrix: facilities in ``order``, each serves the nearest
+    people not yet served (by minutes, ties by settlement row) until its capacity or the matrix's time limit is
+    reached; the settlement where its capacity runs out is served in part.
+
+    Returns arrays: ``covered`` (people per settlement), ``served`` (people per facility), ``n_served``
+    (settlements per facility, in part or whole), ``farthest`` (minutes to the farthest served, per facility),
+    ``by`` / ``by_minutes`` (per settlement: the facility that served most of it, and its minutes).
+    """
+    pop = np.nan_to_num(np.asarray(population, float), nan=0.0)
+    remaining = pop.copy()
+    n_s, n_f = pairs.n_settlements, pairs.n_facilities
+    served, n_served, farthest = np.zeros(n_f), np.zeros(n_f, np.int64), np.full(n_f, np.nan)
+    by, by_people, by_minutes = np.full(n_s, -1, np.int64), np.zeros(n_s), np.full(n_s, np.nan)
+    sort = np.lexsort((pairs.i, pairs.minutes, pairs.j))  # by facility, then minutes, then settlement
+    j_sorted = pairs.j[sort]
+    starts = np.searchsorted(j_sorted, np.arange(n_f + 1))
+    for j in order:
+        idx = sort[starts[j]:starts[j + 1]]
+        if not len(idx):
+            continue
+        rows = pairs.i[idx]
+        r = remaining[rows]
+        before = np.cumsum(r) - r
+        take = np.clip(float(capacity[j]) - before, 0.0, r) if np.isfinite(capacity[j]) else r
+        took = take > 0
+        remaining[rows] -= take
+        served[j] = take.sum()
+        n_served[j] = int(took.sum())
+        if took.any():
+            farthest[j] = float(pairs.minutes[idx][took].max())
+        better = took & (take > by_people[rows])
+        by[rows[better]], by_people[rows[better]] = j, take[better]
+        by_minutes[rows[better]] = pairs.minutes[idx][better]
+    return {"covered": pop - remaining, "served": served, "n_served": n_served, "farthest": farthest, "by": by,
+            "by_minutes": by_minutes}
+
+
+def facility_order(pairs: Pairs, population: np.ndarray, how: str) -> np.ndarray:
+    """Facility rows in the order they take their people: the register's, or most people within the limit first."""
+    if how not in ORDERS:
+        raise ConfigError(None, f"--order {how}: use {' or '.join(ORDERS)}")
+    if how == "register":
+        return np.arange(pairs.n_facilities)
+    pop = np.nan_to_num(np.asarray(population, float), nan=0.0)
+    within = np.bincount(pairs.j, weights=pop[pairs.i], minlength=pairs.n_facilities)
+    return np.lexsort((np.arange(pairs.n_facilities), -within))
+
+
+def coverage_with_capacity(model, settlements: pd.DataFrame, facilities: pd.DataFrame, level: str,
+                           capacity: np.ndarray, max_minutes: float, order: str = "register") -> CoverageRun:
+    """Capacity-aware coverage of ``level`` within ``max_minutes`` (see :func:`capacity_coverage`).
+
+    ``capacity`` is aligned with the full register (people per facility; inf = no limit). Per county the people
+    covered, uncovered for want of capacity (some facility within the limit, all full) and uncovered for distance.
+    """
+    keep = facilities["level"].isin(LEVEL_GROUPS[level]).to_numpy()
+    fac = facilities[keep].reset_index(drop=True)
+    cap = np.asarray(capacity, float)[keep]
+    pairs = travel_pairs(model, settlements, fac, max_minutes).within(max_minutes)
+    pop = np.nan_to_num(settlements["population"].to_numpy(float), nan=0.0)
+    rank = facility_order(pairs, pop, order)
+    res = capacity_coverage(pairs, pop, cap, rank)
+    reach = np.bincount(pairs.i, minlength=len(settlements)) > 0
+    uncovered = pop - res["covered"]
+    ids = fac["facility_id"].astype(str).to_numpy()
+    s = settlements
+    out = pd.DataFrame({c: s[c].to_numpy() for c in ("settlement_id", "name", "kind", "county_code", "county_name")})
+    out["population"] = s["population"].to_numpy(float)
+    out["people_covered"] = res["covered"]
+    out["covered_by"] = np.where(res["by"] >= 0, ids[np.maximum(res["by"], 0)], None)
+    out["t_covered_min"] = res["by_minutes"]
+    out["uncovered_reason"] = np.where(uncovered <= 1e-9, "", np.where(reach, "capacity", "distance"))
+    position = np.empty(len(fac), np.int64)
+    position[rank] = np.arange(1, len(fac) + 1)
+    facs = pd.DataFrame({c: fac[c].to_numpy() for c in ("facility_id", "name", "level", "county_code")})
+    facs["order_rank"] = position
+    facs["capacity"] = cap
+    facs["people_served"] = res["served"]
+    facs["capacity_left"] = cap - res["served"]
+    facs["n_served"] = res["n_served"]
+    facs["served_max_min"] = res["farthest"]
+    df = pd.DataFrame({"county_code": out["county_code"], "county_name": out["county_name"], "population": pop,
+                       "pop_covered": res["covered"], "pop_uncov_capacity": np.where(reach, uncovered, 0.0),
+                       "pop_uncov_distance": np.where(reach, 0.0, uncovered)})
+    counties = df.groupby("county_code", sort=True).agg(
+        county_name=("county_name", "first"), population=("population", "sum"), pop_covered=("pop_covered", "sum"),
+        pop_uncov_capacity=("pop_uncov_capacity", "sum"), pop_uncov_distance=("pop_uncov_distance", "sum")).reset_index()
+    counties["covered_share"] = counties["pop_covered"] / counties["population"].where(counties["population"] > 0)
+    total = float(pop.sum())
+    summary = {"level": level, "max_minutes": float(max_minutes), "order": order, "facilities": len(fac),
+               "population": total, "covered": float(res["covered"].sum()),
+               "uncovered_for_capacity": float(df["pop_uncov_capacity"].sum()),
+               "uncovered_for_distance": float(df["pop_uncov_distance"].sum()),
+               "covered_share": float(res["covered"].sum() / total) if total > 0 else None,
+               "share_within_reach": float(pop[reach].sum() / total) if total > 0 else None,
+               "facilities_full": int((facs["capacity_left"] <= 1e-9).sum())}
+    return CoverageRun(out, facs, counties, summary)
+
+
+def parse_capacity(value: str, config, data_dir: Path, facilities: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """``--capacity``: a number of people per facility (``inf`` for no limit), else a register column."""
+    try:
+        people = float(value)
+    except ValueError:
+        return register_values(config, data_dir, facilities, value, "capacity"), f"register column '{value}'"
+    if not people > 0:
+        raise ConfigError(None, f"--capacity {value}: must be a positive number of people or a register column")
+    return np.full(len(facilities), people), ("no limit" if np.isinf(people) else f"{people:g} people per facility")

@@ -121,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(rf)
     rf.add_argument("--engine", choices=["combined", "network"], default=None, help="travel model (default combined)")
 
+    cv = sub.add_parser("coverage", help="capacity-aware coverage (AccessMod): each facility serves the nearest "
+                                         "people until its capacity or the time limit")
+    _common(cv)
+    cv.add_argument("--level", choices=["clinic", "thc", "county", "pref"], required=True,
+                    help="facility level (that level or higher)")
+    cv.add_argument("--capacity", required=True, metavar="COLUMN|PEOPLE",
+                    help="people each facility can serve: a number (inf: no limit) or a register column")
+    cv.add_argument("--max-minutes", type=float, metavar="MIN", help="time limit (default: the level's threshold)")
+    cv.add_argument("--order", choices=["register", "population"], default="register",
+                    help="which facility takes its people first: register order, or most people within the limit")
+    cv.add_argument("--engine", choices=["combined", "network"], default=None, help="travel model (default combined)")
+
     mp = sub.add_parser("map", help="folium coverage map (offline) and report figures from the gaps outputs")
     _common(mp)
     mp.add_argument("--level", choices=["clinic", "thc", "county", "pref"], default="county",
@@ -213,6 +225,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.own_unit_command(args.region, args.data, args.out, engine=args.engine)
     if args.command == "referral":
         return commands.referral_command(args.region, args.data, args.out, engine=args.engine)
+    if args.command == "coverage":
+        return commands.coverage_command(args.region, args.data, args.out, level=args.level, capacity=args.capacity,
+                                         max_minutes=args.max_minutes, order=args.order, engine=args.engine)
     if args.command == "map":
         return commands.map_command(args.region, args.data, args.out, level=args.level, tiles=args.tiles,
                                     maps_dir=args.maps_dir)

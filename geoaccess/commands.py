@@ -706,3 +706,54 @@ def referral_command(region: str, data: str | None, out: str | None, *, engine: 
                         for _, r in worst.head(5).iterrows()]))
     print(f"  outputs: {out_dir}")
     return 0
+
+
+def coverage_command(region: str, data: str | None, out: str | None, *, level: str, capacity: str,
+                     max_minutes: float | None = None, order: str = "register", engine: str | None = None) -> int:
+    """Capacity-aware coverage (AccessMod's geographic coverage): its own set in coverage/."""
+    from ._atomic import atomic_output_dir
+    from .access import ORDERS, coverage_with_capacity, parse_capacity
+    from .errors import ConfigError
+    from .loaders import load_inputs
+    from .outputs import coverage_folder, provenance_inputs
+    from .pipeline import prepare_region
+    from .travel import TravelModel
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    minutes = float(max_minutes) if max_minutes is not None else float(cfg.thresholds[level])
+    if not (minutes > 0 and np.isfinite(minutes)):
+        raise ConfigError(None, f"--max-minutes {max_minutes}: must be a positive number of minutes")
+    if order not in ORDERS:
+        raise ConfigError(None, f"--order {order}: use {' or '.join(ORDERS)}")
+    out_dir = coverage_folder(run_dir, level, capacity, minutes, order)
+    engine = engine or "combined"
+    with _claim(cfg, data_dir, run_dir, out_dir, command="coverage"):
+        inputs = load_inputs(cfg, data_dir)
+        cap, cap_text = parse_capacity(capacity, cfg, data_dir, inputs.facilities)
+        prep = prepare_region(cfg, data_dir, inputs=inputs)
+        model = TravelModel(prep, engine)
+        res = coverage_with_capacity(model, prep.inputs.settlements, prep.facilities, level, cap, minutes, order)
+        res.summary |= {"region": cfg.key, "engine": engine, "capacity": cap_text,
+                        "positions": "each settlement's own position (approximated positions: their seat's)"}
+        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths), command="coverage",
+                               parameters={"level": level, "capacity": capacity, "max_minutes": minutes,
+                                           "order": order, "engine": engine}) as tmp:
+            _write_csv(res.settlements, tmp / f"coverage_{level}.csv")
+            _write_csv(res.facilities, tmp / f"coverage_{level}_facilities.csv")
+            _write_csv(res.counties, tmp / f"coverage_{level}_counties.csv")
+            (tmp / "coverage_summary.json").write_text(json.dumps(res.summary, ensure_ascii=False, indent=1),
+                                                       encoding="utf-8")
+    s = res.summary
+    print(f"{level} within {minutes:g} min, capacity {cap_text}, order {order}: {s['covered']:,.0f} of "
+          f"{s['population']:,.0f} people covered ({s['covered_share']:.1%}; within reach of some facility: "
+          f"{s['share_within_reach']:.1%}); uncovered for want of capacity {s['uncovered_for_capacity']:,.0f}, "
+          f"for distance {s['uncovered_for_distance']:,.0f}; {s['facilities_full']} of {s['facilities']} facilities full")
+    c = res.counties.sort_values("pop_uncov_capacity", ascending=False).head(5)
+    if (c["pop_uncov_capacity"] > 0).any():
+        print("\nCounties with the most people uncovered for want of capacity:")
+        print(format_table(["county", "name", "covered", "no capacity", "too far"],
+                           [[r["county_code"], r["county_name"], f"{r['pop_covered']:,.0f}",
+                             f"{r['pop_uncov_capacity']:,.0f}", f"{r['pop_uncov_distance']:,.0f}"]
+                            for _, r in c.iterrows() if r["pop_uncov_capacity"] > 0]))
+    print(f"  outputs: {out_dir}")
+    return 0

@@ -94,3 +94,11 @@ def own_unit_folder(run: Path) -> Path:
 def referral_folder(run: Path) -> Path:
     """``referral/``: facility-to-higher-level times and the settlements' referral chains."""
     return run / "referral"
+
+
+def coverage_folder(run: Path, level: str, capacity: str, max_minutes: float, order: str) -> Path:
+    """``coverage/{level}_{capacity}_{min}min_{order}``: one folder per scenario."""
+    import re
+
+    cap = re.sub(r"[^A-Za-z0-9_.-]+", "-", capacity)
+    return run / "coverage" / f"{level}_{cap}_{max_minutes:g}min_{order}"

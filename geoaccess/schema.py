@@ -181,6 +181,26 @@ REFERRAL_COLUMNS = _cols(
                                                 "straight legs beat the direct search, docs/access.md)"),
 )
 
+COVERAGE_COLUMNS = _cols(
+    ("people_covered", "ppl_cov", "people", "people of the settlement served by some facility within the time limit "
+                                           "and its capacity (may be part of the settlement)"),
+    ("covered_by", "cov_by", "", "facility_id of the facility that served most of the settlement's people"),
+    ("t_covered_min", "t_cov", "minutes", "travel time to that facility"),
+    ("uncovered_reason", "uncov_why", "", "empty when all are covered; capacity (a facility is within the limit but "
+                                         "full) | distance (none within the limit)"),
+    ("order_rank", "order", "", "the order in which the facility took its people (1 first)"),
+    ("capacity", "capacity", "people", "people the facility can serve (--capacity)"),
+    ("people_served", "pop_served", "people", "people the facility serves"),
+    ("capacity_left", "cap_left", "people", "capacity − people_served"),
+    ("n_served", "n_served", "count", "settlements the facility serves, in whole or in part"),
+    ("served_max_min", "served_max", "minutes", "travel time to the farthest settlement it serves"),
+    ("pop_covered", "pop_cov", "people", "people covered"),
+    ("pop_uncov_capacity", "pop_nocap", "people", "people uncovered for want of capacity (some facility within the "
+                                                  "limit, all full)"),
+    ("pop_uncov_distance", "pop_far", "people", "people uncovered for distance (no facility within the limit)"),
+    ("covered_share", "cov_share", "share", "pop_covered / population"),
+)
+
 OD_COLUMNS = _cols(
     ("settlement_id", "sett_id", "", "settlement id (as in settlements.csv)"),
     ("facility_id", "fac_id", "", "facility id (as in the register)"),
@@ -208,6 +228,7 @@ LAYERS = {
     "od": OD_COLUMNS,
     "own_unit": OWN_UNIT_COLUMNS,
     "referral_chains": REFERRAL_COLUMNS,
+    "coverage": COVERAGE_COLUMNS,
 }
 
 #: Facility levels from lowest to highest (standards.md).

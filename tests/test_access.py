@@ -388,3 +388,103 @@ def test_referral_on_tibet_writes_both_tables_documented(tmp_path):
                                                     "facility_id"])
     assert county_level.any() and (c.loc[county_level, "chain_extra_min"] == 0).all()
     assert (c["t_chain_min"] >= c["t_thc_min"]).all()
+
+
+def overflow_world(register_order=("X", "Y")):
+    """X (150 people) and Y (1000); a: X 5, Y 30 min; b: X 10, Y 20; c: X 35, Y 50 (beyond 40); 100 people each."""
+    s = pd.DataFrame({"settlement_id": ["a", "b", "c"], "name": ["a", "b", "c"], "kind": "village",
+                      "county_code": ["540001", "540001", "540002"], "county_name": ["一县", "一县", "二县"],
+                      "population": [100.0, 100.0, 100.0]})
+    minutes = pd.DataFrame({"X": [5, 10, 35], "Y": [30, 20, 50]}, index=s["settlement_id"], dtype=float)
+    f = pd.DataFrame({"facility_id": list(register_order), "name": list(register_order), "level": "county_hospital",
+                      "county_code": "540001"})
+    cap = np.array([{"X": 150.0, "Y": 1000.0}[k] for k in register_order])
+    return s, f, IdMatrixModel(minutes), cap
+
+
+def test_the_second_facility_takes_the_overflow_of_the_first():
+    from geoaccess.access import coverage_with_capacity
+
+    s, f, model, cap = overflow_world()
+    run = coverage_with_capacity(model, s, f, "county", cap, 40.0, "register")
+    fac = run.facilities.set_index("facility_id")
+    # X serves a (100) and half of b (50), then is full; Y takes the other 50 of b; c reaches only the full X
+    assert fac.loc["X", "people_served"] == 150 and fac.loc["X", "capacity_left"] == 0
+    assert fac.loc["X", "n_served"] == 2 and fac.loc["X", "served_max_min"] == 10
+    assert fac.loc["Y", "people_served"] == 50 and fac.loc["Y", "capacity_left"] == 950
+    st = run.settlements.set_index("settlement_id")
+    assert st["people_covered"].tolist() == [100, 100, 0]
+    assert st["covered_by"].tolist()[:2] == ["X", "X"] and st.loc["c", "uncovered_reason"] == "capacity"
+    c = run.counties.set_index("county_code")
+    assert c.loc["540001", "pop_covered"] == 200 and c.loc["540002", "pop_uncov_capacity"] == 100
+    assert run.summary["uncovered_for_distance"] == 0 and run.summary["facilities_full"] == 1
+    # with a 30-minute limit c is beyond every facility: uncovered for distance
+    run = coverage_with_capacity(model, s, f, "county", cap, 30.0, "register")
+    assert run.settlements.set_index("settlement_id").loc["c", "uncovered_reason"] == "distance"
+    assert run.summary["uncovered_for_distance"] == 100
+
+
+def test_the_order_decides_who_takes_the_people_first():
+    from geoaccess.access import coverage_with_capacity
+
+    s, f, model, cap = overflow_world(("Y", "X"))
+    run = coverage_with_capacity(model, s, f, "county", cap, 40.0, "register")  # Y first: a and b, then X: c
+    fac = run.facilities.set_index("facility_id")
+    assert fac.loc["Y", "people_served"] == 200 and fac.loc["X", "people_served"] == 100
+    assert run.summary["covered"] == 300
+    run = coverage_with_capacity(model, s, f, "county", cap, 40.0, "population")  # X has 300 within 40 min: first
+    fac = run.facilities.set_index("facility_id")
+    assert fac["order_rank"].to_dict() == {"Y": 2, "X": 1}
+    assert fac.loc["X", "people_served"] == 150 and fac.loc["Y", "people_served"] == 50
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_uncapacitated_coverage_equals_the_plain_coverage_shares(seed):
+    from geoaccess.access import capacity_coverage
+    from geoaccess.coverage import coverage_shares
+
+    minutes, pop, _ = random_matrix(seed, n=80, m=6)
+    r, c = np.nonzero(np.isfinite(minutes) & (minutes <= 45))
+    pairs = Pairs(r.astype(np.int64), c.astype(np.int64), minutes[r, c], *minutes.shape)
+    res = capacity_coverage(pairs, pop, np.full(6, np.inf), np.arange(6))
+    nearest = np.nanmin(np.where(np.isfinite(minutes), minutes, np.inf), axis=1)
+    table = pd.DataFrame({f"t_{g}_min": nearest for g in ("clinic", "thc", "county", "pref")} | {"population": pop})
+    plain = coverage_shares(table, [45], weight="population")["county"]["45"]
+    assert res["covered"].sum() / pop.sum() == pytest.approx(plain, abs=1e-12)
+
+
+def test_coverage_on_tibet_uncapacitated_equals_the_engines_shares_and_capacity_binds(data_dir, tmp_path):
+    from geoaccess.access import coverage_with_capacity
+    from geoaccess.config import load_region
+    from geoaccess.coverage import coverage_shares
+    from geoaccess.pipeline import prepare_region
+    from geoaccess.schema import LEVEL_GROUPS
+    from geoaccess.travel import TravelModel
+
+    prep = prepare_region(load_region("tibet"), data_dir)
+    model = TravelModel(prep)
+    s, f = prep.inputs.settlements, prep.facilities
+    times, _ = model.times(s, f, groups={"county": LEVEL_GROUPS["county"]})
+    table = pd.DataFrame({f"t_{g}_min": times["t_county_min"] for g in ("clinic", "thc", "county", "pref")}
+                         | {"population": s["population"].to_numpy()})
+    plain = coverage_shares(table, [60], weight="population")["county"]["60"]
+    free = coverage_with_capacity(model, s, f, "county", np.full(len(f), np.inf), 60.0)
+    assert free.summary["covered_share"] == pytest.approx(plain, abs=1e-9)
+    tight = coverage_with_capacity(model, s, f, "county", np.full(len(f), 5000.0), 60.0)
+    assert tight.summary["covered"] < free.summary["covered"]
+    assert (tight.facilities["people_served"] <= 5000 + 1e-6).all()
+    assert tight.summary["uncovered_for_distance"] == pytest.approx(free.summary["uncovered_for_distance"])
+    parts = tight.summary["covered"] + tight.summary["uncovered_for_capacity"] + tight.summary["uncovered_for_distance"]
+    assert parts == pytest.approx(tight.summary["population"], rel=1e-12)
+
+
+def test_coverage_cli_writes_its_own_documented_set_and_refuses_a_bad_capacity(tmp_path):
+    out = tmp_path / "run"
+    r = cli("coverage", "--region", "tibet", "--out", str(out), "--level", "county", "--capacity", "20000",
+            "--order", "population")
+    assert r.returncode == 0, r.stderr
+    folder = out / "coverage" / "county_20000_60min_population"
+    assert "for want of capacity" in r.stdout and assert_every_column_documented(folder) == 3
+    assert json.loads((folder / "manifest.json").read_text())["command"] == "coverage"
+    r = cli("coverage", "--region", "tibet", "--out", str(out), "--level", "county", "--capacity", "-3")
+    assert r.returncode == 2 and "--capacity -3" in r.stderr and len(r.stderr.strip().splitlines()) == 1
