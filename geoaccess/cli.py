@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which facility takes its people first: register order, or most people within the limit")
     cv.add_argument("--engine", choices=["combined", "network"], default=None, help="travel model (default combined)")
 
+    ct = sub.add_parser("catchments", help="polygons of the area each facility serves (nearest of its level), cut "
+                                           "by travel-time band, with people and settlements inside")
+    _common(ct)
+    ct.add_argument("--level", choices=["clinic", "thc", "county", "pref"], required=True,
+                    help="facility level (that level or higher)")
+    ct.add_argument("--minutes", metavar="MIN,MIN,…", help="band upper ends (default 15,30,60,120)")
+    ct.add_argument("--engine", choices=["combined", "raster"], default=None, help="grid engine (default combined)")
+
     mp = sub.add_parser("map", help="folium coverage map (offline) and report figures from the gaps outputs")
     _common(mp)
     mp.add_argument("--level", choices=["clinic", "thc", "county", "pref"], default="county",
@@ -228,6 +236,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "coverage":
         return commands.coverage_command(args.region, args.data, args.out, level=args.level, capacity=args.capacity,
                                          max_minutes=args.max_minutes, order=args.order, engine=args.engine)
+    if args.command == "catchments":
+        return commands.catchments_command(args.region, args.data, args.out, level=args.level, minutes=args.minutes,
+                                           engine=args.engine)
     if args.command == "map":
         return commands.map_command(args.region, args.data, args.out, level=args.level, tiles=args.tiles,
                                     maps_dir=args.maps_dir)

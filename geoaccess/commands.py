@@ -757,3 +757,43 @@ def coverage_command(region: str, data: str | None, out: str | None, *, level: s
                             for _, r in c.iterrows() if r["pop_uncov_capacity"] > 0]))
     print(f"  outputs: {out_dir}")
     return 0
+
+
+def catchments_command(region: str, data: str | None, out: str | None, *, level: str, minutes: str | None = None,
+                       engine: str | None = None) -> int:
+    """Catchment polygons per facility and travel-time band: its own set in catchments/."""
+    import pyogrio
+
+    from ._atomic import atomic_output_dir
+    from .catchments import catchment_polygons, cells_for, parse_bands
+    from .outputs import catchments_folder, provenance_inputs
+    from .pipeline import prepare_region
+    from .travel import TravelModel
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    bands = parse_bands(minutes, [15, 30, 60, 120])
+    out_dir = catchments_folder(run_dir, level, bands)
+    engine = engine or "combined"
+    with _claim(cfg, data_dir, run_dir, out_dir, command="catchments"):
+        prep = prepare_region(cfg, data_dir)
+        model = TravelModel(prep, engine)
+        cells = cells_for(model, prep.inputs.settlements, prep.facilities, level)
+        polys = catchment_polygons(cells, level, prep.facilities, prep.inputs.settlements, bands, cfg.working_crs)
+        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths),
+                               command="catchments", parameters={"level": level, "bands_min": bands,
+                                                                 "engine": engine}) as tmp:
+            pyogrio.write_dataframe(polys, tmp / f"catchments_{level}.gpkg", layer=f"catchments_{level}",
+                                    driver="GPKG")
+            _write_csv(polys.drop(columns="geometry"), tmp / f"catchments_{level}.csv")
+    pop = prep.inputs.settlements["population"].fillna(0).sum()
+    by_band = polys.groupby("band_to_min")[["population", "n_settlements", "area_km2"]].sum()
+    print(f"{len(polys)} catchment polygons of {polys['facility_id'].nunique()} facilities ({level}), by band:")
+    rows = []
+    acc = 0.0
+    for b, r in by_band.iterrows():
+        acc += r["population"]
+        rows.append([f"≤ {b:g} min", f"{r['population']:,.0f}", f"{acc / pop:.1%}", int(r["n_settlements"]),
+                     f"{r['area_km2']:,.0f}"])
+    print(format_table(["band", "people", "cumulative", "settlements", "km²"], rows))
+    print(f"  outputs: {out_dir}")
+    return 0

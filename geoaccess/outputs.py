@@ -102,3 +102,8 @@ def coverage_folder(run: Path, level: str, capacity: str, max_minutes: float, or
 
     cap = re.sub(r"[^A-Za-z0-9_.-]+", "-", capacity)
     return run / "coverage" / f"{level}_{cap}_{max_minutes:g}min_{order}"
+
+
+def catchments_folder(run: Path, level: str, bands: list[float]) -> Path:
+    """``catchments/{level}_{b1-b2-…}min``: one folder per level and set of bands."""
+    return run / "catchments" / f"{level}_{'-'.join(f'{b:g}' for b in bands)}min"

@@ -201,6 +201,14 @@ COVERAGE_COLUMNS = _cols(
     ("covered_share", "cov_share", "share", "pop_covered / population"),
 )
 
+CATCHMENT_COLUMNS = _cols(
+    ("band_from_min", "band_from", "minutes", "lower end of the travel-time band (exclusive; 0: inclusive)"),
+    ("band_to_min", "band_to", "minutes", "upper end of the travel-time band (inclusive)"),
+    ("n_settlements", "n_sett", "count", "settlements whose cell lies in the polygon"),
+    ("population", "pop", "people", "people of those settlements"),
+    ("area_km2", "area_km2", "km²", "area of the polygon"),
+)
+
 OD_COLUMNS = _cols(
     ("settlement_id", "sett_id", "", "settlement id (as in settlements.csv)"),
     ("facility_id", "fac_id", "", "facility id (as in the register)"),
@@ -229,6 +237,7 @@ LAYERS = {
     "own_unit": OWN_UNIT_COLUMNS,
     "referral_chains": REFERRAL_COLUMNS,
     "coverage": COVERAGE_COLUMNS,
+    "catchments": CATCHMENT_COLUMNS,
 }
 
 #: Facility levels from lowest to highest (standards.md).

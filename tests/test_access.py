@@ -488,3 +488,47 @@ def test_coverage_cli_writes_its_own_documented_set_and_refuses_a_bad_capacity(t
     assert json.loads((folder / "manifest.json").read_text())["command"] == "coverage"
     r = cli("coverage", "--region", "tibet", "--out", str(out), "--level", "county", "--capacity", "-3")
     assert r.returncode == 2 and "--capacity -3" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_catchment_polygons_on_a_hand_made_grid():
+    from affine import Affine
+    from pyproj import Transformer
+
+    from geoaccess.catchments import catchment_polygons
+    from geoaccess.positions import AreaGrid
+    from geoaccess.travel import CellTimes
+
+    grid = AreaGrid(Affine(1000, 0, 500000, 0, -1000, 3000000), (2, 4), "EPSG:32645", None)
+    minutes = np.array([[5, 20, 50, 200], [10, np.nan, 25, 5]], np.float32)
+    nearest = np.array([[0, 0, 1, 1], [0, -1, 1, 1]], np.int32)
+    cells = CellTimes(grid, {"county": minutes}, {"county": nearest})
+    f = pd.DataFrame({"facility_id": ["F0", "F1"], "name": ["零", "一"], "level": "county_hospital",
+                      "county_code": ["540001", "540002"]})
+    # settlements at the centres of cells (0, 0), (1, 3) and (0, 3) (beyond every band)
+    x, y = np.array([500500, 503500, 503500]), np.array([2999500, 2998500, 2999500])
+    lon, lat = Transformer.from_crs("EPSG:32645", "EPSG:4326", always_xy=True).transform(x, y)
+    s = pd.DataFrame({"lon": lon, "lat": lat, "population": [10.0, 5.0, 7.0]})
+    p = catchment_polygons(cells, "county", f, s, [15, 30, 60], "EPSG:32645")
+    got = {(r.facility_id, r.band_to_min): (round(r.area_km2, 6), r.n_settlements, r.population)
+           for r in p.itertuples()}
+    assert got == {("F0", 15): (2.0, 1, 10.0), ("F0", 30): (1.0, 0, 0.0), ("F1", 15): (1.0, 1, 5.0),
+                   ("F1", 30): (1.0, 0, 0.0), ("F1", 60): (1.0, 0, 0.0)}
+    assert p.crs.to_epsg() == 4326 and set(p.loc[p["band_to_min"].eq(30), "band_from_min"]) == {15.0}
+
+
+def test_catchments_on_tibet_write_a_documented_geopackage(tmp_path):
+    import geopandas as gpd
+
+    out = tmp_path / "run"
+    r = cli("catchments", "--region", "tibet", "--out", str(out), "--level", "county", "--minutes", "60,30")
+    assert r.returncode == 0, r.stderr
+    folder = out / "catchments" / "county_30-60min"
+    assert assert_every_column_documented(folder) == 2
+    p = gpd.read_file(folder / "catchments_county.gpkg")
+    assert set(p["band_to_min"]) == {30.0, 60.0} and p["n_settlements"].sum() <= 5467 + 695 + 20
+    # one facility's bands do not overlap, nor do different facilities' polygons of one band
+    metric = p.to_crs("EPSG:32645")
+    for _, part in metric.groupby("band_to_min"):
+        assert part.union_all().area == pytest.approx(part.area.sum(), rel=1e-6)
+    r = cli("catchments", "--region", "tibet", "--out", str(out), "--level", "county", "--minutes", "30,abc")
+    assert r.returncode == 2 and "--minutes" in r.stderr
