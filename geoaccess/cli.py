@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--minutes", metavar="MIN,MIN,…", help="band upper ends (default 15,30,60,120)")
     ct.add_argument("--engine", choices=["combined", "raster"], default=None, help="grid engine (default combined)")
 
+    pg = sub.add_parser("population-grid", help="coverage from every cell's travel time and a population grid "
+                                                "([inputs] population_raster, else one built from the census)")
+    _common(pg)
+    pg.add_argument("--raster", help="people-per-cell raster, any CRS (default: [inputs] population_raster)")
+    pg.add_argument("--engine", choices=["combined", "raster"], default=None, help="grid engine (default combined)")
+
     mp = sub.add_parser("map", help="folium coverage map (offline) and report figures from the gaps outputs")
     _common(mp)
     mp.add_argument("--level", choices=["clinic", "thc", "county", "pref"], default="county",
@@ -239,6 +245,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "catchments":
         return commands.catchments_command(args.region, args.data, args.out, level=args.level, minutes=args.minutes,
                                            engine=args.engine)
+    if args.command == "population-grid":
+        return commands.population_grid_command(args.region, args.data, args.out, raster=args.raster,
+                                                engine=args.engine)
     if args.command == "map":
         return commands.map_command(args.region, args.data, args.out, level=args.level, tiles=args.tiles,
                                     maps_dir=args.maps_dir)

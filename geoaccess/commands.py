@@ -797,3 +797,59 @@ def catchments_command(region: str, data: str | None, out: str | None, *, level:
     print(format_table(["band", "people", "cumulative", "settlements", "km²"], rows))
     print(f"  outputs: {out_dir}")
     return 0
+
+
+def population_grid_command(region: str, data: str | None, out: str | None, *, raster: str | None = None,
+                            engine: str | None = None) -> int:
+    """Coverage from a population grid (a raster, else one built from the census): its own set, population_grid/."""
+    from ._atomic import atomic_output_dir
+    from .coverage import coverage_shares
+    from .errors import InputError
+    from .outputs import population_grid_folder, provenance_inputs
+    from .pipeline import compute_region_times
+    from .popgrid import build_population_grid, county_cells, grid_coverage, read_population_raster
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    out_dir = population_grid_folder(run_dir)
+    engine = engine or "combined"
+    path = Path(raster) if raster else cfg.input_path("population_raster", data_dir)
+    if path is not None and not path.is_file():
+        raise InputError(path, "population raster not found")
+    bands = [float(b) for b in cfg.thresholds["bands"]]
+    with _claim(cfg, data_dir, run_dir, out_dir, command="population-grid"):
+        run = compute_region_times(cfg, data_dir, engine=engine)
+        if run.rasters is None or run.inputs.counties is None:
+            raise InputError(None, "population-grid needs a grid engine (combined or raster) and county boundaries")
+        grid = run.rasters.grid
+        if path is not None:
+            people, facts = read_population_raster(path, grid)
+            run.inputs.paths["population_raster"] = path
+        else:
+            people, facts = build_population_grid(run.inputs.settlements, run.inputs.counties, grid,
+                                                  cfg.section("positions"), cfg.working_crs,
+                                                  cfg.section("access")["grid_spread_km"])
+        counties = run.inputs.counties
+        region_shares, zonal = grid_coverage(people, run.rasters, county_cells(counties, grid), counties, bands)
+        settlement = coverage_shares(run.table, bands, weight="population")
+        summary = {"region": cfg.key, "engine": engine, "grid": facts, "bands_min": bands,
+                   "grid_shares": region_shares, "settlement_shares": settlement,
+                   "source": "raster" if path is not None else "built from the census (population-grid)"}
+        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, run.inputs.paths),
+                               command="population-grid", parameters={"engine": engine, "raster": str(path or "")}) as tmp:
+            _write_csv(zonal, tmp / "grid_zonal.csv")
+            (tmp / "population_grid_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1,
+                                                                         default=float), encoding="utf-8")
+            if path is None:
+                import rasterio
+
+                with rasterio.open(tmp / "population_grid.tif", "w", driver="GTiff", height=grid.shape[0],
+                                   width=grid.shape[1], count=1, dtype="float32", crs=grid.crs,
+                                   transform=grid.transform, compress="deflate") as dst:
+                    dst.write(people.astype(np.float32), 1)
+    print(f"population grid ({summary['source']}): {facts['grid_people']:,.0f} people on the engine's grid")
+    print("\nShare of people within … minutes: grid cells (settlement points)")
+    rows = [[LEVEL_LABELS[g]] + [f"{region_shares[g][k]:.1%} ({settlement[g][k]:.1%})" for k in region_shares[g]]
+            for g in region_shares]
+    print(format_table(["level"] + [f"{b:g} min" for b in bands], rows))
+    print(f"  outputs: {out_dir}")
+    return 0

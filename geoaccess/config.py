@@ -38,6 +38,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "prefectures": "boundaries/{region}_prefectures.geojson",
         "population": "facts/{region}_county_population_2020.csv",
         "relocation": "facts/{region}_relocation_sites.csv",
+        "population_raster": "",  # people per cell, any CRS (e.g. WorldPop); empty: `population-grid` builds one
         "settlement_tables": [],  # extra tables: [{path, crs, columns = {id=..., name=..., ...}}]
     },
     "roads": {
@@ -112,6 +113,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "gravity_min_minutes": 1.0,
         "own_county_limit_min": 720.0,  # own county's hospital: searched up to this many minutes
         "own_township_limit_min": 240.0,  # own township's health centre: searched up to this many minutes
+        "grid_spread_km": 5.0,  # population-grid: a located settlement's people spread over habitable cells this near
     },
 }
 
@@ -400,7 +402,7 @@ def _validate_values(raw: dict, path: Path) -> None:
         raise ConfigError(path, "[standards] county_hospital_scope must be 'all' or 'poor'")
     acc = raw["access"]
     _positive(path, "access", acc, "gravity_beta", "gravity_min_minutes", "own_county_limit_min",
-              "own_township_limit_min")
+              "own_township_limit_min", "grid_spread_km")
     for key in ("e2sfca_bands_min", "e2sfca_weights"):
         if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in acc[key]):
             raise ConfigError(path, f"[access] {key} = {_show(acc[key])}: must be a list of numbers")

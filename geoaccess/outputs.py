@@ -107,3 +107,8 @@ def coverage_folder(run: Path, level: str, capacity: str, max_minutes: float, or
 def catchments_folder(run: Path, level: str, bands: list[float]) -> Path:
     """``catchments/{level}_{b1-b2-…}min``: one folder per level and set of bands."""
     return run / "catchments" / f"{level}_{'-'.join(f'{b:g}' for b in bands)}min"
+
+
+def population_grid_folder(run: Path) -> Path:
+    """``population_grid/``: people per cell and the raster-based coverage beside the settlement-based."""
+    return run / "population_grid"

@@ -532,3 +532,67 @@ def test_catchments_on_tibet_write_a_documented_geopackage(tmp_path):
         assert part.union_all().area == pytest.approx(part.area.sum(), rel=1e-6)
     r = cli("catchments", "--region", "tibet", "--out", str(out), "--level", "county", "--minutes", "30,abc")
     assert r.returncode == 2 and "--minutes" in r.stderr
+
+
+def _write_tif(path, data, transform, crs):
+    import rasterio
+
+    with rasterio.open(path, "w", driver="GTiff", height=data.shape[0], width=data.shape[1], count=1,
+                       dtype="float64", crs=crs, transform=transform) as dst:
+        dst.write(data, 1)
+
+
+def test_a_population_raster_is_summed_onto_the_engine_grid_in_any_crs(tmp_path):
+    from affine import Affine
+
+    from geoaccess.popgrid import read_population_raster
+    from geoaccess.positions import AreaGrid
+
+    grid = AreaGrid(Affine(1000, 0, 500000, 0, -1000, 3300000), (4, 4), "EPSG:32645", None)
+    fine = np.arange(64, dtype=float).reshape(8, 8)
+    _write_tif(tmp_path / "fine.tif", fine, Affine(500, 0, 500000, 0, -500, 3300000), "EPSG:32645")
+    got, facts = read_population_raster(tmp_path / "fine.tif", grid)
+    # each 1-km cell holds the four 500-m cells inside it
+    np.testing.assert_allclose(got, fine.reshape(4, 2, 4, 2).sum(axis=(1, 3)), rtol=1e-9)
+    assert facts["raster_people"] == facts["grid_people"] == fine.sum()
+    # WGS84 cells well inside a coarser projected grid: every person lands on the grid
+    big = AreaGrid(Affine(2000, 0, 725000, 0, -2000, 3370000), (60, 60), "EPSG:32645", None)  # around 89.95° E, 29.9° N
+    geo = np.full((20, 20), 3.0)
+    _write_tif(tmp_path / "geo.tif", geo, Affine(0.005, 0, 89.9, 0, -0.005, 29.95), "EPSG:4326")
+    got, facts = read_population_raster(tmp_path / "geo.tif", big)
+    assert facts["grid_people"] == pytest.approx(geo.sum(), rel=0.01)
+
+
+def test_population_grid_on_tibet_keeps_every_county_total(tmp_path, data_dir):
+    import rasterio
+
+    out = tmp_path / "run"
+    r = cli("population-grid", "--region", "tibet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    folder = out / "population_grid"
+    assert assert_every_column_documented(folder) == 1
+    summary = json.loads((folder / "population_grid_summary.json").read_text())
+    facts = summary["grid"]
+    assert facts["grid_people"] == pytest.approx(facts["settlement_people"], rel=1e-9)
+    with rasterio.open(folder / "population_grid.tif") as src:
+        assert src.read(1).sum() == pytest.approx(facts["grid_people"], rel=1e-6)
+    z = pd.read_csv(folder / "grid_zonal.csv", dtype={"county_code": str})
+    county = z[z["level"].eq("county")].set_index("county_code")
+    # each county keeps (nearly all of) its settlements' people: only a settlement with no habitable cell near it
+    # and its own cell outside the county polygon puts them elsewhere
+    gaz = cli_settlement_population(data_dir)
+    diff = (county["grid_population"] - gaz.reindex(county.index).fillna(0)).abs().sum()
+    assert diff <= 0.01 * gaz.sum()
+    assert (county["pop_within_15"] <= county["pop_within_60"] + 1e-6).all()
+    assert (county["pop_within_240"] <= county["grid_population"] + 1e-6).all()
+    assert set(summary["grid_shares"]) == {"clinic", "thc", "county", "pref"}
+    r = cli("population-grid", "--region", "tibet", "--out", str(out), "--raster", str(tmp_path / "none.tif"))
+    assert r.returncode == 2 and "none.tif" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def cli_settlement_population(data_dir):
+    from geoaccess.config import load_region
+    from geoaccess.loaders import load_inputs
+
+    s = load_inputs(load_region("tibet"), data_dir).settlements
+    return s.groupby(s["county_code"].astype(str))["population"].sum()
