@@ -125,25 +125,29 @@ def decay_from_config(section: dict, method: str, catchment_min: float, *, bands
     w = tuple(float(x) for x in (weights if weights is not None else section["e2sfca_weights"]))
     b = bands if bands is not None else section["e2sfca_bands_min"]
     b = tuple(float(x) for x in b) if b else tuple(catchment_min * (k + 1) / len(w) for k in range(len(w)))
-    check_bands(b, w, None)
+    check_bands(b, w, None, names=("--bands" if bands is not None else "[access] e2sfca_bands_min",
+                                   "--weights" if weights is not None else "[access] e2sfca_weights"))
+    beta_from = "--beta" if beta is not None else "[access] gravity_beta"
+    mm_from = "--min-minutes" if min_minutes is not None else "[access] gravity_min_minutes"
     beta = float(section["gravity_beta"] if beta is None else beta)
     mm = float(section["gravity_min_minutes"] if min_minutes is None else min_minutes)
     if not beta > 0:
-        raise ConfigError(None, f"gravity beta {beta!r}: must be positive")
+        raise ConfigError(None, f"{beta_from} {beta:g}: must be positive")
     if not mm > 0:
-        raise ConfigError(None, f"gravity min minutes {mm!r}: must be positive (a 0-minute trip has infinite weight)")
+        raise ConfigError(None, f"{mm_from} {mm:g}: must be positive (a 0-minute trip would weigh infinitely)")
     return Decay(method, float(catchment_min), b, w, beta, mm)
 
 
-def check_bands(bands, weights, path: Path | None) -> None:
-    """E2SFCA bands: increasing positive minutes, one non-negative weight each."""
+def check_bands(bands, weights, path: Path | None,
+                names: tuple[str, str] = ("[access] e2sfca_bands_min", "[access] e2sfca_weights")) -> None:
+    """E2SFCA bands: increasing positive minutes, one non-negative weight each (``names``: where each came from)."""
+    show = (lambda v: "[" + ", ".join(f"{float(x):g}" for x in v) + "]")
     if len(bands) != len(weights) or not len(weights):
-        raise ConfigError(path, f"[access] e2sfca_bands_min {list(bands)} and e2sfca_weights {list(weights)}: "
-                                "one weight per band needed")
+        raise ConfigError(path, f"{names[0]} {show(bands)} and {names[1]} {show(weights)}: one weight per band needed")
     if any(not b > 0 for b in bands) or any(b1 <= b0 for b0, b1 in zip(bands, bands[1:])):
-        raise ConfigError(path, f"[access] e2sfca_bands_min {list(bands)}: must be increasing positive minutes")
+        raise ConfigError(path, f"{names[0]} {show(bands)}: must be increasing positive minutes")
     if any(not (0 <= x) for x in weights):
-        raise ConfigError(path, f"[access] e2sfca_weights {list(weights)}: must be non-negative")
+        raise ConfigError(path, f"{names[1]} {show(weights)}: must be non-negative")
 
 
 # ----------------------------------------------------------------------------- floating catchments

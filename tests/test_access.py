@@ -151,13 +151,13 @@ def test_every_unit_of_supply_reached_by_demand_is_shared_out(method):
 def test_bad_decay_parameters_are_one_clear_error():
     from geoaccess.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="one weight per band"):
+    with pytest.raises(ConfigError, match=r"--bands \[20, 40\] and --weights \[1, 0.5, 0.2\]: one weight per band"):
         decay_from_config(ACCESS_DEFAULTS, "e2sfca", 60.0, bands=[20, 40], weights=[1, 0.5, 0.2])
     with pytest.raises(ConfigError, match="increasing"):
         decay_from_config(ACCESS_DEFAULTS, "e2sfca", 60.0, bands=[40, 20, 60])
     with pytest.raises(ConfigError, match="catchment"):
         decay_from_config(ACCESS_DEFAULTS, "2sfca", 0.0)
-    with pytest.raises(ConfigError, match="min minutes"):
+    with pytest.raises(ConfigError, match="--min-minutes 0"):
         decay_from_config(ACCESS_DEFAULTS, "gravity", 60.0, min_minutes=0)
 
 
