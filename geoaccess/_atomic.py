@@ -634,6 +634,8 @@ def _as_output_error(shown: str) -> Iterator[None]:
     except GeoaccessError:
         raise
     except OSError as exc:
+        if exc.errno is None:  # a library's own I/O error (rasterio's RasterioIOError): judged by its text below
+            _raise_by_text(shown, exc)
         if exc.errno not in _OUTPUT_ERRNOS:
             raise
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != shown else ""
@@ -641,11 +643,39 @@ def _as_output_error(shown: str) -> Iterator[None]:
                                  f"{_CAUSE_BY_ERRNO.get(exc.errno, exc.strerror or str(exc)).lower()}; "
                                  f"the previous outputs are unchanged") from None
     except Exception as exc:
-        text = str(exc)
-        cause = next((c for t, c in _CAUSE_TEXT.items() if t.lower() in text.lower()), None)
-        if cause is None:
-            raise
-        raise OutputError(shown, f"cannot write the outputs: {cause}; the previous outputs are unchanged") from None
+        _raise_by_text(shown, exc)
+
+
+def _raise_by_text(shown: str, exc: BaseException) -> None:
+    """An `OutputError` when a library's error text (or a full disk) names an output-location cause; else re-raise."""
+    text = " ".join(str(e) for e in _chain(exc))
+    cause = next((c for t, c in _CAUSE_TEXT.items() if t.lower() in text.lower()), None)
+    if cause is None and _disk_full(shown):  # e.g. GDAL's "Write failed": the cause went to its log only
+        cause = _CAUSE_TEXT["No space left on device"]
+    if cause is None:
+        raise exc
+    raise OutputError(shown, f"cannot write the outputs: {cause}; the previous outputs are unchanged") from None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and those it was raised from or during."""
+    out, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def _disk_full(shown: str, below_bytes: int = 1 << 20) -> bool:
+    """True when the file system holding ``shown`` (or its nearest existing parent) has under 1 MB free."""
+    p = Path(shown)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free < below_bytes
+    except OSError:
+        return False
 
 
 _CAUSE_BY_ERRNO = {errno.ENOSPC: "no space left on device (the disk is full)", errno.EDQUOT: "disk quota exceeded",

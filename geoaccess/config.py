@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 REQUIRED = {("region", "key"), ("region", "name"), ("region", "admin_prefix"), ("region", "working_crs")}
+#: Limits on values the model can take: a threshold or band beyond a week is no travel-time standard;
+#: line ends farther apart than 1 km are not one junction; roads beyond 1,000 km of a region are not its.
+MAX_MINUTES = 7 * 24 * 60.0
+MAX_SNAP_TOLERANCE_M = 1000.0
+MAX_CLIP_BUFFER_KM = 1000.0
+#: Threshold pairs (lower level, higher level) whose minutes must not decrease.
+THRESHOLD_ORDER = (("clinic", "thc"), ("thc", "county"), ("county", "county_severe"), ("county", "pref"))
 #: A region config is a few kilobytes; anything far larger is not one.
 MAX_CONFIG_BYTES = 1024**2
 _NESTED_FREE = {("roads", "paths"), ("speeds", "road_class"), ("inputs", "settlement_tables")}
@@ -236,10 +244,16 @@ def load_region(name_or_path: str | Path) -> RegionConfig:
     reg = raw["region"]
     fill = {"region": reg["key"], "prefix": reg["admin_prefix"]}
     for key, value in raw["inputs"].items():
-        if isinstance(value, str):
-            raw["inputs"][key] = _fill(value, fill, path, f"[inputs] {key}")
-    raw["roads"]["paths"] = {k: _fill(str(v), fill, path, f"[roads.paths] {k}") for k, v in raw["roads"]["paths"].items()} \
-        if isinstance(raw["roads"]["paths"], dict) else [_fill(str(v), fill, path, "[roads] paths") for v in raw["roads"]["paths"]]
+        if isinstance(value, str) and key not in ("gazetteer_crs", "facilities_crs"):
+            raw["inputs"][key] = _fill(_config_path(value, path, f"[inputs] {key}"), fill, path, f"[inputs] {key}")
+    for i, spec in enumerate(raw["inputs"]["settlement_tables"]):
+        spec["path"] = _config_path(spec["path"], path, f"[inputs] settlement_tables[{i}] path")
+    raw["roads"]["paths"] = {k: _fill(_config_path(str(v), path, f"[roads.paths] {k}"), fill, path, f"[roads.paths] {k}")
+                             for k, v in raw["roads"]["paths"].items()} \
+        if isinstance(raw["roads"]["paths"], dict) else [_fill(_config_path(str(v), path, "[roads] paths"), fill, path,
+                                                               "[roads] paths") for v in raw["roads"]["paths"]]
+    for section, key in (("roads", "cache_dir"), ("siting", "regional_centres")):
+        raw[section][key] = _config_path(raw[section][key], path, f"[{section}] {key}")
     return RegionConfig(key=reg["key"], name=reg["name"], admin_prefix=str(reg["admin_prefix"]),
                         working_crs=reg["working_crs"], source=path, raw=raw, explicit_inputs=frozenset(explicit))
 
@@ -270,6 +284,18 @@ def _config_text(path: Path) -> str:
         log.warning("%s: no line break at the end: if the file was cut short, the settings after line %d take "
                     "their defaults", path.name, text.count("\n") + 1)
     return text
+
+
+def _config_path(value: str, path: Path, where: str) -> str:
+    """A path as written in a config, Windows back-slashes read as folder separators (`facts\\x.csv` → `facts/x.csv`).
+
+    A control character in a path is an error: in a TOML "double-quoted" string a back-slash starts an
+    escape, so `"facts\tibet.csv"` holds a tab, not a folder.
+    """
+    if any(ord(c) < 32 for c in value):
+        raise ConfigError(path, f"{where} = {value!r}: holds a control character — in a TOML \"double-quoted\" string "
+                                "a back-slash starts an escape (\\t is a tab); write the path with / or in 'single quotes'")
+    return value.replace("\\", "/")
 
 
 def _fill(value: str, fill: dict, path: Path, where: str) -> str:
@@ -367,6 +393,10 @@ def _validate_values(raw: dict, path: Path) -> None:
         raise ConfigError(path, f"[region] working_crs is not a CRS: {exc}") from None
     if not crs.is_projected:
         raise ConfigError(path, "[region] working_crs must be a projected CRS in metres (metric work)")
+    units = {(a.unit_name, float(a.unit_conversion_factor)) for a in crs.axis_info}
+    if not all(name in ("metre", "meter") and factor == 1.0 for name, factor in units):
+        raise ConfigError(path, f"[region] working_crs is in {', '.join(sorted(n for n, _ in units))}, not metres: "
+                                "distances, snapping and speeds are computed in metres (use +units=m)")
     for key in ("gazetteer_crs", "facilities_crs"):
         try:
             raw["inputs"][key] = normalise_system(raw["inputs"][key])
@@ -374,12 +404,16 @@ def _validate_values(raw: dict, path: Path) -> None:
             raise ConfigError(path, f"[inputs] {key}: {exc}") from None
     if raw["roads"]["source"] not in ("shapefile", "osm_file", "osm_online"):
         raise ConfigError(path, f"[roads] source must be shapefile, osm_file or osm_online, got '{raw['roads']['source']}'")
-    _positive(path, "roads", raw["roads"], "snap_tolerance_m", "clip_buffer_km", allow_zero=True)
-    _positive(path, "speeds", raw["speeds"], "default_kph")
+    _positive(path, "roads", raw["roads"], "snap_tolerance_m", allow_zero=True, hi=MAX_SNAP_TOLERANCE_M,
+              why="line ends this far apart would be joined into junctions that do not exist")
+    _positive(path, "roads", raw["roads"], "clip_buffer_km", allow_zero=True, hi=MAX_CLIP_BUFFER_KM)
+    _positive(path, "roads", raw["roads"], "timeout_s")
+    _positive(path, "roads", raw["roads"], "retries", allow_zero=True)
+    _positive(path, "speeds", raw["speeds"], "default_kph", hi=200.0)
     for cls, kph in raw["speeds"]["road_class"].items():
         if not isinstance(kph, (int, float)) or isinstance(kph, bool) or not 0 < kph <= 200:
             raise ConfigError(path, f"[speeds.road_class] {cls} = {kph!r}: a speed must be a number in (0, 200] km/h")
-    _positive(path, "offroad", raw["offroad"], "max_offroad_km", "grid_buffer_km")
+    _positive(path, "offroad", raw["offroad"], "max_offroad_km", "grid_buffer_km", hi=MAX_CLIP_BUFFER_KM)
     _positive(path, "offroad", raw["offroad"], "direct_km", allow_zero=True)
     if raw["offroad"]["grid_moves"] not in (8, 16):
         raise ConfigError(path, f"[offroad] grid_moves = {raw['offroad']['grid_moves']!r}: must be 8 or 16")
@@ -394,10 +428,15 @@ def _validate_values(raw: dict, path: Path) -> None:
     if not isinstance(pos["samples_per_area"], int) or pos["samples_per_area"] < 1:
         raise ConfigError(path, f"[positions] samples_per_area = {pos['samples_per_area']!r}: must be a whole number ≥ 1")
     th = raw["thresholds"]
-    _positive(path, "thresholds", th, "clinic", "thc", "county", "county_severe", "pref")
-    if not th["bands"] or any(not isinstance(b, (int, float)) or b <= 0 for b in th["bands"]):
-        raise ConfigError(path, "[thresholds] bands must be a list of positive minutes")
-    th["bands"] = sorted(float(b) for b in th["bands"])
+    _positive(path, "thresholds", th, "clinic", "thc", "county", "county_severe", "pref", hi=MAX_MINUTES,
+              why="no travel-time standard is longer than a week")
+    check_threshold_order(th, path)
+    th["bands"] = check_bands(th["bands"], path)
+    st = raw["standards"]
+    _positive(path, "standards", st, "village_share_within_min", "relocation_clinic_within_min", hi=MAX_MINUTES)
+    _positive(path, "standards", st, "village_share_population_below", "county_hospitals_required", allow_zero=True)
+    _positive(path, "siting", raw["siting"], "centre_threshold_min", "clinic_threshold_min", hi=MAX_MINUTES)
+    _positive(path, "siting", raw["siting"], "time_limit_s")
     if raw["standards"]["county_hospital_scope"] not in ("all", "poor"):
         raise ConfigError(path, "[standards] county_hospital_scope must be 'all' or 'poor'")
     acc = raw["access"]
@@ -424,13 +463,49 @@ def _validate_values(raw: dict, path: Path) -> None:
             raise ConfigError(path, f"[terrain] {exc}") from None
 
 
-def _positive(path: Path, section: str, values: dict, *keys: str, allow_zero: bool = False) -> None:
+def _positive(path: Path, section: str, values: dict, *keys: str, allow_zero: bool = False,
+              hi: float | None = None, why: str = "") -> None:
+    """Each key a finite number > 0 (≥ 0 with allow_zero) and ≤ hi; stored as float. ConfigError otherwise."""
     for key in keys:
         v = values[key]
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v >= 0 if allow_zero else v > 0)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+            and (v >= 0 if allow_zero else v > 0)
         if not ok:
-            raise ConfigError(path, f"[{section}] {key} = {v!r}: must be a {'non-negative' if allow_zero else 'positive'} number")
+            raise ConfigError(path, f"[{section}] {key} = {v!r}: must be a finite "
+                                    f"{'non-negative' if allow_zero else 'positive'} number")
+        if hi is not None and v > hi:
+            raise ConfigError(path, f"[{section}] {key} = {v!r}: at most {hi:g}" + (f" ({why})" if why else ""))
         values[key] = float(v)
+
+
+def check_threshold_order(th: dict, path: Path | None = None, where: str = "[thresholds]") -> None:
+    """ConfigError unless clinic ≤ thc ≤ county ≤ county_severe and county ≤ pref (minutes).
+
+    The levels nest (a clinic-or-better facility is never farther than a township centre or better),
+    so a threshold lower than the one below it is a typo or swapped values, not a standard.
+    """
+    for low, high in THRESHOLD_ORDER:
+        if th[low] > th[high]:
+            raise ConfigError(path, f"{where} {low} = {th[low]:g} min is above {high} = {th[high]:g} min: thresholds must "
+                                    "rise with the level (clinic ≤ thc ≤ county ≤ county_severe, county ≤ pref)")
+
+
+def check_bands(bands, path: Path | None = None) -> list[float]:
+    """Coverage bands as sorted floats: finite, positive, at most MAX_MINUTES, no repeats; ConfigError otherwise."""
+    if not bands or any(not isinstance(b, (int, float)) or isinstance(b, bool) for b in bands):
+        raise ConfigError(path, "[thresholds] bands must be a list of positive minutes")
+    bad = [b for b in bands if not (math.isfinite(b) and 0 < b <= MAX_MINUTES)]
+    if bad:
+        raise ConfigError(path, f"[thresholds] bands: {bad[0]!r} is not a number of minutes in (0, {MAX_MINUTES:g}]")
+    from .coverage import minutes_key
+
+    out = sorted(float(b) for b in bands)
+    same = [(a, b) for a, b in zip(out, out[1:]) if minutes_key(a) == minutes_key(b)]
+    if same:
+        a, b = same[0]
+        raise ConfigError(path, f"[thresholds] bands: {a!r} appears twice" if a == b else
+                          f"[thresholds] bands: {a!r} and {b!r} would both be reported as '{minutes_key(a)} min'")
+    return out
 
 
 def resolve_data_dir(cli_value: str | Path | None = None) -> tuple[Path, str]:

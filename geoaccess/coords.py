@@ -104,16 +104,20 @@ def to_wgs84(lon, lat, system: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(lon, dtype=float).copy(), np.asarray(lat, dtype=float).copy()
 
 
+#: Names a register or config may give each system; matched ignoring case, spaces, dashes and underscores.
 _ALIASES = {
-    "wgs84": "wgs84", "wgs-84": "wgs84", "epsg:4326": "wgs84", "4326": "wgs84", "cgcs2000": "wgs84",
-    "epsg:4490": "wgs84", "gcj02": "gcj02", "gcj-02": "gcj02", "gcj": "gcj02", "mars": "gcj02",
-    "amap": "gcj02", "bd09": "bd09", "bd-09": "bd09", "baidu": "bd09", "bd09ll": "bd09",
+    "wgs84": "wgs84", "epsg:4326": "wgs84", "epsg4326": "wgs84", "4326": "wgs84", "cgcs2000": "wgs84",
+    "epsg:4490": "wgs84", "epsg4490": "wgs84", "gcj02": "gcj02", "gcj": "gcj02", "mars": "gcj02",
+    "amap": "gcj02", "高德": "gcj02", "bd09": "bd09", "baidu": "bd09", "bd09ll": "bd09", "百度": "bd09",
 }
 
 
 def normalise_system(system: str) -> str:
-    """Canonical name of a coordinate system ('wgs84', 'gcj02', 'bd09'); ValueError if unknown."""
-    key = str(system).strip().lower()
+    """Canonical name of a coordinate system ('wgs84', 'gcj02', 'bd09'); ValueError if unknown.
+
+    Case, spaces, dashes and underscores do not matter: `GCJ-02`, `gcj 02`, `BD09`, `wgs-84`, `WGS_84`.
+    """
+    key = "".join(ch for ch in str(system).strip().lower() if ch not in " \t-_\u3000")
     if key not in _ALIASES:
         raise ValueError(f"unknown coordinate system '{system}' (expected one of {', '.join(COORD_SYSTEMS)})")
     return _ALIASES[key]

@@ -142,7 +142,7 @@ def unit_summary(table: pd.DataFrame, key: str, names: dict[str, str] | None = N
             row[f"median_t_county{b}_min"] = float(np.nanmedian(v)) if v.notna().any() else np.nan
         row["max_t_county_min"] = float(np.nanmax(tc)) if tc.notna().any() else np.nan
         exact = df[df["loc_quality"].eq("exact")]
-        row[share_column("county", th["county"]).replace("share_", "share_measured_", 1)] = \
+        row[share_column("county", th["county"]).replace("share_", "share_exact_", 1)] = \
             _share(exact, "county", th["county"], "", False)
         rows.append(row)
     out = pd.DataFrame(rows)

@@ -60,7 +60,7 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None, cli
         with Client(scheduler) as c:
             yield c
         return
-    n = int(workers or os.cpu_count() or 1)
+    n = int(workers) if workers is not None else (os.cpu_count() or 1)  # 0 is refused, not 'all cores'
     if n < 1:
         raise ConfigError(None, f"--workers {n}: need at least one worker")
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -81,16 +81,16 @@ def worker_data_dir(data_dir: str | Path) -> Path:
 
 
 # --------------------------------------------------------------------------- several regions
-def _region_table(config: RegionConfig, data_dir: str, terrain: bool, engine: str = "network") -> gpd.GeoDataFrame:
-    return compute_region_times(config, worker_data_dir(data_dir), terrain=terrain, engine=engine).table
+def _region_table(config: RegionConfig, data_dir: str, terrain: bool, engine: str = "combined") -> gpd.GeoDataFrame:
+    return compute_region_times(config, worker_data_dir(data_dir), terrain=terrain, engine=engine or "combined").table
 
 
 def _region_gaps(config: RegionConfig, data_dir: str, out_dir: str, thresholds, terrain: bool,
-                 engine: str = "network") -> dict:
+                 engine: str = "combined") -> dict:
     from .pipeline import run_gaps
 
     return run_gaps(config, worker_data_dir(data_dir), Path(out_dir), thresholds=thresholds, terrain=terrain,
-                    engine=engine)
+                    engine=engine or "combined")
 
 
 def _configs(regions: Sequence[str | RegionConfig]) -> dict[str, RegionConfig]:
@@ -103,7 +103,7 @@ def _configs(regions: Sequence[str | RegionConfig]) -> dict[str, RegionConfig]:
 
 def run_regions(regions: Sequence[str | RegionConfig], data_dir: str | Path, *, scheduler: str | None = None,
                 workers: int | None = None, client=None, terrain: bool = True,
-                engine: str = "network") -> dict[str, gpd.GeoDataFrame]:
+                engine: str = "combined") -> dict[str, gpd.GeoDataFrame]:
     """Settlement tables of several regions, one Dask task per region (`compute_region_times` each, with `engine`).
 
     Returns region key → the table `compute_region_times(...).table` gives in a single process.
@@ -118,7 +118,7 @@ def run_regions(regions: Sequence[str | RegionConfig], data_dir: str | Path, *, 
 
 def gaps_regions(regions: Sequence[str | RegionConfig], data_dir: str | Path, out_root: str | Path | None = None, *,
                  scheduler: str | None = None, workers: int | None = None, client=None,
-                 thresholds: list[str] | None = None, terrain: bool = True, engine: str = "network",
+                 thresholds: list[str] | None = None, terrain: bool = True, engine: str | None = "combined",
                  out_dirs: dict[str, str | Path] | None = None) -> dict[str, dict]:
     """`pipeline.run_gaps` for several regions in parallel (each with `engine`); each writes ``{out_root}/{region}/``
     (or ``out_dirs[region]`` where given).

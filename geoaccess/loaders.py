@@ -13,8 +13,8 @@ import pandas as pd
 from ._io import check_unique, data_row, numeric_column, read_table, require_columns
 from .config import RegionConfig
 from .coords import normalise_system, to_wgs84
-from .errors import InputError
-from .schema import FACILITY_LEVELS, SETTLEMENT_KINDS
+from .errors import ConfigError, InputError
+from .schema import COUNTY_HOSPITAL_LEVELS, SETTLEMENT_KINDS, normalise_level
 
 log = logging.getLogger("geoaccess")
 
@@ -36,9 +36,18 @@ class LoadReport:
     assumptions: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
+    #: Problems in the inputs the run went on with, each naming the file, the rows and the effect (rows,
+    #: people); printed by every command and kept in summary.json "warnings".
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, layer: str, **facts) -> None:
         self.layers.setdefault(layer, {}).update(facts)
+
+    def warn(self, text: str) -> None:
+        """Record (once) and log a problem with the inputs that the run goes on with."""
+        if text not in self.warnings:
+            self.warnings.append(text)
+            log.warning(text)
 
     def assume(self, text: str) -> None:
         if text not in self.assumptions:
@@ -61,12 +70,35 @@ class Inputs:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
+#: What a position of exactly (0, 0) is: an empty cell written as 0, not a place in China.
+NULL_ISLAND = "not a real position (an empty cell exported as 0?): leave lon/lat empty when unknown"
+
+
+def _warn(report: LoadReport | None, text: str) -> None:
+    """A warning into the load report when there is one (summary.json), else the log."""
+    if report is not None:
+        report.warn(text)
+    else:
+        log.warning(text)
+
+
+def _check_null_island(lon: np.ndarray, lat: np.ndarray, path: Path, df: pd.DataFrame) -> None:
+    """InputError naming the first row at exactly lon 0, lat 0."""
+    zero = np.flatnonzero((lon == 0) & (lat == 0))
+    if zero.size:
+        raise InputError(path, f"lon 0, lat 0 is {NULL_ISLAND}", row=data_row(df, zero[0]), column="lon")
+
+
 # --------------------------------------------------------------------------- gazetteer
 
-def load_gazetteer(folder: str | Path, prefix: str, *, repairs: list[str] | None = None) -> pd.DataFrame:
+def load_gazetteer(folder: str | Path, prefix: str, *, repairs: list[str] | None = None,
+                   report: LoadReport | None = None) -> pd.DataFrame:
     """All gazetteer rows whose code starts with `prefix`, from `{folder}/{prefix}*.csv` (no header).
 
-    Every row of those files must hold a 12-digit code (a damaged row is an error, never dropped).
+    Every row of those files must hold a 12-digit code (a damaged row is an error, never dropped), and
+    in a file named by a code (`540121.csv`) every row must belong to that unit: a code outside it (a
+    typo) is an error naming the file and row, not a row that silently leaves the region. Rows of files
+    with other names whose code is outside the region are reported (count and first row), not used.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -85,7 +117,22 @@ def load_gazetteer(folder: str | Path, prefix: str, *, repairs: list[str] | None
     if bad_code.any():
         r = gaz[bad_code].iloc[0]
         raise InputError(folder / r["_file"], f"code '{r['code']}' is not a 12-digit statistical code", row=int(r["_line"]))
-    gaz = gaz[gaz["code"].astype(str).str.startswith(prefix)].reset_index(drop=True)
+    unit = gaz["_file"].str.removesuffix(".csv").str.replace(r"(00)+$", "", regex=True)
+    named = unit.str.fullmatch(r"\d+")
+    misplaced = named & ~pd.Series([c.startswith(u) for c, u in zip(gaz["code"].astype(str), unit)], index=gaz.index)
+    if misplaced.any():
+        r = gaz[misplaced].iloc[0]
+        u = unit[misplaced].iloc[0]
+        raise InputError(folder / r["_file"], f"code {r['code']} ({r['name']}) does not belong to this file, whose codes "
+                                              f"start {u}: a mistyped code would leave the region unnoticed",
+                         row=int(r["_line"]))
+    mine = gaz["code"].astype(str).str.startswith(prefix)
+    stray = ~named & ~mine
+    if stray.any():
+        r = gaz[stray].iloc[0]
+        _warn(report, f"{folder / r['_file']}: {int(stray.sum())} rows have codes outside the region's prefix {prefix} "
+                      f"and are not used (first: row {int(r['_line'])}, code {r['code']})")
+    gaz = gaz[mine].reset_index(drop=True)
     if gaz.empty:
         raise InputError(folder, f"no gazetteer rows with codes starting {prefix}")
     bad_level = ~gaz["level"].isin(GAZETTEER_LEVELS)
@@ -100,6 +147,11 @@ def load_gazetteer(folder: str | Path, prefix: str, *, repairs: list[str] | None
             raise InputError(folder / r["_file"], f"{col} '{r[col]}' is not a coordinate in [{lo}, {hi}]",
                              row=int(r["_line"]), column=col)
         gaz[col] = vals
+    zero = (gaz["lon"] == 0) & (gaz["lat"] == 0)
+    if zero.any():
+        r = gaz[zero].iloc[0]
+        raise InputError(folder / r["_file"], f"{r['name']} ({r['code']}) is at lon 0, lat 0: {NULL_ISLAND}",
+                         row=int(r["_line"]), column="lon")
     dup = gaz["code"].duplicated(keep=False)
     if dup.any():
         r = gaz[dup].iloc[0]
@@ -249,7 +301,26 @@ def settlements_from_gazetteer(gaz: pd.DataFrame, system: str, county_codes: pd.
         "loc_quality": quality,
         "coord_source": f"{source} {system}" + ("→wgs84" if system != "wgs84" else ""),
     })
-    return gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(out["lon"], out["lat"]), crs=4326)
+    gdf = gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(out["lon"], out["lat"]), crs=4326)
+    _set_provenance(gdf, units["_file"].to_numpy(), units["_line"].to_numpy())
+    return gdf
+
+
+def _set_provenance(frame: pd.DataFrame, files, rows) -> None:
+    """Remember each row's file and row number (frame.attrs), for errors that name two rows of two inputs."""
+    n = len(frame)  # tuples, not arrays: pandas compares attrs when it concatenates frames
+    frame.attrs["source_files"] = tuple(np.broadcast_to(np.asarray(files, dtype=object), (n,)).tolist())
+    frame.attrs["source_rows"] = tuple(int(r) for r in np.asarray(rows).ravel())
+
+
+def _provenance(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(file, row) of each row of a loaded frame; position + 1 when unknown."""
+    n = len(frame)
+    files = frame.attrs.get("source_files")
+    rows = frame.attrs.get("source_rows")
+    if files is None or rows is None or len(files) != n or len(rows) != n:
+        return np.full(n, "?", dtype=object), np.arange(1, n + 1)
+    return np.asarray(files, dtype=object), np.asarray(rows)
 
 
 def load_settlement_table(path: str | Path, *, system: str = "wgs84", columns: dict[str, str] | None = None,
@@ -274,6 +345,7 @@ def load_settlement_table(path: str | Path, *, system: str = "wgs84", columns: d
     check_lonlat_order(lon, lat, path, df=df)
     numeric_column(df, cols["lon"], path, lo=-180, hi=180)
     numeric_column(df, cols["lat"], path, lo=-90, hi=90)
+    _check_null_island(lon, lat, path, df)
     ids = df[cols["id"]].astype(str).str.strip()
     blank = (ids == "") | df[cols["id"]].isna()
     if blank.any():
@@ -297,7 +369,9 @@ def load_settlement_table(path: str | Path, *, system: str = "wgs84", columns: d
         "coord_source": f"{path.name} {system}" + ("→wgs84" if system != "wgs84" else ""),
         "population": pop, "pop_source": np.where(np.isfinite(pop), "data", "missing"),
     })
-    return gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(wlon, wlat), crs=4326)
+    gdf = gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(wlon, wlat), crs=4326)
+    _set_provenance(gdf, str(path), [data_row(df, i) for i in range(len(df))])
+    return gdf
 
 
 def check_lonlat_order(lon: np.ndarray, lat: np.ndarray, path: Path, header: bool = True,
@@ -351,8 +425,12 @@ def _points_to_lonlat(df: gpd.GeoDataFrame, path: Path, lon_col: str, lat_col: s
 def load_relocation_sites(path: str | Path, gaz_settlements: gpd.GeoDataFrame, gaz: pd.DataFrame,
                           county_codes: pd.DataFrame, counties: gpd.GeoDataFrame | None, system: str,
                           population: pd.DataFrame | None = None, *,
-                          repairs: list[str] | None = None) -> gpd.GeoDataFrame:
-    """Relocation settlements (no coordinates) located through the gazetteer by host village, township or county."""
+                          repairs: list[str] | None = None, report: LoadReport | None = None) -> gpd.GeoDataFrame:
+    """Relocation settlements (no coordinates) located through the gazetteer by host village, township or county.
+
+    A host village or township the gazetteer does not hold falls back to the next unit up, and each such
+    site is reported (file, row, the name not found, where the site was placed).
+    """
     path = Path(path)
     df = read_table(path, repairs=repairs)
     require_columns(df, ["site_id", "name", "host_county"], path, "relocation table")
@@ -374,8 +452,11 @@ def load_relocation_sites(path: str | Path, gaz_settlements: gpd.GeoDataFrame, g
     cty_seats = gaz[gaz["level"] == "county"].assign(code6=lambda d: d["code"].str[:6]).set_index("code6")
     pref_seats = gaz[gaz["level"] == "city"]
     rows = []
+    lines = [data_row(df, i) for i in range(len(df))]
     for i, r in df.reset_index(drop=True).iterrows():
         host_c = str(r["host_county"]).strip()
+        site = f"{path}, row {lines[i]}: relocation site {r['site_id']} ({r['name']})"
+        fallback = ""  # what was not found, when the site falls back to a larger unit
         match = current[(current["county_name"] == host_c) | (current["gaz_name"] == host_c)
                         | (current["county_name"].map(lambda n: name_stem(n) if isinstance(n, str) else "") == name_stem(host_c))]
         lon = lat = np.nan
@@ -388,6 +469,8 @@ def load_relocation_sites(path: str | Path, gaz_settlements: gpd.GeoDataFrame, g
             town = towns[(towns["code"].str[:6] == code6) & (towns["name"] == t_name)] if t_name else towns.iloc[0:0]
             if t_name and town.empty:
                 town = towns[(towns["code"].str[:6] == code6) & (towns["name"].str.startswith(t_name[:-1]))]
+            if t_name and town.empty:
+                fallback = f"host township '{t_name}' is not in the gazetteer's {county_name or host_c}"
             if len(town):
                 town_code = admin = town.iloc[0]["code"]
                 seat = by_id.loc[town_code]
@@ -399,9 +482,15 @@ def load_relocation_sites(path: str | Path, gaz_settlements: gpd.GeoDataFrame, g
                         admin = vil.iloc[0]["code"]
                         lon, lat = v["lon"], v["lat"]
                         quality = "village" if v["loc_quality"] == "exact" else v["loc_quality"]
+                    else:
+                        fallback = f"host village '{v_name}' is not in the gazetteer's {town.iloc[0]['name']}"
             elif code6 in cty_seats.index and np.isfinite(cty_seats.at[code6, "lon"]):
                 lon, lat = to_wgs84(cty_seats.at[code6, "lon"], cty_seats.at[code6, "lat"], system)
                 quality = "county"
+            elif not fallback:
+                fallback = f"host county '{host_c}' has no located seat in the gazetteer"
+        elif host_c:
+            fallback = f"host county '{host_c}' is not in the gazetteer"
         if quality == "none":
             pref = pref_seats[pref_seats["name"] == _clean(r.get("host_prefecture"))]
             if len(pref) and np.isfinite(pref.iloc[0]["lon"]):
@@ -421,6 +510,12 @@ def load_relocation_sites(path: str | Path, gaz_settlements: gpd.GeoDataFrame, g
                 pop, pop_source = households * size, f"households×{size:.2f} (county census household size)"
             else:
                 pop, pop_source = np.nan, "missing"
+        if fallback:
+            at = {"village": "its host village", "township": "the township seat", "county": "the county seat",
+                  "prefecture": "the prefecture seat"}.get(quality, quality)
+            who = f"{pop:,.0f} people" if np.isfinite(pop) else "people unknown"
+            _warn(report, f"{site}: {fallback}: placed at {at} (loc_quality = {quality}; {who}), so its times are "
+                          "that position's")
         rows.append({"settlement_id": str(r["site_id"]), "name": str(r["name"]), "kind": "relocation",
                      "admin_code": admin, "township_code": town_code, "county_code": county_code,
                      "county_name": county_name, "ur_code": "", "lon": float(lon), "lat": float(lat),
@@ -428,7 +523,9 @@ def load_relocation_sites(path: str | Path, gaz_settlements: gpd.GeoDataFrame, g
                      "population": pop, "pop_source": pop_source,
                      "program": _clean(r.get("program")), "year": _clean(r.get("year"))})
     out = pd.DataFrame(rows)
-    return gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(out["lon"], out["lat"]), crs=4326)
+    gdf = gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(out["lon"], out["lat"]), crs=4326)
+    _set_provenance(gdf, str(path), lines)
+    return gdf
 
 
 def _clean(v) -> str:
@@ -458,11 +555,19 @@ REGISTER_COLUMNS = ["facility_id", "name", "level", "lon", "lat"]
 
 
 def load_facilities(path: str | Path, *, default_system: str = "wgs84", gazetteer: pd.DataFrame | None = None,
-                    county_codes: pd.DataFrame | None = None, repairs: list[str] | None = None) -> gpd.GeoDataFrame:
+                    county_codes: pd.DataFrame | None = None, repairs: list[str] | None = None,
+                    counties: gpd.GeoDataFrame | None = None, region=None, locate_units: bool = False,
+                    report: LoadReport | None = None) -> gpd.GeoDataFrame:
     """A facility register (`facility_id,name,level,admin_code,county,lon,lat,coord_sys,...`) in WGS84.
 
-    Rows without coordinates are located at the seat of their `admin_code` unit (gazetteer) and say so in
-    `loc_quality`; a row that cannot be located is an error, never dropped.
+    `level` takes the canonical names or any name in `schema.FACILITY_LEVEL_NAMES` (Chinese names, any
+    case or spacing). Rows without coordinates are located at the seat of their `admin_code` unit
+    (gazetteer) and say so in `loc_quality`; a row that cannot be located is an error, never dropped.
+    With `locate_units` (a region run, whose blank-spot audit needs each facility's unit), a county-level
+    or prefecture hospital without `admin_code` takes its county from its position (the county polygon
+    holding it, reported); a township health centre or clinic without one is an error (its township
+    cannot be told from a point). Facilities outside `region` (a WGS84 polygon, the region
+    grown by the road margin) are left out and reported with their rows.
     """
     path = Path(path)
     df = read_table(path, repairs=repairs)
@@ -472,18 +577,27 @@ def load_facilities(path: str | Path, *, default_system: str = "wgs84", gazettee
     if len(df) == 0:
         raise InputError(path, "facility register has no rows")
     ids = df["facility_id"].astype(str).str.strip()
+    blank = df["facility_id"].isna().to_numpy() | ids.eq("").to_numpy()
+    if blank.any():
+        raise InputError(path, "facility_id is empty (results name the nearest facility by its id; an empty one "
+                               "would read as 'none reachable')", row=data_row(df, np.flatnonzero(blank)[0]),
+                         column="facility_id")
     check_unique(ids, path, "facility_id")
-    level = df["level"].astype(str).str.strip()
-    bad = ~level.isin(FACILITY_LEVELS)
-    if bad.any():
-        i = np.flatnonzero(bad)[0]
-        raise InputError(path, f"unknown facility level '{level.iloc[i]}' (expected one of {', '.join(FACILITY_LEVELS)})",
-                         row=data_row(df, i), column="level")
+    raw_level = df["level"].astype(str).str.strip()
+    names = {}
+    for name in raw_level.unique():
+        try:
+            names[name] = normalise_level(name)
+        except ValueError as exc:
+            i = int(np.flatnonzero(raw_level.eq(name).to_numpy())[0])
+            raise InputError(path, str(exc), row=data_row(df, i), column="level") from None
+    level = raw_level.map(names)
     lon = numeric_column(df, "lon", path, required=False)
     lat = numeric_column(df, "lat", path, required=False)
     check_lonlat_order(np.nan_to_num(lon), np.nan_to_num(lat), path, df=df)
     numeric_column(df, "lon", path, required=False, lo=-180, hi=180)
     numeric_column(df, "lat", path, required=False, lo=-90, hi=90)
+    _check_null_island(lon, lat, path, df)
     admin = df["admin_code"].astype(str).str.strip() if "admin_code" in df.columns else pd.Series("", index=df.index)
     admin = admin.where(df.get("admin_code", pd.Series(index=df.index)).notna(), "")
     systems = df["coord_sys"].fillna(default_system) if "coord_sys" in df.columns else pd.Series(default_system, index=df.index)
@@ -514,6 +628,39 @@ def load_facilities(path: str | Path, *, default_system: str = "wgs84", gazettee
     for system in systems.unique():
         sel = (systems == system).to_numpy()
         wlon[sel], wlat[sel] = to_wgs84(lon[sel], lat[sel], system)
+    rows = np.array([data_row(df, i) for i in range(len(df))])
+    keep = np.ones(len(df), dtype=bool)
+    if region is not None:
+        import shapely
+
+        keep = shapely.contains_xy(region, wlon, wlat)
+        if not keep.all():
+            out_i = np.flatnonzero(~keep)
+            shown = "; ".join(f"row {rows[i]} {ids.iloc[i]} ({level.iloc[i]}) at lon {wlon[i]:.4f}, lat {wlat[i]:.4f}"
+                              for i in out_i[:5]) + (" …" if out_i.size > 5 else "")
+            _warn(report, f"{path}: {out_i.size} of {len(df)} facilities lie outside the region (beyond the road margin) "
+                          f"and are left out of every result: {shown} — wrong coordinates or coordinate system?")
+    admin = admin.copy()
+    no_admin = np.flatnonzero(admin.eq("").to_numpy() & keep & locate_units)
+    if no_admin.size:
+        unit_level = level.iloc[no_admin].isin(COUNTY_HOSPITAL_LEVELS + ("prefecture_hospital",)).to_numpy()
+        if not unit_level.all() or counties is None:
+            i = no_admin[np.flatnonzero(~unit_level)[0]] if not unit_level.all() else no_admin[0]
+            why = "its township cannot be told from its position" if not unit_level.all() else \
+                "there are no county boundaries to locate it by its position"
+            raise InputError(path, f"admin_code is empty ({level.iloc[i]}): the blank-spot audit needs the 12-digit "
+                                   f"code of its unit and {why}", row=data_row(df, i), column="admin_code")
+        located = []
+        for i in no_admin:
+            hit = _county_at(counties, float(wlon[i]), float(wlat[i]))
+            if hit is None:
+                raise InputError(path, "admin_code is empty and the facility lies in no county of the boundaries",
+                                 row=data_row(df, i), column="admin_code")
+            admin.iloc[i] = hit[0] + "000000"
+            located.append(f"row {rows[i]} → {hit[0]} {hit[1]}")
+        _warn(report, f"{path}: {no_admin.size} facilities have no admin_code: their county was taken from their "
+                      f"position (the county boundary holding them): {'; '.join(located[:5])}"
+                      + (" …" if len(located) > 5 else ""))
     code6 = admin.str[:6]
     if county_codes is not None:
         county = county_codes["county_code"].reindex(code6).to_numpy(dtype=object)
@@ -525,8 +672,12 @@ def load_facilities(path: str | Path, *, default_system: str = "wgs84", gazettee
         "admin_code": admin.to_numpy(), "county_code": county, "lon": wlon, "lat": wlat,
         "coord_sys": systems.to_numpy(), "loc_quality": quality,
         "basis": df["basis"].astype(str).to_numpy() if "basis" in df.columns else "register",
-    })
-    return gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(wlon, wlat), crs=4326)
+    })[keep].reset_index(drop=True)
+    gdf = gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(out["lon"], out["lat"]), crs=4326)
+    gdf.attrs["level_names"] = {k: v for k, v in names.items() if k != v}
+    gdf.attrs["outside_region"] = int((~keep).sum())
+    _set_provenance(gdf, str(path), rows[keep])
+    return gdf
 
 
 # --------------------------------------------------------------------------- population
@@ -548,13 +699,25 @@ def load_population(path: str | Path, *, repairs: list[str] | None = None) -> pd
     return df.set_index("adcode")
 
 
+#: Census matching below this share of the region's census people (or of the settlements that need a
+#: census share) is refused: the codes are shifted or of another vintage, and coverage by population
+#: would describe a fraction of the region as if it were all of it.
+MIN_CENSUS_MATCH_SHARE = 0.5
+
+
 def assign_population(settlements: gpd.GeoDataFrame, population: pd.DataFrame | None,
-                      report: LoadReport | None = None) -> gpd.GeoDataFrame:
+                      report: LoadReport | None = None, *, path: Path | None = None,
+                      region_codes: set[str] | None = None) -> gpd.GeoDataFrame:
     """Population per settlement: from the data where given, else the county census split, else missing.
 
     Census split: a county's rural population is shared equally among its rural-coded village units
     (ur 210/220), its urban population among urban-coded units (ur 111/112/121/122, else its county
     seat). Township-seat rows are places, their people counted in their villages (population 0).
+
+    With `region_codes` (the region's county codes and its admin prefix), the match is checked: census
+    units of the region that match no settlement county and settlements whose county has no census row
+    are reported with the people involved; InputError (naming `path`) when less than
+    MIN_CENSUS_MATCH_SHARE of the region's census people or of the settlements needing a share match.
     """
     s = settlements.copy()
     if "population" not in s.columns:
@@ -582,6 +745,8 @@ def assign_population(settlements: gpd.GeoDataFrame, population: pd.DataFrame | 
     ok = need.to_numpy() & np.isfinite(value)
     s.loc[ok, "population"] = value[ok]
     s.loc[ok, "pop_source"] = "census_split"
+    if region_codes is not None:
+        _check_census_match(s, population, need.to_numpy(), ok, region_codes, path, report)
     if report is not None:
         report.assume("population: each county's 2020 census rural population split equally among its rural "
                       "village units (ur 210/220) and urban population among its urban-coded units (ur 111–122); "
@@ -592,7 +757,65 @@ def assign_population(settlements: gpd.GeoDataFrame, population: pd.DataFrame | 
     return s
 
 
+def _check_census_match(s: pd.DataFrame, population: pd.DataFrame, need: np.ndarray, ok: np.ndarray,
+                        region_codes: set[str], path: Path | None, report: LoadReport | None) -> None:
+    """Report (or refuse) census units of the region that match no settlement county, and the reverse."""
+    prefixes = tuple(c for c in region_codes if len(c) < 6)
+    county_rows = population[~population.index.str.endswith("00")]
+    mine = county_rows.index.isin(list(region_codes)) | county_rows.index.str.startswith(prefixes or ("\0",))
+    census = county_rows[mine]["population_2020"].fillna(0)
+    counties_needing = set(s.loc[need, "county_code"].astype(str))
+    matched = census.index.isin(list(counties_needing))
+    people, people_matched = float(census.sum()), float(census[matched].sum())
+    lacking = need & ~ok
+    lacking_counties = sorted(set(s.loc[lacking, "county_code"].astype(str)))
+    facts = {"census_units_in_region": int(len(census)), "census_units_matched": int(matched.sum()),
+             "people_in_matched_units": people_matched, "people_in_unmatched_units": people - people_matched,
+             "settlements_without_census_population": int(lacking.sum())}
+    if report is not None:
+        report.add("population", **facts)
+    where = str(path) if path else "census table"
+    unmatched = census.index[~matched].tolist()
+    n_need = int(need.sum())
+    if (people > 0 and people_matched < MIN_CENSUS_MATCH_SHARE * people) or len(census) == 0 \
+            or (n_need and lacking.sum() > (1 - MIN_CENSUS_MATCH_SHARE) * n_need):
+        raise InputError(path, f"the census matches too little of the region: {int(matched.sum())} of {len(census)} census "
+                               f"units of the region ({people_matched:,.0f} of {people:,.0f} people) match a county of the "
+                               f"settlements, and {int(lacking.sum())} of {n_need} settlements find no census row "
+                               f"(counties {', '.join(lacking_counties[:5])}{' …' if len(lacking_counties) > 5 else ''}; "
+                               f"census codes {', '.join(unmatched[:5])}{' …' if len(unmatched) > 5 else ''}): "
+                               "are the codes shifted or of another vintage?")
+    if unmatched:
+        _warn(report, f"{where}: {len(unmatched)} census units ({people - people_matched:,.0f} people) match no county "
+                      f"of the settlements and are not counted: {', '.join(unmatched[:10])}"
+                      + (" …" if len(unmatched) > 10 else ""))
+    if lacking.any():
+        _warn(report, f"{where}: {int(lacking.sum())} settlements in {len(lacking_counties)} "
+                      f"count{'y' if len(lacking_counties) == 1 else 'ies'} have no census row "
+                      f"and no population (left out of every population share): "
+                      f"{', '.join(lacking_counties[:10])}" + (" …" if len(lacking_counties) > 10 else ""))
+
+
 # --------------------------------------------------------------------------- everything for a region
+
+#: Facilities this far beyond the region's outline (or the road clip margin, if larger) are outside it, km.
+MIN_FACILITY_MARGIN_KM = 10.0
+
+
+def _facility_region(counties: gpd.GeoDataFrame | None, settlements: gpd.GeoDataFrame, config: RegionConfig):
+    """The region (county union, else a hull round the settlements) grown by the road margin, WGS84."""
+    import shapely
+
+    if counties is not None and len(counties):
+        outline = shapely.union_all(counties.geometry.to_numpy())
+    else:
+        pts = shapely.points(settlements["lon"].to_numpy(), settlements["lat"].to_numpy())
+        outline = shapely.convex_hull(shapely.multipoints(pts[shapely.is_valid(pts) & ~shapely.is_empty(pts)]))
+    margin_m = 1000.0 * max(MIN_FACILITY_MARGIN_KM, float(config.section("roads")["clip_buffer_km"]))
+    metric = gpd.GeoSeries([outline], crs=4326).to_crs(config.working_crs).iloc[0]
+    grown = shapely.buffer(shapely.simplify(metric, margin_m / 20), margin_m, quad_segs=4)
+    return gpd.GeoSeries([grown], crs=config.working_crs).to_crs(4326).iloc[0]
+
 
 def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list[dict] | None = None) -> Inputs:
     """Load every input layer of a region; optional layers that are absent are skipped and reported."""
@@ -603,15 +826,23 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
     paths: dict[str, Path] = {}
 
     def optional(name: str) -> Path | None:
+        """A layer's path; a default layer that is absent is skipped, a layer the config names must exist."""
         p = config.input_path(name, data_dir)
         if p is None:
             return None
         if p.exists():
             paths[name] = p
             return p
+        if name in config.explicit_inputs:
+            raise ConfigError(config.source, f"[inputs] {name} = {config.raw['inputs'][name]!r}: file not found "
+                                             f"({p}; paths are relative to the data directory {data_dir})")
         report.skipped.append(f"{name}: {p} not found")
         log.warning("skipped %s: %s not found", name, p)
         return None
+
+    if "dem" in config.explicit_inputs:  # opened later, by the travel-time step: checked here, before any work
+        optional("dem")
+        paths.pop("dem", None)
 
     counties_p, prefs_p = optional("counties"), optional("prefectures")
     counties = load_boundaries(counties_p, what="county boundaries", repairs=report.repairs) if counties_p else None
@@ -634,7 +865,7 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
     gaz = None
     county_codes = pd.DataFrame(columns=["gaz_name", "county_code", "county_name", "method"])
     if gaz_p:
-        gaz = load_gazetteer(gaz_p, prefix, repairs=report.repairs)
+        gaz = load_gazetteer(gaz_p, prefix, repairs=report.repairs, report=report)
         county_codes = reconcile_county_codes(gaz[gaz["level"] == "county"], counties)
         if counties is not None:
             # The region's counties: its code block, plus any recoded since the gazetteer (梁平县 500228 → 500155)
@@ -644,6 +875,7 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
             counties = counties[mine].reset_index(drop=True)
             report.add("counties", count=len(counties))
         sett = settlements_from_gazetteer(gaz, inp["gazetteer_crs"], county_codes)
+        sett.attrs["source_files"] = tuple(str(gaz_p / f) for f in sett.attrs["source_files"])
         frames.append(sett)
         q = sett.groupby(["kind", "loc_quality"]).size()
         report.add("gazetteer", folder=str(gaz_p), crs=f"{inp['gazetteer_crs']}→wgs84",
@@ -666,7 +898,7 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
     reloc_p = optional("relocation")
     if reloc_p and gaz is not None:
         reloc = load_relocation_sites(reloc_p, frames[0], gaz, county_codes, counties, inp["gazetteer_crs"], population,
-                                      repairs=report.repairs)
+                                      repairs=report.repairs, report=report)
         frames.append(reloc)
         report.add("relocation", file=str(reloc_p), sites=len(reloc),
                    location_quality=reloc["loc_quality"].value_counts().to_dict(),
@@ -687,8 +919,14 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
         raise InputError(data_dir, "no settlements loaded: the settlement inputs are empty")
     dup = settlements["settlement_id"].duplicated(keep=False)
     if dup.any():
-        raise InputError(data_dir, f"settlement id '{settlements.loc[dup, 'settlement_id'].iloc[0]}' appears in two inputs")
-    settlements = assign_population(settlements, population, report)
+        files, rows = (np.concatenate(a) for a in zip(*map(_provenance, frames)))
+        i, j = np.flatnonzero(settlements["settlement_id"].eq(settlements.loc[dup, "settlement_id"].iloc[0]))[:2]
+        raise InputError(files[i], f"settlement id '{settlements.at[i, 'settlement_id']}' appears twice: here and in "
+                                   f"{files[j]}, row {rows[j]} (ids must be unique across every settlement input)",
+                         row=int(rows[i]))
+    region_codes = {prefix} | (set(counties["adcode"]) if counties is not None else set()) \
+        | set(county_codes["county_code"].dropna().astype(str))
+    settlements = assign_population(settlements, population, report, path=pop_p, region_codes=region_codes)
     settlements["prefecture_code"] = settlements["county_code"].astype(str).str[:4] + "00"
     if counties is not None:
         names = dict(zip(counties["adcode"], counties["name"]))
@@ -702,7 +940,14 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
     facilities = None
     if fac_p:
         facilities = load_facilities(fac_p, default_system=inp["facilities_crs"], gazetteer=gaz, county_codes=county_codes,
-                                     repairs=report.repairs)
+                                     repairs=report.repairs, counties=counties, locate_units=True, report=report,
+                                     region=_facility_region(counties, settlements, config))
+        if facilities.attrs["level_names"]:
+            report.add("facilities", level_names_read=facilities.attrs["level_names"])
+        if facilities.attrs["outside_region"]:
+            report.add("facilities", outside_region_left_out=facilities.attrs["outside_region"])
+        if facilities.empty:
+            raise InputError(fac_p, "no facility of the register lies inside the region")
         report.add("facilities", file=str(fac_p), count=len(facilities), by_level=facilities["level"].value_counts().to_dict(),
                    crs_conversions=facilities["coord_sys"].value_counts().to_dict(),
                    basis=facilities["basis"].value_counts().to_dict())

@@ -20,7 +20,7 @@ from jinja2 import Template
 
 from geoaccess._atomic import atomic_file
 from geoaccess.errors import InputError
-from geoaccess.schema import FACILITY_LEVELS, LEVEL_GROUPS, column_info
+from geoaccess.schema import FACILITY_LEVEL_NAMES, FACILITY_LEVELS, LEVEL_GROUPS, column_info
 
 log = logging.getLogger("geoaccess")
 
@@ -37,14 +37,7 @@ LEVEL_NAMES = {
     "county": ("县级医院及以上", "county hospital or better"),
     "pref": ("地市级医院", "prefecture hospital"),
 }
-FACILITY_NAMES = {
-    "village_clinic": "村卫生室 village clinic",
-    "temporary_point": "临时医疗点 temporary point",
-    "township_health_centre": "乡镇卫生院 township health centre",
-    "county_hospital": "县级医院 county hospital",
-    "county_regional_centre": "县域医疗次中心 county regional centre",
-    "prefecture_hospital": "地市级医院 prefecture hospital",
-}
+FACILITY_NAMES = {level: f"{zh} {en}" for level, (zh, en, _) in FACILITY_LEVEL_NAMES.items()}
 #: CSS class (geoaccess_map.css) and icon size in pixels per facility level.
 FACILITY_ICONS = {
     "village_clinic": ("ga-village_clinic", 9),
@@ -369,6 +362,9 @@ def _locate_blank_spots(blank: pd.DataFrame, settlements: gpd.GeoDataFrame, coun
     if missing:
         log.info("map: %d blank spots have no location and are listed only in the table", missing)
     rows = rows.dropna(subset="_geom")
+    if rows.empty:  # e.g. only a register-wide finding, which has no place
+        return {"lon": [], "lat": [], "popup": [], "areas": {"type": "FeatureCollection", "features": []},
+                "missing": missing}
     key = rows["unit_code"].astype(str) if "unit_code" in rows else rows.index.to_series().astype(str)
     grouped = rows.drop(columns="_geom").groupby(key, sort=False)
     popups = grouped.apply(lambda g: "<b>空白点 blank spot</b><br>"

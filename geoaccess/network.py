@@ -59,7 +59,7 @@ def graph_from_road_shapefiles(
     In ``working_crs`` line ends within ``snap_tolerance_m`` of each other are merged
     (transitively), a line end within the tolerance of another line's interior is moved
     onto the nearest such line and splits it (T-junction), and lines are split where they
-    cross or touch (a line crossing itself is not). ``length`` is geodesic (WGS84 ellipsoid).
+    cross or touch, and where a line crosses or touches itself. ``length`` is geodesic (WGS84 ellipsoid).
 
     Parameters
     ----------
@@ -94,7 +94,9 @@ def graph_from_road_shapefiles(
     prefixes = DEFAULT_REF_PREFIXES if ref_prefixes is None else ref_prefixes
     frames = [_read_road_file(p, cls, ref_field, name_field, prefixes, encoding) for p, cls in items]
     arcs_read = {f.attrs["source"]: f.attrs["features"] for f in frames}
-    lines = pd.concat(frames, ignore_index=True).to_crs(working_crs)
+    if not any(arcs_read.values()):
+        raise InputError(", ".join(str(p) for p, _ in items), "no roads: the road files hold no features")
+    lines = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=WGS84).to_crs(working_crs)
     region = _region(bbox, polygon, working_crs, clip_buffer_m)
     if region is not None:
         lines = _clip_lines(lines, region)
@@ -155,6 +157,14 @@ def _read_road_file(
         log.warning("%s: no CRS (.prj); assuming WGS84 lon/lat", path)
         df = df.set_crs(WGS84)
     features = len(df)
+    source = path.name.split(".")[0]
+    if features == 0:  # a legitimately empty layer (e.g. no expressways in the region): zero roads of its class
+        log.info("%s: no features: zero %r roads", path, road_class)
+        out = gpd.GeoDataFrame({"road_class": pd.Series(dtype=object), "ref": pd.Series(dtype="string"),
+                                "name": pd.Series(dtype="string"), "source": pd.Series(dtype=object)},
+                               geometry=gpd.GeoSeries([], crs=WGS84), crs=WGS84)
+        out.attrs.update(source=source, features=0)
+        return out
     kinds = df.geometry.geom_type.value_counts(dropna=False).to_dict()
     df = df.explode(index_parts=False)
     geoms = df.geometry.array
@@ -180,7 +190,6 @@ def _read_road_file(
     ref = text["ref"].str.replace(r"\.0$", "", regex=True)
     if road_class in prefixes:
         ref = ref.mask(ref.str.fullmatch(r"\d+").fillna(False), prefixes[road_class] + ref)
-    source = path.name.split(".")[0]
     out = gpd.GeoDataFrame(
         {"road_class": road_class, "ref": ref.to_numpy(), "name": text["name"].to_numpy(), "source": source},
         geometry=df.geometry.to_numpy(), crs=WGS84,
@@ -278,10 +287,14 @@ def _build_topology(
     s_line = np.concatenate(splits_line)
     s_xy = np.concatenate(splits_xy)
     s_d = shapely.line_locate_point(geoms[s_line], shapely.points(s_xy))
+    # 3b. a line crossing or touching itself is split there too, at every pass through the point
+    # (locating the point along the line would find its first pass only)
+    self_line, self_d, self_xy = _self_crossings(geoms)
+    s_line, s_d, s_xy = np.r_[s_line, self_line], np.r_[s_d, self_d], np.vstack([s_xy, self_xy])
     interior = (s_d > _EPS_M) & (s_d < shapely.length(geoms)[s_line] - _EPS_M)
     n_snap, n_cross = len(pi), len(cross_xy)
     # a crossing proper lies inside both lines (not a line end touching the other)
-    both = interior[n_snap:n_snap + n_cross] & interior[n_snap + n_cross:]
+    both = interior[n_snap:n_snap + n_cross] & interior[n_snap + n_cross:n_snap + 2 * n_cross]
     crossing_xy = cross_xy[both]
     pieces = _split_lines(geoms, s_line[interior], s_d[interior], s_xy[interior])
 
@@ -300,8 +313,42 @@ def _build_topology(
         "endpoints_snapped": int(moved.sum()),
         "t_junctions": int(n_snap),
         "crossings_noded": int(len(np.unique(crossing_xy, axis=0))),
+        "self_crossings_noded": int(len(np.unique(self_xy, axis=0))),
     }
     return pieces, nodes_xy, inverse[: keep.sum()], inverse[keep.sum():], counts
+
+
+def _self_crossings(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each non-simple line crosses or touches itself: (line index, distance along, xy) per pass.
+
+    A point the line passes twice gets two rows (one per pass), so both passes are split there and
+    the pieces meet at one node: a road that loops back across itself is a junction, as a crossing
+    of two roads is. Distances are along the line in the working CRS (metres).
+    """
+    lines: list[int] = []
+    along: list[float] = []
+    xys: list[np.ndarray] = []
+    for k in np.flatnonzero(~shapely.is_simple(geoms)):
+        parts = shapely.get_parts(shapely.node(geoms[k]))
+        ends = shapely.get_coordinates(np.r_[shapely.get_point(parts, 0), shapely.get_point(parts, -1)])
+        coords = shapely.get_coordinates(geoms[k])
+        a, b = coords[:-1], coords[1:]
+        seg = b - a
+        seg_len = np.hypot(seg[:, 0], seg[:, 1])
+        start = np.r_[0.0, np.cumsum(seg_len)[:-1]]
+        for p in np.unique(ends, axis=0):
+            t = np.clip(((p - a) * seg).sum(axis=1) / np.maximum(seg_len**2, 1e-18), 0.0, 1.0)
+            off = np.hypot(*(a + t[:, None] * seg - p).T)
+            d = np.unique(np.round(start[off < _EPS_M] + t[off < _EPS_M] * seg_len[off < _EPS_M], 3))
+            d = d[np.r_[True, np.diff(d) >= _EPS_M]] if d.size else d
+            if d.size < 2 and not (d.size == 1 and 0 < d[0] < seg_len.sum()):
+                continue  # a plain end of the line
+            lines += [k] * d.size
+            along += d.tolist()
+            xys += [p] * d.size
+    if not lines:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, 2))
+    return np.asarray(lines, dtype=np.int64), np.asarray(along), np.vstack(xys)
 
 
 def _cluster(xy: np.ndarray, tol: float) -> np.ndarray:

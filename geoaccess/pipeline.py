@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from .config import RegionConfig
+from .config import MAX_MINUTES, RegionConfig, check_threshold_order
 from .coverage import TIME_COLS, classify, coverage_report, unit_summary
 from .errors import ConfigError, InputError
 from ._memory import peak_memory_mb
@@ -67,9 +67,11 @@ def parse_threshold_overrides(items: list[str], base: dict) -> dict:
             minutes = float(value)
         except ValueError:
             raise ConfigError(None, f"--threshold '{item}': '{value}' is not a number of minutes") from None
-        if not minutes > 0:
-            raise ConfigError(None, f"--threshold '{item}': minutes must be positive")
+        if not (np.isfinite(minutes) and 0 < minutes <= MAX_MINUTES):
+            raise ConfigError(None, f"--threshold '{item}': minutes must be a finite positive number, at most {MAX_MINUTES:g}")
         th[key] = minutes
+    if items:
+        check_threshold_order(th, where="--threshold:")
     return th
 
 
@@ -125,7 +127,7 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
                    extra_facilities: gpd.GeoDataFrame | None = None) -> PreparedRegion:
     """Load the inputs, open the DEM and build the road graph with terrain-aware edge times."""
     from . import network as net_mod
-    from .terrain import TerrainParams, add_edge_travel_times, open_dem
+    from .terrain import TerrainParams, add_edge_travel_times, check_dem_at, open_dem
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -149,6 +151,8 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
         margin_m = config.section("roads")["clip_buffer_km"] * 1000.0 + 5000.0
         dem = open_dem(dem_path, region_bounds=(np.nanmin(lon), np.nanmin(lat), np.nanmax(lon), np.nanmax(lat)),
                        margin_m=margin_m)
+        for w in dem.warnings + check_dem_at(dem, s["lon"].to_numpy(), s["lat"].to_numpy()):
+            inputs.report.warn(w)
         inputs.paths["dem"] = dem_path
     elif terrain:
         inputs.report.skipped.append(f"dem: {dem_path} not found — travel times are flat (no grade or altitude)")
@@ -310,7 +314,7 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
         "coverage": cov,
         "blank_spots": audit.summary(),
         "engine": run.engine, "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
-        "warnings": run.warnings, "assumptions": rep.assumptions + engine_assumptions(run), "skipped": rep.skipped,
+        "warnings": rep.warnings + run.warnings, "assumptions": rep.assumptions + engine_assumptions(run), "skipped": rep.skipped,
         "repairs": rep.repairs, "software": software_versions(), "wall_time_s": round(wall_s, 2),
         "peak_memory_mb": peak_memory_mb(),
     }

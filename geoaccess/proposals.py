@@ -14,6 +14,7 @@ from .config import RegionConfig, resolve_project_file
 from .errors import ConfigError
 from .pipeline import Run, _json_default, compute_region_times
 from .outputs import provenance_inputs
+from .schema import COUNTY_HOSPITAL_LEVELS
 
 log = logging.getLogger("geoaccess")
 
@@ -173,6 +174,7 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
         "basis": "targets: settlements beyond the threshold by their reported times, with coordinates of their own, "
                  "plus relocation settlements (sited at their host unit's position); coverage of a target by a "
                  "point is judged by the engine's time from the target's position",
+        "warnings": run.inputs.report.warnings + run.warnings,
     }
     _write(out_dir, {"proposed_points": points, "proposed_assignments": assign}, summary, "proposed_points",
            config.key, provenance_inputs(config, data_dir, run.inputs.paths))
@@ -235,7 +237,7 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     run = run or compute_region_times(config, data_dir)
     s = run.table
     seats = s[s["kind"].isin(["county_seat", "township_seat"])]
-    hosp = run.facilities[run.facilities["level"].isin(["county_hospital", "county_regional_centre"])]
+    hosp = run.facilities[run.facilities["level"].isin(COUNTY_HOSPITAL_LEVELS)]
     cand = pd.concat([
         _settlement_candidates(seats, seats["kind"]),
         pd.DataFrame({"candidate_id": "F:" + hosp["facility_id"].astype(str), "name": hosp["name"],
@@ -278,6 +280,7 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
         "plan": plan.summary, "optimum": opt.summary, "comparison": comparison,
         "coverage_after_solver": {"settlements": claimed}, "coverage_after_engine_rerun": verify,
         "verified": verify["agrees_with_solver"],
+        "warnings": run.inputs.report.warnings + run.warnings,
     }
     layers = {"regional_centres": _points(site_tab.assign(facility_id=new_fac["facility_id"].to_numpy())),
               "centre_assignments": assign, "optimal_centres": _points(opt_tab)}

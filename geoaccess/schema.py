@@ -45,7 +45,8 @@ SETTLEMENT_COLUMNS = _cols(
     ("nearest_pref_id", "near_pref", "", "facility_id of the nearest prefecture hospital"),
     ("offroad_m", "offroad_m", "metres", "straight-line length of the off-road leg to the road"),
     ("offroad_min", "offroad_mn", "minutes", "time of the off-road leg (terrain-adjusted walking/off-road speed)"),
-    ("time_basis", "time_basis", "", "measured (own position) | township_worst (approximated: worst exactly-located time in the township) | county_median (approximated: median of the county's exactly located) | position_lower_bound (approximated position's own time: a lower bound)"),
+    ("time_basis", "time_basis", "", "measured (own coordinates) | township_area (no coordinates: median over the habitable cells of its township's area) | county_area (the same over its county: township seat not located) | host_position (relocation site at its host unit's seat) | position (no habitable cell found: its position's time)"),
+    ("range_area", "range_area", "", "area the time range of an approximated row comes from: township | county (empty: measured)"),
     ("status", "status", "", "ok | unreachable | outside_region"),
     ("gap_clinic", "gap_clin", "", "True when beyond the clinic threshold"),
     ("gap_thc", "gap_thc", "", "True when beyond the township-health-centre threshold"),
@@ -56,8 +57,9 @@ SETTLEMENT_COLUMNS = _cols(
     ("snap_lon", "snap_lon", "degrees", "WGS84 longitude of the road point the off-road leg reaches"),
     ("snap_lat", "snap_lat", "degrees", "WGS84 latitude of the road point the off-road leg reaches"),
     ("n_measured", "n_measured", "count", "settlements whose times are measured at their own position"),
-    ("uncertain", "uncertain", "", "True when the coverage shares are uncertain: their range (the _low/_high columns) "
-                                   "is wide because many times are approximated; the map shades such units as uncertain"),
+    ("uncertain", "uncertain", "", "True when fewer than half of the unit's settlements have their own coordinates: its "
+                                   "figures rest mostly on approximated positions (see the _low/_high ranges); the map "
+                                   "shades such units as uncertain"),
 )
 
 COUNTY_SUMMARY_COLUMNS = _cols(
@@ -70,6 +72,10 @@ COUNTY_SUMMARY_COLUMNS = _cols(
     ("n_unreachable", "n_unreach", "count", "settlements with no road path to a facility (status unreachable)"),
     ("population", "pop", "people", "population of the settlements"),
     ("median_t_county_min", "med_tcnty", "minutes", "median travel time to a county hospital"),
+    ("median_t_county_low_min", "med_tcntyl", "minutes", "median of the low ends of the settlements' time ranges "
+                                                          "to a county hospital"),
+    ("median_t_county_high_min", "med_tcntyh", "minutes", "median of the high ends of the settlements' time ranges "
+                                                           "to a county hospital"),
     ("max_t_county_min", "max_tcnty", "minutes", "maximum travel time to a county hospital"),
     ("n_blank_spots", "n_blank", "count", "institutional blank spots (空白点) found in the unit"),
 )
@@ -264,6 +270,51 @@ LEVEL_GROUPS = {
     "county": ("county_hospital", "county_regional_centre", "prefecture_hospital"),
     "pref": ("prefecture_hospital",),
 }
+
+#: Levels that count as a county-level hospital for the "每县至少1所县级公立医院" rule, and as a village clinic.
+COUNTY_HOSPITAL_LEVELS = ("county_hospital", "county_regional_centre")
+CLINIC_LEVELS = ("village_clinic", "temporary_point")
+
+#: The one level vocabulary: each level's Chinese and English name, then the other names a register's
+#: `level` column may use for it (the names planners write). Matching ignores case, spaces, dashes and
+#: underscores (`County_Hospital`, `county hospital`, `县 医院`); see `normalise_level`.
+FACILITY_LEVEL_NAMES = {
+    "village_clinic": ("村卫生室", "village clinic",
+                       ("卫生室", "村卫生所", "村级卫生室", "村医务室", "社区卫生服务站")),
+    "temporary_point": ("临时医疗点", "temporary point",
+                        ("医疗点", "临时医疗站", "流动医疗点", "巡诊点", "temporary medical point")),
+    "township_health_centre": ("乡镇卫生院", "township health centre",
+                               ("卫生院", "乡卫生院", "镇卫生院", "中心卫生院", "乡镇中心卫生院", "社区卫生服务中心",
+                                "township health center", "thc")),
+    "county_hospital": ("县级医院", "county hospital",
+                        ("县医院", "县人民医院", "县级公立医院", "县级人民医院", "县中医院", "县中医医院", "县藏医院",
+                         "县级综合医院")),
+    "county_regional_centre": ("县域医疗次中心", "county regional centre",
+                               ("区域医疗中心", "县级区域医疗中心", "区域医疗次中心", "county regional center",
+                                "regional centre", "regional center")),
+    "prefecture_hospital": ("地市级医院", "prefecture hospital",
+                            ("市级医院", "地区人民医院", "地区医院", "地级医院", "地市医院", "地区级医院", "州人民医院",
+                             "prefecture-level hospital")),
+}
+
+
+def _level_key(name) -> str:
+    return "".join(ch for ch in str(name).strip().lower() if ch not in " \t-_\u3000")
+
+
+_LEVEL_LOOKUP = {_level_key(alias): level for level, (zh, en, others) in FACILITY_LEVEL_NAMES.items()
+                 for alias in (level, zh, en, *others)}
+
+
+def normalise_level(name) -> str:
+    """The canonical facility level (one of FACILITY_LEVELS) for a name a register uses; ValueError if unknown."""
+    level = _LEVEL_LOOKUP.get(_level_key(name))
+    if level is None:
+        raise ValueError(f"unknown facility level '{name}' (expected one of {', '.join(FACILITY_LEVELS)}, or a "
+                         f"Chinese name such as {', '.join(zh for zh, _, _ in FACILITY_LEVEL_NAMES.values())}; "
+                         "README lists every accepted name)")
+    return level
+
 
 SETTLEMENT_KINDS = ("village", "township_seat", "county_seat", "relocation")
 LOC_QUALITIES = ("exact", "village", "township", "county")

@@ -213,6 +213,7 @@ class Dem:
         self.offset: tuple[int, int] = (int(offset[0]), int(offset[1]))
         self.tile_size = int(tile_size)
         self.max_cells = max_cells
+        self.warnings: list[str] = []  # problems open_dem found and the run goes on with (for the report)
 
     @property
     def windowed(self) -> bool:
@@ -278,7 +279,7 @@ def open_dem(path: str | Path, region_bounds: tuple[float, float, float, float] 
     ConfigError : max_cells / GEOACCESS_DEM_MAX_CELLS or tile_size is not a valid count.
     """
     import rasterio
-    from rasterio.windows import Window, from_bounds
+    from rasterio.windows import Window
 
     path = str(path)
     max_cells = _max_cells(max_cells)
@@ -293,6 +294,9 @@ def open_dem(path: str | Path, region_bounds: tuple[float, float, float, float] 
             raise InputError(path, "DEM has no CRS (georeference it, e.g. gdal_edit.py -a_srs EPSG:4326)")
         if src.count < 1:
             raise InputError(path, "DEM has no bands")
+        if src.transform.b != 0 or src.transform.d != 0:
+            raise InputError(path, "DEM grid is rotated or sheared: warp it to a north-up grid first "
+                                   "(gdalwarp in.tif out.tif)")
         window = None
         if region_bounds is not None:
             _check_coverage(src, path, region_bounds)
@@ -301,10 +305,11 @@ def open_dem(path: str | Path, region_bounds: tuple[float, float, float, float] 
             mx += 2 * abs(src.transform.a)
             my += 2 * abs(src.transform.e)
             need = (need[0] - mx, need[1] - my, need[2] + mx, need[3] + my)
-            win = from_bounds(*need, transform=src.transform)
-            c0, r0 = max(0, math.floor(win.col_off)), max(0, math.floor(win.row_off))
-            c1 = min(src.width, math.ceil(win.col_off + win.width))
-            r1 = min(src.height, math.ceil(win.row_off + win.height))
+            # the window of the file's grid holding the box, whichever way its rows and columns run
+            cs, rs = ~src.transform @ (np.array([need[0], need[2], need[0], need[2]]),
+                                       np.array([need[1], need[1], need[3], need[3]]))
+            c0, r0 = max(0, math.floor(min(cs))), max(0, math.floor(min(rs)))
+            c1, r1 = min(src.width, math.ceil(max(cs))), min(src.height, math.ceil(max(rs)))
             window = Window(c0, r0, c1 - c0, r1 - r0)
         rows, cols = (int(window.height), int(window.width)) if window is not None else (src.height, src.width)
         transform = src.window_transform(window) if window is not None else src.transform
@@ -314,9 +319,16 @@ def open_dem(path: str | Path, region_bounds: tuple[float, float, float, float] 
         if windowed:
             offset = (int(window.row_off), int(window.col_off)) if window is not None else (0, 0)
             block_rows, block_cols = src.block_shapes[0]
+            step = max(1, math.ceil(math.sqrt(rows * cols / _PLAUSIBILITY_CELLS)))
+            raw = src.read(1, window=window, out_shape=(max(1, rows // step), max(1, cols // step)))
         else:
             raw = src.read(1, window=window)
     where = " (window of the region)" if window is not None else ""
+    if not windowed:  # in memory: north-up, west-to-east, whatever the file's orientation
+        raw, transform = _north_up(raw, transform)
+    values = _to_float(raw, nodata)
+    del raw
+    nodata, warnings = _check_elevations(values, nodata, path)
     if not _same_crs(crs, "EPSG:4326"):
         log.info("DEM %s is in %s, not EPSG:4326: sample points are transformed into the DEM's CRS "
                  "(the DEM itself is not resampled)", Path(path).name, crs.to_string())
@@ -330,13 +342,105 @@ def open_dem(path: str | Path, region_bounds: tuple[float, float, float, float] 
                         "them), so memory and time are set by the blocks, not the tile; convert it to a tiled "
                         "GeoTIFF (gdal_translate -co TILED=YES -co COMPRESS=DEFLATE -co BIGTIFF=YES in.tif out.tif)",
                         Path(path).name, block_cols, block_rows, tile_size, tile_size)
-        return Dem(None, transform, crs, nodata, path, shape=(rows, cols), offset=offset, tile_size=int(tile_size),
-                   max_cells=max_cells)
-    array = _to_float(raw, nodata)
+        dem = Dem(None, transform, crs, nodata, path, shape=(rows, cols), offset=offset, tile_size=int(tile_size),
+                  max_cells=max_cells)
+        dem.warnings = warnings
+        return dem
+    array = values
     holes = int(np.isnan(array).sum())
     log.info("DEM %s: %d×%d cells read%s, %s nodata cells, CRS %s", Path(path).name, array.shape[1],
              array.shape[0], where, f"{holes:,}", crs.to_string())
-    return Dem(array, transform, crs, nodata, path, max_cells=max_cells)
+    dem = Dem(array, transform, crs, nodata, path, max_cells=max_cells)
+    dem.warnings = warnings
+    return dem
+
+
+#: Plausible elevations on land, metres: nothing on Earth is above Everest (8,849 m) and no land road is
+#: far below the Dead Sea shore (−430 m). A DEM outside them is in other units or holds undeclared fills.
+MAX_ELEVATION_M = 9000.0
+MIN_ELEVATION_M = -500.0
+#: Values DEMs use for "no data" (SRTM/int16, ArcGIS, GDAL float32 extremes); read as no-data when the
+#: file declares none.
+FILL_VALUES = (-32768.0, -32767.0, 32767.0, -9999.0, -99999.0, 65535.0, -3.4028234663852886e38,
+               3.4028234663852886e38, -1e10)
+#: A windowed DEM is checked on a decimated read of about this many cells.
+_PLAUSIBILITY_CELLS = 4_000_000
+#: Above this share of settlements on no-data cells the DEM is refused (terrain would be off where people live).
+MAX_NODATA_SHARE = 0.5
+
+
+def _north_up(raw: np.ndarray, transform: Any) -> tuple[np.ndarray, Any]:
+    """The grid with rows north to south and columns west to east (a bottom-up GeoTIFF, y step > 0, flipped)."""
+    from affine import Affine
+
+    rows, cols = raw.shape
+    a, c, e, f = transform.a, transform.c, transform.e, transform.f
+    if e > 0:
+        raw, f, e = raw[::-1], f + e * rows, -e
+    if a < 0:
+        raw, c, a = raw[:, ::-1], c + a * cols, -a
+    return np.ascontiguousarray(raw), Affine(a, 0.0, c, 0.0, e, f)
+
+
+def _check_elevations(values: np.ndarray, nodata: float | None, path: str) -> tuple[float | None, list[str]]:
+    """Check the elevations read (float, NaN = no-data) are metres on land; returns (nodata, warnings).
+
+    An undeclared fill value (FILL_VALUES, when the file has no nodata tag) is set to NaN in `values`
+    and becomes the nodata value, with a warning. A window of no-data only and elevations above
+    MAX_ELEVATION_M (decimetres, feet) are InputErrors; cells below MIN_ELEVATION_M and a grid of one
+    value are warnings.
+    """
+    name = Path(path).name
+    warnings: list[str] = []
+    valid = np.isfinite(values)
+    n = values.size
+    if nodata is None:
+        for fill in FILL_VALUES:
+            hit = valid & (values == fill)
+            if hit.any():
+                k = int(hit.sum())
+                values[hit] = np.nan
+                valid &= ~hit
+                nodata = fill
+                warnings.append(f"{path}: the DEM declares no nodata value, but {k:,} of {n:,} cells read "
+                                f"({k / n:.1%}) hold {fill:g}, a usual no-data fill: read as no-data, not as "
+                                f"{fill:,.0f} m (declare it: gdal_edit.py -a_nodata {fill:g} {name})")
+                break
+    if not valid.any():
+        raise DataCoverageError(path, f"the DEM holds no elevation over the region: all {n:,} cells read are no-data "
+                                      "(a blank or wrongly masked file); use another DEM or run with --no-terrain")
+    hi, lo = float(np.max(values[valid])), float(np.min(values[valid]))
+    if hi > MAX_ELEVATION_M:
+        raise InputError(path, f"elevations reach {hi:,.0f}, above the highest point on Earth (8,849 m): the DEM is not "
+                               "in metres (decimetres? feet?) or holds an undeclared no-data value; convert it to metres "
+                               f"(e.g. gdal_calc.py -A {name} --outfile=metres.tif --calc='A/10') or declare its nodata")
+    if lo < MIN_ELEVATION_M:
+        k = int((values[valid] < MIN_ELEVATION_M).sum())
+        warnings.append(f"{path}: {k:,} cells lie below {MIN_ELEVATION_M:,.0f} m (lowest {lo:,.0f} m): sea depths or an "
+                        "undeclared no-data value? roads and legs over them would be timed on false slopes")
+    if hi == lo:
+        warnings.append(f"{path}: every cell of the DEM holds {hi:g} m: it is flat, so travel times carry no grade or "
+                        "altitude effect although terrain is on")
+    return nodata, warnings
+
+
+def check_dem_at(dem: Dem, lon: np.ndarray, lat: np.ndarray, what: str = "settlements") -> list[str]:
+    """Warnings about no-data under the given points (WGS84); InputError when most of them have no elevation."""
+    lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    located = np.isfinite(lon) & np.isfinite(lat)
+    m = int(located.sum())
+    if m == 0:
+        return []
+    z = sample_dem(dem, lon[located], lat[located])
+    k = int(np.isnan(z).sum())
+    if k > MAX_NODATA_SHARE * m:
+        raise DataCoverageError(dem.path, f"the DEM has no elevation (no-data) at {k:,} of {m:,} {what} ({k / m:.0%}): "
+                                          "terrain would be ignored where most people live; use a complete DEM or "
+                                          "run with --no-terrain")
+    if k:
+        return [f"{dem.path}: no elevation (no-data) at {k:,} of {m:,} {what} ({k / m:.1%}): their terrain comes from "
+                "the nearest valid cell within [terrain] fill_radius_m, else their legs are timed flat"]
+    return []
 
 
 def _to_float(raw: np.ndarray, nodata: float | None, dtype: Any = np.float64) -> np.ndarray:
@@ -619,12 +723,13 @@ def _check_coverage(src: Any, path: str, region_bounds: tuple[float, float, floa
     if not (w <= e and s <= n):
         raise InputError(path, f"region bounds {region_bounds} are not (west, south, east, north)")
     need = _bounds_to_crs((w, s, e, n), "EPSG:4326", src.crs)
-    have = src.bounds
-    tol = 1e-9 * max(1.0, abs(have.right - have.left))
-    covered = (need[0] >= have.left - tol and need[2] <= have.right + tol
-               and need[1] >= have.bottom - tol and need[3] <= have.top + tol)
+    b = src.bounds  # (bottom > top for a bottom-up grid: take the extremes)
+    left, right, bottom, top = min(b.left, b.right), max(b.left, b.right), min(b.bottom, b.top), max(b.bottom, b.top)
+    tol = 1e-9 * max(1.0, abs(right - left))
+    covered = (need[0] >= left - tol and need[2] <= right + tol
+               and need[1] >= bottom - tol and need[3] <= top + tol)
     if not covered:
-        hw, hs, he, hn = _bounds_to_crs((have.left, have.bottom, have.right, have.top), src.crs, "EPSG:4326")
+        hw, hs, he, hn = _bounds_to_crs((left, bottom, right, top), src.crs, "EPSG:4326")
         raise DataCoverageError(path, f"DEM covers lon {hw:.3f}–{he:.3f}, lat {hs:.3f}–{hn:.3f} but the region "
                                       f"needs lon {w:.3f}–{e:.3f}, lat {s:.3f}–{n:.3f}")
 

@@ -184,6 +184,26 @@ def test_a_library_reporting_disk_full_as_text_is_an_output_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_gdal_write_failure_on_a_full_disk_is_an_output_error(tmp_path, monkeypatch):
+    """rasterio's RasterioIOError ('Write failed. See previous exception') is an OSError without errno, and
+    GDAL's own words ('No space left on device') go to its log only: the full disk itself names the cause."""
+    import collections
+
+    from rasterio.errors import RasterioIOError
+
+    from geoaccess import _atomic
+
+    with pytest.raises(RasterioIOError):  # a disk with room: the library's error is not ours to rename
+        with atomic_output_dir(tmp_path / "a"):
+            raise RasterioIOError("Write failed. See previous exception for details.")
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(_atomic.shutil, "disk_usage", lambda p: usage(10 << 20, (10 << 20) - 4096, 4096))
+    with pytest.raises(OutputError, match="no space left"):
+        with atomic_output_dir(tmp_path / "b"):
+            raise RasterioIOError("Write failed. See previous exception for details.")
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_name_too_long_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(OutputError, match="too long"):
         write_set(tmp_path / ("x" * 240), {"a.csv": "x"})

@@ -250,6 +250,17 @@ def test_blank_spots_are_located_by_unit_code(layers, counties):
     assert len(spots["areas"]["features"]) == 1 and spots["missing"] == 1
 
 
+def test_a_map_whose_only_blank_spot_is_register_wide_renders(layers, counties):
+    """Tibet with the combined engine: the one finding is about the register as a whole and has no place."""
+    blank = pd.DataFrame({"unit_code": [""], "unit_name": ["register"], "unit_level": ["region"],
+                          "rule": ["register_scope 登记表覆盖范围"], "detail": ["no village clinics"]})
+    spots = mapping._locate_blank_spots(blank, layers["settlements"], counties)
+    assert spots["lat"] == [] and spots["missing"] == 1
+    html = mapping.map_html(mapping.coverage_map({"settlements": layers["settlements"], "blank_spots": blank},
+                                                 counties=counties, title="t"))
+    assert "leaflet" in html.lower()
+
+
 def test_band_index_edges():
     assert mapping.band_index([0, 15, 15.1, 240, 241, np.nan]).tolist() == [0, 0, 1, 4, 5, 6]
     assert len(mapping.band_colours()) == len(mapping.band_labels()) == 7

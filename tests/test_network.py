@@ -7,6 +7,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import networkx as nx
+import numpy as np
 import pytest
 import requests
 import shapely
@@ -165,7 +166,7 @@ def test_node_ids_are_stable_between_runs(tmp_path):
 def test_empty_road_file_is_an_input_error_naming_it(tmp_path):
     path = tmp_path / "gd.shp"
     gpd.GeoDataFrame({"RDNAME": []}, geometry=[], crs=4326).to_file(path, geometry_type="LineString")
-    with pytest.raises(InputError, match="no usable line geometries") as err:
+    with pytest.raises(InputError, match="no roads: the road files hold no features") as err:
         build([path])
     assert err.value.path == str(path)
 
@@ -476,3 +477,62 @@ def test_dispatcher_reads_osm_files(tmp_path):
 def test_dispatcher_rejects_an_unknown_source(tmp_path):
     with pytest.raises(ConfigError, match="unknown source"):
         load_road_network({"source": "carrier_pigeon"}, tmp_path, polygon=None, working_crs=UTM)
+
+
+def _times_with_and_without(tmp_path, base_lines, extra_lines, settlements_m, facility_m):
+    """Minutes from each settlement to the facility on the roads `base_lines`, then with `extra_lines` added."""
+    import pandas as pd
+
+    from geoaccess.engine import compute_travel_times
+    from geoaccess.terrain import add_edge_travel_times
+
+    def lonlat(points):
+        g = gpd.GeoSeries([Point(X0 + x, Y0 + y) for x, y in points], crs=UTM).to_crs(4326)
+        return g.x.to_numpy(), g.y.to_numpy()
+
+    s_lon, s_lat = lonlat(settlements_m)
+    f_lon, f_lat = lonlat([facility_m])
+    settlements = pd.DataFrame({"lon": s_lon, "lat": s_lat})
+    facilities = pd.DataFrame({"facility_id": ["F"], "level": ["prefecture_hospital"], "lon": f_lon, "lat": f_lat})
+    out = []
+    for k, lines in enumerate((base_lines, base_lines + extra_lines)):
+        folder = tmp_path / f"roads{k}"
+        folder.mkdir()
+        G = assign_speeds(build([write_roads(folder, "gd", lines)]), {"national": 50.0}, 30.0)
+        G = add_edge_travel_times(G, None, None, UTM)
+        out.append(compute_travel_times(G, settlements, facilities, working_crs=UTM)["t_pref_min"].to_numpy())
+    return out[0], out[1]
+
+
+def test_a_road_crossing_itself_is_noded_there_and_adding_it_lengthens_no_time(tmp_path):
+    """Issue 18: one self-crossing road made 8 settlements slower; a road can only shorten times.
+
+    The new road passes 100 m from the first village (its nearest road from then on), runs east, loops
+    40 km north and back, crosses itself 1 km east of the village and meets the trunk road 2.9 km further
+    south. Noded at its self-crossing, the village drives 1 km to the crossing and south to the trunk;
+    without that node (the old code) it had to drive the whole 80 km loop and got slower.
+    """
+    trunk = [[(0, 0), (30_000, 0)]]
+    loop = [[(3_000, 2_900), (8_000, 2_900), (8_000, 40_000), (6_000, 40_000), (6_000, -1_000)]]
+    villages = [(5_000, 3_000), (7_000, 3_500), (15_000, 1_000)]
+    before, after = _times_with_and_without(tmp_path, trunk, loop, villages, (30_000, 0))
+    assert np.all(after <= before + 1e-9), (before, after)
+    G = build([write_roads(tmp_path, "sd", loop)])
+    assert G.graph["build_report"]["self_crossings_noded"] == 1
+    crossing = node_near(G, 6_000, 2_900)  # the loop leaves and returns there: 4 road ends meet
+    assert crossing is not None and G.out_degree(crossing) == 4
+
+
+def test_an_empty_road_layer_counts_as_zero_roads_of_its_class(tmp_path):
+    """Issue 18: Tibet has no expressways; an expressway shapefile with no features aborted the run."""
+    national = write_roads(tmp_path, "gd", [[(-1000, 0), (1000, 0)], [(0, -1000), (0, 1000)]])
+    empty = tmp_path / "hiway.shp"
+    gpd.GeoDataFrame({"RDNAME": []}, geometry=gpd.GeoSeries([], crs=4326), crs=4326).to_file(
+        empty, geometry_type="LineString")
+    G = build([national, empty])
+    report = G.graph["build_report"]
+    assert report["arcs_read"] == {"gd": 2, "hiway": 0} and report["arcs_kept"]["hiway"] == 0
+    assert {d["road_class"] for *_, d in G.edges(data=True)} == {"national"}
+    assert G.number_of_edges() == 8
+    with pytest.raises(InputError, match="no roads"):
+        build([empty])  # a network of empty layers only is still an error

@@ -244,12 +244,14 @@ def can_mount() -> bool:
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(tmp_path, previous):
+    """A tmpfs 1.5 times the size of a previous output set: that set fits, a second one beside it does not."""
     if not can_mount():
         pytest.skip("needs root to mount a small tmpfs (the injected ENOSPC tests in test_atomic.py run anyway)")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=28m", "tmpfs", str(mnt)], capture_output=True)
+    size_mb = int(sum(f.stat().st_size for f in previous.rglob("*") if f.is_file()) * 1.5 / 2**20) + 2
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mnt)], capture_output=True)
     if r.returncode:
         pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
     yield mnt
@@ -258,7 +260,7 @@ def small_disk(tmp_path):
 
 def test_disk_full_mid_write_is_one_line_and_the_previous_set_intact(previous, data_dir, small_disk):
     target = small_disk / "tibet"
-    shutil.copytree(previous, target)  # ~18 MB of 28: the new set cannot fit beside it
+    shutil.copytree(previous, target)  # two thirds of the disk: the new set cannot fit beside it
     before = tree(target)
     p = cli(["gaps", "--region", "tibet", "--out", target], data_dir)
     assert p.wait(timeout=600) == 2

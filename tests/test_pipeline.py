@@ -3,6 +3,7 @@ import contextlib
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,18 @@ def tibet_gaps(data_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tibet_run(tibet_gaps):
     return tibet_gaps[0]
+
+
+@pytest.fixture(scope="module")
+def tibet_network_gaps(data_dir, tmp_path_factory):
+    """The same run on the road-only engine (17 settlements of 江达县 snap onto road fragments there)."""
+    out = tmp_path_factory.mktemp("tibet_network")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out),
+                     "--engine", "network"])
+    assert code == 0
+    return out, printed.getvalue()
 
 
 def test_gaps_writes_every_output(tibet_run):
@@ -109,8 +122,8 @@ def test_planners_table_says_the_clinic_level_is_absent_instead_of_borrowing_fig
     assert sum(line.strip().startswith("township HC") and "%" in line for line in printed.splitlines()) == 2
 
 
-def test_planners_table_mentions_the_unreachable_settlements(tibet_gaps):
-    out, printed = tibet_gaps
+def test_planners_table_mentions_the_unreachable_settlements(tibet_network_gaps):
+    out, printed = tibet_network_gaps
     n = int((pd.read_csv(out / "settlements.csv")["status"] == "unreachable").sum())
     assert n > 0 and f"{n} settlements have no travel time" in printed and "江达县" in printed
 
@@ -122,15 +135,15 @@ def test_planners_table_columns_line_up_in_display_width(tibet_gaps):
 
     _, printed = tibet_gaps
     lines = printed.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.strip().startswith("id ") and "located at" in line)
+    header = next(i for i, line in enumerate(lines) if line.strip().startswith("id ") and "host unit" in line)
     block = []
     for line in lines[header + 1:]:
         if not line.strip():
             break
         block.append(line)
     assert len(block) == 20
-    # the last column ("located at") starts at the same terminal column on every row, after Chinese names
-    start = display_width(lines[header][:lines[header].index("located at")])
+    # the last column ("host unit") starts at the same terminal column on every row, after Chinese names
+    start = display_width(lines[header][:lines[header].index("host unit")])
     for line in block:
         last = line.split()[-1]
         assert display_width(line[:line.rindex(last)]) == start, line
@@ -276,10 +289,26 @@ def test_empty_settlement_input_is_an_error_not_an_empty_report(capsys, data_dir
     assert not out.exists()
 
 
+def _tibet_config(tmp_path, *, drop_keys=(), replace=None) -> Path:
+    """tibet.toml copied to tmp_path, without the [inputs] lines of `drop_keys` and with text replaced."""
+    from geoaccess.config import REGIONS_DIR
+
+    lines = (REGIONS_DIR / "tibet.toml").read_text(encoding="utf-8").splitlines()
+    text = "\n".join(l for l in lines if not any(l.startswith(f"{k} = ") for k in drop_keys)) + "\n"
+    for old, new in (replace or {}).items():
+        assert old in text
+        text = text.replace(old, new)
+    cfg = tmp_path / "tibet.toml"
+    cfg.write_text(text, encoding="utf-8")
+    return cfg
+
+
 def test_missing_optional_layer_runs_and_says_what_it_skipped(capsys, data_dir, tmp_path):
+    """A layer the config leaves at its default path may be absent (skipped, said so); one it names may not."""
     d = _copy_region(tmp_path, data_dir, drop=["facts/tibet_relocation_sites.csv", "facts/tibet_county_population_2020.csv"])
+    cfg = _tibet_config(tmp_path, drop_keys=("relocation", "population"))
     out = tmp_path / "out"
-    assert main(["-q", "gaps", "--region", "tibet", "--data", str(d), "--out", str(out)]) == 0
+    assert main(["-q", "gaps", "--region", str(cfg), "--data", str(d), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert any("relocation" in s for s in summary["skipped"]) and any("population" in s for s in summary["skipped"])
     assert "relocation" not in summary["inputs"]["by_kind"]
@@ -362,15 +391,13 @@ def test_raster_engine_runs_the_whole_pipeline_and_writes_a_surface_per_level(da
     assert json.loads((out / "summary.json").read_text())["engine"]["engine"] == "raster"
 
 
-def test_partitioned_dask_run_writes_the_same_settlement_table(data_dir, tmp_path):
+def test_partitioned_dask_run_writes_the_same_settlement_table(data_dir, tmp_path, tibet_network_gaps):
     """Partitioned runs route on the road network: the same table as the single-process road-network run."""
     pytest.importorskip("distributed")
     out = tmp_path / "part"
     assert main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out),
                  "--partition", "prefecture", "--workers", "2"]) == 0
-    serial = tmp_path / "serial"
-    assert main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(serial),
-                 "--engine", "network"]) == 0
+    serial = tibet_network_gaps[0]
     a = pd.read_csv(out / "settlements.csv", dtype=str)
     b = pd.read_csv(serial / "settlements.csv", dtype=str)
     assert a.equals(b)
