@@ -125,7 +125,7 @@ def decay_from_config(section: dict, method: str, catchment_min: float, *, bands
     w = tuple(float(x) for x in (weights if weights is not None else section["e2sfca_weights"]))
     b = bands if bands is not None else section["e2sfca_bands_min"]
     b = tuple(float(x) for x in b) if b else tuple(catchment_min * (k + 1) / len(w) for k in range(len(w)))
-    check_bands(b, w, None, names=("--bands" if bands is not None else "[access] e2sfca_bands_min",
+    check_e2sfca_bands(b, w, None, names=("--bands" if bands is not None else "[access] e2sfca_bands_min",
                                    "--weights" if weights is not None else "[access] e2sfca_weights"))
     beta_from = "--beta" if beta is not None else "[access] gravity_beta"
     mm_from = "--min-minutes" if min_minutes is not None else "[access] gravity_min_minutes"
@@ -138,7 +138,7 @@ def decay_from_config(section: dict, method: str, catchment_min: float, *, bands
     return Decay(method, float(catchment_min), b, w, beta, mm)
 
 
-def check_bands(bands, weights, path: Path | None,
+def check_e2sfca_bands(bands, weights, path: Path | None,
                 names: tuple[str, str] = ("[access] e2sfca_bands_min", "[access] e2sfca_weights")) -> None:
     """E2SFCA bands: increasing positive minutes, one non-negative weight each (``names``: where each came from)."""
     show = (lambda v: "[" + ", ".join(f"{float(x):g}" for x in v) + "]")

@@ -446,9 +446,9 @@ def _validate_values(raw: dict, path: Path) -> None:
         if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in acc[key]):
             raise ConfigError(path, f"[access] {key} = {_show(acc[key])}: must be a list of numbers")
     if acc["e2sfca_bands_min"]:
-        from .access import check_bands
+        from .access import check_e2sfca_bands
 
-        check_bands(acc["e2sfca_bands_min"], acc["e2sfca_weights"], path)
+        check_e2sfca_bands(acc["e2sfca_bands_min"], acc["e2sfca_weights"], path)
     elif not acc["e2sfca_weights"] or any(w < 0 for w in acc["e2sfca_weights"]):
         raise ConfigError(path, f"[access] e2sfca_weights = {_show(acc['e2sfca_weights'])}: must be one or more "
                                 "non-negative weights")
