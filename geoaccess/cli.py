@@ -92,6 +92,61 @@ def build_parser() -> argparse.ArgumentParser:
     pce.add_argument("--threshold", type=float, help="minutes to a centre (default: the config's, 120)")
     pce.add_argument("--time-limit", type=float, help="solver time limit in seconds (default 60)")
 
+    ac = sub.add_parser("access", help="supply–demand accessibility (2SFCA, E2SFCA, Gaussian 2SFCA, gravity) per "
+                                       "settlement and county")
+    _common(ac)
+    ac.add_argument("--level", choices=["clinic", "thc", "county", "pref"], required=True,
+                    help="facility level (that level or higher)")
+    ac.add_argument("--method", choices=["2sfca", "e2sfca", "g2sfca", "gravity"], required=True)
+    ac.add_argument("--catchment", type=float, metavar="MIN", help="catchment in minutes (default: the level's threshold)")
+    ac.add_argument("--supply", metavar="COLUMN", help="register column giving each facility's supply (beds, "
+                                                     "doctors); default one unit per facility")
+    ac.add_argument("--write-matrix", action="store_true", help="also write od_{level}.csv, the pairs within the "
+                                                                "catchment")
+    ac.add_argument("--engine", choices=["combined", "network"], default=None, help="travel model (default combined)")
+    ac.add_argument("--bands", metavar="MIN,MIN,…", help="e2sfca band upper ends (default [access] e2sfca_bands_min, "
+                                                        "else equal bands over the catchment)")
+    ac.add_argument("--weights", metavar="W,W,…", help="e2sfca band weights (default [access] e2sfca_weights)")
+    ac.add_argument("--beta", type=float, help="gravity: power of the decay (default [access] gravity_beta)")
+    ac.add_argument("--min-minutes", type=float, help="gravity: trips shorter count as this long "
+                                                      "(default [access] gravity_min_minutes)")
+
+    ou = sub.add_parser("own-unit", help="care in one's own county / township (就地就医) against the nearest across "
+                                         "borders (就近就医)")
+    _common(ou)
+    ou.add_argument("--engine", choices=["combined", "network"], default=None, help="travel model (default combined)")
+
+    rf = sub.add_parser("referral", help="referral times between facility levels and each settlement's chain "
+                                         "(settlement → township centre → county hospital)")
+    _common(rf)
+    rf.add_argument("--engine", choices=["combined", "network"], default=None, help="travel model (default combined)")
+
+    cv = sub.add_parser("coverage", help="capacity-aware coverage (AccessMod): each facility serves the nearest "
+                                         "people until its capacity or the time limit")
+    _common(cv)
+    cv.add_argument("--level", choices=["clinic", "thc", "county", "pref"], required=True,
+                    help="facility level (that level or higher)")
+    cv.add_argument("--capacity", required=True, metavar="COLUMN|PEOPLE",
+                    help="people each facility can serve: a number (inf: no limit) or a register column")
+    cv.add_argument("--max-minutes", type=float, metavar="MIN", help="time limit (default: the level's threshold)")
+    cv.add_argument("--order", choices=["register", "population"], default="register",
+                    help="which facility takes its people first: register order, or most people within the limit")
+    cv.add_argument("--engine", choices=["combined", "network"], default=None, help="travel model (default combined)")
+
+    ct = sub.add_parser("catchments", help="polygons of the area each facility serves (nearest of its level), cut "
+                                           "by travel-time band, with people and settlements inside")
+    _common(ct)
+    ct.add_argument("--level", choices=["clinic", "thc", "county", "pref"], required=True,
+                    help="facility level (that level or higher)")
+    ct.add_argument("--minutes", metavar="MIN,MIN,…", help="band upper ends (default 15,30,60,120)")
+    ct.add_argument("--engine", choices=["combined", "raster"], default=None, help="grid engine (default combined)")
+
+    pg = sub.add_parser("population-grid", help="coverage from every cell's travel time and a population grid "
+                                                "([inputs] population_raster, else one built from the census)")
+    _common(pg)
+    pg.add_argument("--raster", help="people-per-cell raster, any CRS (default: [inputs] population_raster)")
+    pg.add_argument("--engine", choices=["combined", "raster"], default=None, help="grid engine (default combined)")
+
     mp = sub.add_parser("map", help="folium coverage map (offline) and report figures from the gaps outputs")
     _common(mp)
     mp.add_argument("--level", choices=["clinic", "thc", "county", "pref"], default="county",
@@ -175,6 +230,24 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "propose" and args.propose_command == "centres":
         return commands.propose_centres_command(args.region, args.data, args.out, threshold=args.threshold,
                                                 time_limit=args.time_limit)
+    if args.command == "access":
+        return commands.access_command(args.region, args.data, args.out, level=args.level, method=args.method,
+                                       catchment=args.catchment, supply=args.supply, write_matrix=args.write_matrix,
+                                       engine=args.engine, bands=args.bands, weights=args.weights, beta=args.beta,
+                                       min_minutes=args.min_minutes)
+    if args.command == "own-unit":
+        return commands.own_unit_command(args.region, args.data, args.out, engine=args.engine)
+    if args.command == "referral":
+        return commands.referral_command(args.region, args.data, args.out, engine=args.engine)
+    if args.command == "coverage":
+        return commands.coverage_command(args.region, args.data, args.out, level=args.level, capacity=args.capacity,
+                                         max_minutes=args.max_minutes, order=args.order, engine=args.engine)
+    if args.command == "catchments":
+        return commands.catchments_command(args.region, args.data, args.out, level=args.level, minutes=args.minutes,
+                                           engine=args.engine)
+    if args.command == "population-grid":
+        return commands.population_grid_command(args.region, args.data, args.out, raster=args.raster,
+                                                engine=args.engine)
     if args.command == "map":
         return commands.map_command(args.region, args.data, args.out, level=args.level, tiles=args.tiles,
                                     maps_dir=args.maps_dir)

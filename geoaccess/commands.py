@@ -541,3 +541,334 @@ def propose_centres_command(region: str, data: str | None, out: str | None, *, t
     print(f"  outputs: {out_dir}/regional_centres.(csv|shp|gpkg), optimal_centres.csv, regional_centres_summary.json")
     print_warnings(s["warnings"])
     return 0
+
+
+def _numbers(text: str | None, flag: str) -> list[float] | None:
+    """'20,40,60' → [20.0, 40.0, 60.0]; ConfigError naming the flag for anything else."""
+    from .errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(None, f"{flag} '{text}': expected numbers separated by commas, e.g. 20,40,60") from None
+
+
+def _write_csv(df, path: Path) -> None:
+    """A table as the other outputs are written: UTF-8 with a byte-order mark (Excel reads the Chinese names)."""
+    df.to_csv(path, index=False, encoding="utf-8-sig")
+
+
+def access_command(region: str, data: str | None, out: str | None, *, level: str, method: str,
+                   catchment: float | None = None, supply: str | None = None, write_matrix: bool = False,
+                   engine: str | None = None, bands: str | None = None, weights: str | None = None,
+                   beta: float | None = None, min_minutes: float | None = None) -> int:
+    """Supply–demand accessibility (2SFCA family, gravity) per settlement and county: its own set in access/."""
+    from ._atomic import atomic_output_dir
+    from .access import decay_from_config, register_values, supply_demand_access
+    from .loaders import load_inputs
+    from .outputs import access_folder, provenance_inputs
+    from .pipeline import prepare_region
+    from .travel import TravelModel
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    catch = float(catchment) if catchment is not None else float(cfg.thresholds[level])
+    decay = decay_from_config(cfg.section("access"), method, catch, bands=_numbers(bands, "--bands"),
+                              weights=_numbers(weights, "--weights"), beta=beta, min_minutes=min_minutes)
+    out_dir = access_folder(run_dir, method, level, catch, supply)
+    engine = engine or "combined"
+    with _claim(cfg, data_dir, run_dir, out_dir, command="access"):
+        inputs = load_inputs(cfg, data_dir)
+        sup = register_values(cfg, data_dir, inputs.facilities, supply, "supply") if supply else None
+        prep = prepare_region(cfg, data_dir, inputs=inputs)
+        model = TravelModel(prep, engine)
+        res = supply_demand_access(model, prep.inputs.settlements, prep.facilities, level, decay, sup,
+                                   supply_name=f"register column '{supply}'" if supply else "one per facility")
+        res.summary |= {"region": cfg.key, "engine": engine, "positions": "each settlement's own position (approximated "
+                        "positions: their seat's), not the area medians of settlements.csv"}
+        params = {"level": level, "engine": engine, "supply": supply, "write_matrix": write_matrix, **decay.describe()}
+        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths), command="access",
+                               parameters=params) as tmp:
+            stem = f"access_{method}_{level}"
+            _write_csv(res.settlements, tmp / f"{stem}.csv")
+            _write_csv(res.counties, tmp / f"{stem}_counties.csv")
+            _write_csv(res.facilities, tmp / f"{stem}_facilities.csv")
+            if write_matrix:
+                _write_csv(res.od, tmp / f"od_{level}.csv")
+            (tmp / "access_summary.json").write_text(json.dumps(res.summary, ensure_ascii=False, indent=1),
+                                                     encoding="utf-8")
+    s = res.summary
+    print(f"{method} accessibility to {level} (catchment {catch:g} min, supply: {s['supply']}): "
+          f"{s['region_score_per_10k']:.3f} per 10,000 people over the region; "
+          f"{s['population_with_no_facility_in_catchment']:,.0f} of {s['population']:,.0f} people have no facility "
+          f"in the catchment")
+    c = res.counties.dropna(subset=["access_score"]).sort_values("access_score", ascending=False)
+    rows = [[r["county_code"], r["county_name"], f"{r['access_per_10k']:.3f}", f"{r['supply_per_10k']:.3f}",
+             f"{r['population']:,.0f}"] for part in (c.head(5), c.tail(5)) for _, r in part.iterrows()]
+    print("\nHighest and lowest counties (population-weighted score per 10,000 people; own supply per 10,000 without "
+          "travel):")
+    print(format_table(["county", "name", "score/10k", "own/10k", "people"], rows[:5] + [["…", "", "", "", ""]]
+                       + rows[5:] if len(c) > 10 else rows[:len(c)]))
+    print(f"  outputs: {out_dir}")
+    return 0
+
+
+def own_unit_command(region: str, data: str | None, out: str | None, *, engine: str | None = None) -> int:
+    """Own county / township vs nearest (就地就医 vs 就近就医): its own set, own_unit/."""
+    from ._atomic import atomic_output_dir
+    from .access import own_unit_summary, own_unit_table
+    from .outputs import own_unit_folder, provenance_inputs
+    from .pipeline import prepare_region
+    from .travel import TravelModel
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    out_dir = own_unit_folder(run_dir)
+    engine = engine or "combined"
+    acc = cfg.section("access")
+    th = cfg.thresholds
+    with _claim(cfg, data_dir, run_dir, out_dir, command="own-unit"):
+        prep = prepare_region(cfg, data_dir)
+        model = TravelModel(prep, engine)
+        table = own_unit_table(model, prep.inputs.settlements, prep.facilities,
+                               county_limit_min=acc["own_county_limit_min"],
+                               township_limit_min=acc["own_township_limit_min"])
+        counties = own_unit_summary(table, th)
+        pop = table["population"].fillna(0).to_numpy(float)
+        region = {}
+        for level, unit in (("county", "county"), ("thc", "township")):
+            m = float(th[level])
+            near = table[f"t_{level}_min"].to_numpy(float) <= m
+            own = table[f"t_{level}_own_min"].to_numpy(float) <= m
+            region[level] = {"unit": unit, "minutes": m,
+                             "pop_share_nearest": float(pop[near].sum() / pop.sum()),
+                             "pop_share_own_unit": float(pop[own].sum() / pop.sum()),
+                             "people_gaining_by_crossing": float(pop[near & ~own].sum()),
+                             "of_whom_in_units_without_such_facility":
+                                 float(pop[near & ~own & table[f"own_{level}_status"].eq("none_in_unit").to_numpy()].sum()),
+                             "people_whose_nearest_is_across_the_border":
+                                 float(pop[table[f"own_{level}_status"].ne("own").to_numpy()
+                                           & np.isfinite(table[f"t_{level}_min"].to_numpy(float))].sum()),
+                             "status_counts": table[f"own_{level}_status"].value_counts().to_dict()}
+        summary = {"region": cfg.key, "engine": engine, "population": float(pop.sum()), "levels": region,
+                   "limits_min": {"county": acc["own_county_limit_min"], "township": acc["own_township_limit_min"]},
+                   "positions": "each settlement's own position (approximated positions: their seat's)"}
+        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths),
+                               command="own-unit", parameters={"engine": engine, "thresholds": th, **summary["limits_min"]}) as tmp:
+            _write_csv(table, tmp / "own_unit.csv")
+            _write_csv(counties, tmp / "own_unit_counties.csv")
+            (tmp / "own_unit_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1),
+                                                       encoding="utf-8")
+    for level, label in (("county", "county hospital in one's own county"), ("thc", "health centre in one's own township")):
+        r = region[level]
+        print(f"within {r['minutes']:g} min, {label}: {r['pop_share_own_unit']:.1%} of people; nearest anywhere: "
+              f"{r['pop_share_nearest']:.1%}; {r['people_gaining_by_crossing']:,.0f} people are within "
+              f"{r['minutes']:g} min only by crossing the {r['unit']} border ({r['of_whom_in_units_without_such_facility']:,.0f} "
+              f"of them in a {r['unit']} with none of its own in the register)")
+    key = f"pop_gain_county_{float(th['county']):g}"
+    c = counties.sort_values(key, ascending=False).head(8)
+    print("\nCounties where most people gain by crossing the county border:")
+    print(format_table(["county", "name", "people gaining", "nearest across the border"],
+                       [[r["county_code"], r["county_name"], f"{r[key]:,.0f}", f"{r['pop_cross_county']:,.0f}"]
+                        for _, r in c.iterrows()]))
+    print(f"  outputs: {out_dir}")
+    return 0
+
+
+def referral_command(region: str, data: str | None, out: str | None, *, engine: str | None = None) -> int:
+    """Referral times between facility levels and each settlement's chain: its own set, referral/."""
+    from ._atomic import atomic_output_dir
+    from .access import referral_chains, referral_times
+    from .outputs import provenance_inputs, referral_folder
+    from .pipeline import prepare_region
+    from .schema import LEVEL_GROUPS
+    from .travel import TravelModel
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    out_dir = referral_folder(run_dir)
+    engine = engine or "combined"
+    with _claim(cfg, data_dir, run_dir, out_dir, command="referral"):
+        prep = prepare_region(cfg, data_dir)
+        model = TravelModel(prep, engine)
+        referral = referral_times(model, prep.facilities)
+        times, _ = model.times(prep.inputs.settlements, prep.facilities,
+                               groups={g: LEVEL_GROUPS[g] for g in ("thc", "county")})
+        chains = referral_chains(prep.inputs.settlements, times, referral)
+        th = cfg.thresholds
+        severe = float(th["county_severe"])
+        pop = chains["population"].fillna(0).to_numpy(float)
+        extra = chains["chain_extra_min"].to_numpy(float)
+        summary = {"region": cfg.key, "engine": engine, "facilities": len(referral),
+                   "median_referral_thc_to_county_min": float(np.nanmedian(
+                       referral.loc[referral["level"].eq("township_health_centre"), "t_county_min"])),
+                   "median_chain_min": float(np.nanmedian(chains["t_chain_min"])),
+                   "median_direct_min": float(np.nanmedian(chains["t_county_min"])),
+                   f"pop_share_direct_within_{severe:g}_min": float(pop[chains["t_county_min"] <= severe].sum() / pop.sum()),
+                   f"pop_share_chain_within_{severe:g}_min": float(pop[chains["t_chain_min"] <= severe].sum() / pop.sum()),
+                   "settlements_where_the_chain_is_longer_by_over_30_min": int((extra > 30).sum()),
+                   "positions": "each settlement's own position (approximated positions: their seat's)"}
+        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths),
+                               command="referral", parameters={"engine": engine}) as tmp:
+            _write_csv(referral, tmp / "referral.csv")
+            _write_csv(chains, tmp / "referral_chains.csv")
+            (tmp / "referral_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1),
+                                                       encoding="utf-8")
+    print(f"township centre → nearest county hospital: median {summary['median_referral_thc_to_county_min']:.0f} min")
+    print(f"settlement → its township centre → that centre's county hospital: median {summary['median_chain_min']:.0f} "
+          f"min; direct to the nearest county hospital: median {summary['median_direct_min']:.0f} min")
+    print(f"people within {severe:g} min: {summary[f'pop_share_direct_within_{severe:g}_min']:.1%} direct, "
+          f"{summary[f'pop_share_chain_within_{severe:g}_min']:.1%} by the referral chain")
+    worst = referral[referral["level"].eq("township_health_centre")].sort_values("t_county_min", ascending=False)
+    print("\nTownship centres farthest from a county hospital:")
+    print(format_table(["facility", "name", "minutes", "to"],
+                       [[r["facility_id"], r["name"], _minutes(r["t_county_min"]), r["nearest_county_id"]]
+                        for _, r in worst.head(5).iterrows()]))
+    print(f"  outputs: {out_dir}")
+    return 0
+
+
+def coverage_command(region: str, data: str | None, out: str | None, *, level: str, capacity: str,
+                     max_minutes: float | None = None, order: str = "register", engine: str | None = None) -> int:
+    """Capacity-aware coverage (AccessMod's geographic coverage): its own set in coverage/."""
+    from ._atomic import atomic_output_dir
+    from .access import ORDERS, coverage_with_capacity, parse_capacity
+    from .errors import ConfigError
+    from .loaders import load_inputs
+    from .outputs import coverage_folder, provenance_inputs
+    from .pipeline import prepare_region
+    from .travel import TravelModel
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    minutes = float(max_minutes) if max_minutes is not None else float(cfg.thresholds[level])
+    if not (minutes > 0 and np.isfinite(minutes)):
+        raise ConfigError(None, f"--max-minutes {max_minutes}: must be a positive number of minutes")
+    if order not in ORDERS:
+        raise ConfigError(None, f"--order {order}: use {' or '.join(ORDERS)}")
+    out_dir = coverage_folder(run_dir, level, capacity, minutes, order)
+    engine = engine or "combined"
+    with _claim(cfg, data_dir, run_dir, out_dir, command="coverage"):
+        inputs = load_inputs(cfg, data_dir)
+        cap, cap_text = parse_capacity(capacity, cfg, data_dir, inputs.facilities)
+        prep = prepare_region(cfg, data_dir, inputs=inputs)
+        model = TravelModel(prep, engine)
+        res = coverage_with_capacity(model, prep.inputs.settlements, prep.facilities, level, cap, minutes, order)
+        res.summary |= {"region": cfg.key, "engine": engine, "capacity": cap_text,
+                        "positions": "each settlement's own position (approximated positions: their seat's)"}
+        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths), command="coverage",
+                               parameters={"level": level, "capacity": capacity, "max_minutes": minutes,
+                                           "order": order, "engine": engine}) as tmp:
+            _write_csv(res.settlements, tmp / f"coverage_{level}.csv")
+            _write_csv(res.facilities, tmp / f"coverage_{level}_facilities.csv")
+            _write_csv(res.counties, tmp / f"coverage_{level}_counties.csv")
+            (tmp / "coverage_summary.json").write_text(json.dumps(res.summary, ensure_ascii=False, indent=1),
+                                                       encoding="utf-8")
+    s = res.summary
+    print(f"{level} within {minutes:g} min, capacity {cap_text}, order {order}: {s['covered']:,.0f} of "
+          f"{s['population']:,.0f} people covered ({s['covered_share']:.1%}; within reach of some facility: "
+          f"{s['share_within_reach']:.1%}); uncovered for want of capacity {s['uncovered_for_capacity']:,.0f}, "
+          f"for distance {s['uncovered_for_distance']:,.0f}; {s['facilities_full']} of {s['facilities']} facilities full")
+    c = res.counties.sort_values("pop_uncov_capacity", ascending=False).head(5)
+    if (c["pop_uncov_capacity"] > 0).any():
+        print("\nCounties with the most people uncovered for want of capacity:")
+        print(format_table(["county", "name", "covered", "no capacity", "too far"],
+                           [[r["county_code"], r["county_name"], f"{r['pop_covered']:,.0f}",
+                             f"{r['pop_uncov_capacity']:,.0f}", f"{r['pop_uncov_distance']:,.0f}"]
+                            for _, r in c.iterrows() if r["pop_uncov_capacity"] > 0]))
+    print(f"  outputs: {out_dir}")
+    return 0
+
+
+def catchments_command(region: str, data: str | None, out: str | None, *, level: str, minutes: str | None = None,
+                       engine: str | None = None) -> int:
+    """Catchment polygons per facility and travel-time band: its own set in catchments/."""
+    import pyogrio
+
+    from ._atomic import atomic_output_dir
+    from .catchments import catchment_polygons, cells_for, parse_bands
+    from .outputs import catchments_folder, provenance_inputs
+    from .pipeline import prepare_region
+    from .travel import TravelModel
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    bands = parse_bands(minutes, [15, 30, 60, 120])
+    out_dir = catchments_folder(run_dir, level, bands)
+    engine = engine or "combined"
+    with _claim(cfg, data_dir, run_dir, out_dir, command="catchments"):
+        prep = prepare_region(cfg, data_dir)
+        model = TravelModel(prep, engine)
+        cells = cells_for(model, prep.inputs.settlements, prep.facilities, level)
+        polys = catchment_polygons(cells, level, prep.facilities, prep.inputs.settlements, bands, cfg.working_crs)
+        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths),
+                               command="catchments", parameters={"level": level, "bands_min": bands,
+                                                                 "engine": engine}) as tmp:
+            pyogrio.write_dataframe(polys, tmp / f"catchments_{level}.gpkg", layer=f"catchments_{level}",
+                                    driver="GPKG")
+            _write_csv(polys.drop(columns="geometry"), tmp / f"catchments_{level}.csv")
+    pop = prep.inputs.settlements["population"].fillna(0).sum()
+    by_band = polys.groupby("band_to_min")[["population", "n_settlements", "area_km2"]].sum()
+    print(f"{len(polys)} catchment polygons of {polys['facility_id'].nunique()} facilities ({level}), by band:")
+    rows = []
+    acc = 0.0
+    for b, r in by_band.iterrows():
+        acc += r["population"]
+        rows.append([f"≤ {b:g} min", f"{r['population']:,.0f}", f"{acc / pop:.1%}", int(r["n_settlements"]),
+                     f"{r['area_km2']:,.0f}"])
+    print(format_table(["band", "people", "cumulative", "settlements", "km²"], rows))
+    print(f"  outputs: {out_dir}")
+    return 0
+
+
+def population_grid_command(region: str, data: str | None, out: str | None, *, raster: str | None = None,
+                            engine: str | None = None) -> int:
+    """Coverage from a population grid (a raster, else one built from the census): its own set, population_grid/."""
+    from ._atomic import atomic_output_dir
+    from .coverage import coverage_shares
+    from .errors import InputError
+    from .outputs import population_grid_folder, provenance_inputs
+    from .pipeline import compute_region_times
+    from .popgrid import build_population_grid, county_cells, grid_coverage, read_population_raster
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    out_dir = population_grid_folder(run_dir)
+    engine = engine or "combined"
+    path = Path(raster) if raster else cfg.input_path("population_raster", data_dir)
+    if path is not None and not path.is_file():
+        raise InputError(path, "population raster not found")
+    bands = [float(b) for b in cfg.thresholds["bands"]]
+    with _claim(cfg, data_dir, run_dir, out_dir, command="population-grid"):
+        run = compute_region_times(cfg, data_dir, engine=engine)
+        if run.rasters is None or run.inputs.counties is None:
+            raise InputError(None, "population-grid needs a grid engine (combined or raster) and county boundaries")
+        grid = run.rasters.grid
+        if path is not None:
+            people, facts = read_population_raster(path, grid)
+            run.inputs.paths["population_raster"] = path
+        else:
+            people, facts = build_population_grid(run.inputs.settlements, run.inputs.counties, grid,
+                                                  cfg.section("positions"), cfg.working_crs,
+                                                  cfg.section("access")["grid_spread_km"])
+        counties = run.inputs.counties
+        region_shares, zonal = grid_coverage(people, run.rasters, county_cells(counties, grid), counties, bands)
+        settlement = coverage_shares(run.table, bands, weight="population")
+        summary = {"region": cfg.key, "engine": engine, "grid": facts, "bands_min": bands,
+                   "grid_shares": region_shares, "settlement_shares": settlement,
+                   "source": "raster" if path is not None else "built from the census (population-grid)"}
+        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, run.inputs.paths),
+                               command="population-grid", parameters={"engine": engine, "raster": str(path or "")}) as tmp:
+            _write_csv(zonal, tmp / "grid_zonal.csv")
+            (tmp / "population_grid_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1,
+                                                                         default=float), encoding="utf-8")
+            if path is None:
+                import rasterio
+
+                with rasterio.open(tmp / "population_grid.tif", "w", driver="GTiff", height=grid.shape[0],
+                                   width=grid.shape[1], count=1, dtype="float32", crs=grid.crs,
+                                   transform=grid.transform, compress="deflate") as dst:
+                    dst.write(people.astype(np.float32), 1)
+    print(f"population grid ({summary['source']}): {facts['grid_people']:,.0f} people on the engine's grid")
+    print("\nShare of people within … minutes: grid cells (settlement points)")
+    rows = [[LEVEL_LABELS[g]] + [f"{region_shares[g][k]:.1%} ({settlement[g][k]:.1%})" for k in region_shares[g]]
+            for g in region_shares]
+    print(format_table(["level"] + [f"{b:g} min" for b in bands], rows))
+    print(f"  outputs: {out_dir}")
+    return 0

@@ -39,6 +39,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "prefectures": "boundaries/{region}_prefectures.geojson",
         "population": "facts/{region}_county_population_2020.csv",
         "relocation": "facts/{region}_relocation_sites.csv",
+        "population_raster": "",  # people per cell, any CRS (e.g. WorldPop); empty: `population-grid` builds one
         "settlement_tables": [],  # extra tables: [{path, crs, columns = {id=..., name=..., ...}}]
     },
     "roads": {
@@ -105,6 +106,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "clinic_threshold_min": 30.0,
         "time_limit_s": 60.0,
         "candidates": ["targets", "settlements"],
+    },
+    "access": {  # supply–demand accessibility and capacity coverage (docs/access.md)
+        "e2sfca_bands_min": [],  # E2SFCA band upper ends in minutes; empty: equal bands over the catchment
+        "e2sfca_weights": [1.0, 0.68, 0.22],  # one weight per band (Luo & Qi 2009)
+        "gravity_beta": 1.0,  # gravity: weight = max(t, gravity_min_minutes) ** -beta
+        "gravity_min_minutes": 1.0,
+        "own_county_limit_min": 720.0,  # own county's hospital: searched up to this many minutes
+        "own_township_limit_min": 240.0,  # own township's health centre: searched up to this many minutes
+        "grid_spread_km": 5.0,  # population-grid: a located settlement's people spread over habitable cells this near
     },
 }
 
@@ -429,6 +439,19 @@ def _validate_values(raw: dict, path: Path) -> None:
     _positive(path, "siting", raw["siting"], "time_limit_s")
     if raw["standards"]["county_hospital_scope"] not in ("all", "poor"):
         raise ConfigError(path, "[standards] county_hospital_scope must be 'all' or 'poor'")
+    acc = raw["access"]
+    _positive(path, "access", acc, "gravity_beta", "gravity_min_minutes", "own_county_limit_min",
+              "own_township_limit_min", "grid_spread_km")
+    for key in ("e2sfca_bands_min", "e2sfca_weights"):
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in acc[key]):
+            raise ConfigError(path, f"[access] {key} = {_show(acc[key])}: must be a list of numbers")
+    if acc["e2sfca_bands_min"]:
+        from .access import check_e2sfca_bands
+
+        check_e2sfca_bands(acc["e2sfca_bands_min"], acc["e2sfca_weights"], path)
+    elif not acc["e2sfca_weights"] or any(w < 0 for w in acc["e2sfca_weights"]):
+        raise ConfigError(path, f"[access] e2sfca_weights = {_show(acc['e2sfca_weights'])}: must be one or more "
+                                "non-negative weights")
     if raw["terrain"]:
         from .terrain import TerrainParams
 

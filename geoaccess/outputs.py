@@ -5,7 +5,7 @@ every other command writes an output set of its own in a named subfolder of it, 
 commands and scenarios sit side by side and never mix (docs/reliability.md, "Output folders"):
 
 ``traveltime_{engine}[_flat]/`` · ``proposals/clinics_{min}min_{mode}_{candidates}/`` ·
-``proposals/centres_{min}min/`` · ``maps/`` (or ``--maps-dir``) · ``export/`` (or ``--dest``).
+``proposals/centres_{min}min/`` · ``access/{method}_{level}_{min}min[_{supply}]/`` · ``maps/`` (or ``--maps-dir``) · ``export/`` (or ``--dest``).
 """
 from __future__ import annotations
 
@@ -76,3 +76,39 @@ def clinics_folder(run: Path, threshold_min: float, max_sites: int | None, candi
 def centres_folder(run: Path, threshold_min: float) -> Path:
     """``proposals/centres_{min}min``."""
     return run / "proposals" / f"centres_{threshold_min:g}min"
+
+
+def access_folder(run: Path, method: str, level: str, catchment_min: float, supply: str | None) -> Path:
+    """``access/{method}_{level}_{min}min[_{supply column}]``: one folder per scenario."""
+    import re
+
+    tail = "_" + re.sub(r"[^A-Za-z0-9_-]+", "-", supply) if supply else ""
+    return run / "access" / f"{method}_{level}_{catchment_min:g}min{tail}"
+
+
+def own_unit_folder(run: Path) -> Path:
+    """``own_unit/``: care in one's own county and township against the nearest across borders."""
+    return run / "own_unit"
+
+
+def referral_folder(run: Path) -> Path:
+    """``referral/``: facility-to-higher-level times and the settlements' referral chains."""
+    return run / "referral"
+
+
+def coverage_folder(run: Path, level: str, capacity: str, max_minutes: float, order: str) -> Path:
+    """``coverage/{level}_{capacity}_{min}min_{order}``: one folder per scenario."""
+    import re
+
+    cap = re.sub(r"[^A-Za-z0-9_.-]+", "-", capacity)
+    return run / "coverage" / f"{level}_{cap}_{max_minutes:g}min_{order}"
+
+
+def catchments_folder(run: Path, level: str, bands: list[float]) -> Path:
+    """``catchments/{level}_{b1-b2-…}min``: one folder per level and set of bands."""
+    return run / "catchments" / f"{level}_{'-'.join(f'{b:g}' for b in bands)}min"
+
+
+def population_grid_folder(run: Path) -> Path:
+    """``population_grid/``: people per cell and the raster-based coverage beside the settlement-based."""
+    return run / "population_grid"

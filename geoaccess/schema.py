@@ -137,6 +137,97 @@ ASSIGNMENT_COLUMNS = _cols(
     ("priority", "priority", "", "priority settlement (relocation)"),
 )
 
+ACCESS_COLUMNS = _cols(
+    ("n_in_catch", "n_in_catch", "count", "facilities of the level within the catchment (with a positive weight)"),
+    ("access_score", "acc_score", "supply per person", "floating-catchment accessibility: Σ over facilities in the "
+                                                      "catchment of weight × supply / weighted demand (docs/access.md); "
+                                                      "per county the population-weighted mean"),
+    ("access_per_10k", "acc_10k", "supply per 10,000 people", "access_score × 10,000"),
+    ("n_facilities", "n_fac", "count", "facilities of the level in the county"),
+    ("supply", "supply", "supply units", "supply: the register column given by --supply, else 1 per facility "
+                                         "(per county: the sum over its facilities)"),
+    ("supply_per_10k", "sup_10k", "supply per 10,000 people", "the county's own supply per 10,000 of its people "
+                                                             "(the crude ratio, no travel)"),
+    ("demand_potential", "demand_pot", "people", "weighted demand in the facility's catchment: Σ weight × population"),
+    ("supply_ratio", "sup_ratio", "supply per person", "supply / demand_potential (0 when no demand reaches it)"),
+)
+
+OWN_UNIT_COLUMNS = _cols(
+    ("t_county_own_min", "t_cnty_own", "minutes", "travel time to the nearest county hospital (or better) of the "
+                                                 "settlement's own county (就地就医); empty when none within "
+                                                 "[access] own_county_limit_min"),
+    ("t_thc_own_min", "t_thc_own", "minutes", "travel time to the nearest township health centre (or better) of the "
+                                             "settlement's own township; empty when none within "
+                                             "[access] own_township_limit_min"),
+    ("own_county_id", "own_cnty", "", "facility_id of the own county's nearest county-level facility"),
+    ("own_thc_id", "own_thc", "", "facility_id of the own township's nearest health centre"),
+    ("own_county_status", "own_cnty_s", "", "own (the nearest is the county's own) | crossed (the nearest is across "
+                                           "the county border) | beyond_limit | none_in_unit"),
+    ("own_thc_status", "own_thc_s", "", "own | crossed (the nearest is across the township border) | beyond_limit | "
+                                       "none_in_unit (the township has no health centre in the register)"),
+    ("gain_county_min", "gain_cnty", "minutes", "minutes saved by going to the nearest county-level facility instead "
+                                               "of the own county's (0 when it is the own)"),
+    ("gain_thc_min", "gain_thc", "minutes", "minutes saved by going to the nearest health centre instead of the own "
+                                           "township's"),
+    ("n_cross_county", "n_x_cnty", "count", "settlements whose nearest county-level facility is in another county"),
+    ("pop_cross_county", "pop_x_cnty", "people", "people whose nearest county-level facility is in another county"),
+    ("n_cross_thc", "n_x_thc", "count", "settlements whose nearest health centre is in another township"),
+    ("pop_cross_thc", "pop_x_thc", "people", "people whose nearest health centre is in another township"),
+)
+
+REFERRAL_COLUMNS = _cols(
+    ("t_referral_min", "t_referral", "minutes", "from the settlement's nearest township centre (or better) to that "
+                                               "centre's nearest county hospital (or better); 0 when the centre is "
+                                               "itself county level"),
+    ("referral_county_id", "ref_cnty", "", "facility_id of the county-level facility the chain ends at"),
+    ("t_chain_min", "t_chain", "minutes", "referral chain: settlement → its nearest township centre → that centre's "
+                                         "nearest county hospital (t_thc_min + t_referral_min)"),
+    ("chain_extra_min", "chain_xtra", "minutes", "t_chain_min − t_county_min: what the referral chain costs over "
+                                                "the direct trip (a few minutes below 0 where the centre's own "
+                                                "straight legs beat the direct search, docs/access.md)"),
+)
+
+COVERAGE_COLUMNS = _cols(
+    ("people_covered", "ppl_cov", "people", "people of the settlement served by some facility within the time limit "
+                                           "and its capacity (may be part of the settlement)"),
+    ("covered_by", "cov_by", "", "facility_id of the facility that served most of the settlement's people"),
+    ("t_covered_min", "t_cov", "minutes", "travel time to that facility"),
+    ("uncovered_reason", "uncov_why", "", "empty when all are covered; capacity (a facility is within the limit but "
+                                         "full) | distance (none within the limit)"),
+    ("order_rank", "order", "", "the order in which the facility took its people (1 first)"),
+    ("capacity", "capacity", "people", "people the facility can serve (--capacity)"),
+    ("people_served", "pop_served", "people", "people the facility serves"),
+    ("capacity_left", "cap_left", "people", "capacity − people_served"),
+    ("n_served", "n_served", "count", "settlements the facility serves, in whole or in part"),
+    ("served_max_min", "served_max", "minutes", "travel time to the farthest settlement it serves"),
+    ("pop_covered", "pop_cov", "people", "people covered"),
+    ("pop_uncov_capacity", "pop_nocap", "people", "people uncovered for want of capacity (some facility within the "
+                                                  "limit, all full)"),
+    ("pop_uncov_distance", "pop_far", "people", "people uncovered for distance (no facility within the limit)"),
+    ("covered_share", "cov_share", "share", "pop_covered / population"),
+)
+
+CATCHMENT_COLUMNS = _cols(
+    ("band_from_min", "band_from", "minutes", "lower end of the travel-time band (exclusive; 0: inclusive)"),
+    ("band_to_min", "band_to", "minutes", "upper end of the travel-time band (inclusive)"),
+    ("n_settlements", "n_sett", "count", "settlements whose cell lies in the polygon"),
+    ("population", "pop", "people", "people of those settlements"),
+    ("area_km2", "area_km2", "km²", "area of the polygon"),
+)
+
+GRID_ZONAL_COLUMNS = _cols(
+    ("level", "level", "", "facility level group (clinic | thc | county | pref: that level or higher)"),
+    ("grid_population", "grid_pop", "people", "people of the population grid in the county"),
+)
+# pop_within_{minutes}: generated by column_info.
+
+OD_COLUMNS = _cols(
+    ("settlement_id", "sett_id", "", "settlement id (as in settlements.csv)"),
+    ("facility_id", "fac_id", "", "facility id (as in the register)"),
+    ("minutes", "minutes", "minutes", "travel time from the settlement's position to the facility (pairs within "
+                                      "the catchment only)"),
+)
+
 LAYERS = {
     "settlements": SETTLEMENT_COLUMNS,
     "relocation": SETTLEMENT_COLUMNS,
@@ -153,6 +244,13 @@ LAYERS = {
     "assignments": ASSIGNMENT_COLUMNS,
     "proposed_assignments": ASSIGNMENT_COLUMNS,
     "centre_assignments": ASSIGNMENT_COLUMNS,
+    "access": ACCESS_COLUMNS,
+    "od": OD_COLUMNS,
+    "own_unit": OWN_UNIT_COLUMNS,
+    "referral_chains": REFERRAL_COLUMNS,
+    "coverage": COVERAGE_COLUMNS,
+    "catchments": CATCHMENT_COLUMNS,
+    "grid_zonal": GRID_ZONAL_COLUMNS,
 }
 
 #: Facility levels from lowest to highest (standards.md).
@@ -229,7 +327,10 @@ _LEVEL_WORDS = {
     "county": ("cnty", "co", "a county hospital or better"),
     "pref": ("pref", "pr", "a prefecture hospital"),
 }
-_SHARE = re.compile(r"^(?P<pop>pop_)?share_(?P<exact>exact_)?(?P<level>clinic|thc|county|pref)_(?P<min>\d+(?:\.\d+)?)$")
+_SHARE = re.compile(r"^(?P<pop>pop_)?share_(?P<exact>exact_)?(?P<level>clinic|thc|county|pref)(?P<own>_own)?"
+                    r"_(?P<min>\d+(?:\.\d+)?)$")
+_WITHIN = re.compile(r"^pop_within_(?P<min>\d+(?:\.\d+)?)$")
+_GAIN = re.compile(r"^(?P<what>n|pop)_gain_(?P<level>thc|county)_(?P<min>\d+(?:\.\d+)?)$")
 _TIME_RANGE = re.compile(r"^t_(?P<level>clinic|thc|county|pref)_(?P<end>low|high)_min$")
 _RANGE_END = {"low": ("l", "lower"), "high": ("h", "upper")}
 
@@ -251,6 +352,18 @@ def column_info(name: str, layer: str | None = None) -> Column | None:
     m = _SHARE.match(name)
     if m:
         return _share_column(name, m, 10)
+    m = _WITHIN.match(name)
+    if m:
+        return Column(name, f"pop_w{m['min'].replace('.', '')}"[:10], "people",
+                      f"people of the population grid in cells within {m['min']} min of the level's nearest facility")
+    m = _GAIN.match(name)
+    if m:
+        short = _LEVEL_WORDS[m["level"]][0]
+        unit = "county" if m["level"] == "county" else "township"
+        return Column(name, f"{m['what'][0]}g_{short}{m['min'].replace('.', '')}"[:10],
+                      "count" if m["what"] == "n" else "people",
+                      f"{'settlements' if m['what'] == 'n' else 'people'} within {m['min']} min of "
+                      f"{_LEVEL_WORDS[m['level']][2]} only by crossing the {unit} border (beyond it in their own {unit})")
     m = _TIME_RANGE.match(name)
     if m:
         short, _, words = _LEVEL_WORDS[m["level"]]
@@ -272,14 +385,17 @@ def column_info(name: str, layer: str | None = None) -> Column | None:
 
 def _share_column(name: str, m: re.Match, max_len: int) -> Column:
     """A coverage-share column's entry; its alias fits in `max_len` characters (e.g. sh_cnty60, psh_cnty60)."""
-    prefix = ("p" if m["pop"] else "") + "sh" + ("x" if m["exact"] else "")
+    own = m.groupdict().get("own")
+    prefix = ("p" if m["pop"] else "") + "sh" + ("x" if m["exact"] else "") + ("o" if own else "")
     minutes = m["min"].replace(".", "")
     long, short, words = _LEVEL_WORDS[m["level"]]
     alias = next((a for abbr in (long, short) for a in (f"{prefix}_{abbr}{minutes}", f"{prefix}{abbr}{minutes}")
                   if len(a) <= max_len), f"{prefix}{short}{minutes}"[:max_len])
     who = ("population share" if m["pop"] else "share") + (" of exactly located settlements" if m["exact"] else
                                                            "" if m["pop"] else " of settlements")
-    return Column(name, alias, "share", f"{who} within {m['min']} min of {words}")
+    where = "" if not own else (" of the settlement's own county" if m["level"] == "county" else
+                                " of the settlement's own township")
+    return Column(name, alias, "share", f"{who} within {m['min']} min of {words}{where}")
 
 
 def shapefile_aliases(columns, layer: str | None = None) -> dict[str, str]:

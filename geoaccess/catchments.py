@@ -1,0 +1,94 @@
+"""Catchments: the area each facility serves — the grid cells for which it is the nearest of its level —
+cut by travel-time band, with the settlements and people inside (docs/access.md)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError, InputError
+
+
+def parse_bands(text: str | None, default) -> list[float]:
+    """'15,30,60,120' → sorted positive minutes; ConfigError naming --minutes otherwise."""
+    if text is None:
+        values = [float(b) for b in default]
+    else:
+        try:
+            values = [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(None, f"--minutes '{text}': expected minutes separated by commas, e.g. 15,30,60,120") \
+                from None
+    if not values or any(not (v > 0 and np.isfinite(v)) for v in values) or len(set(values)) != len(values):
+        raise ConfigError(None, f"--minutes {text or default}: must be distinct positive minutes")
+    return sorted(values)
+
+
+def cell_labels(minutes: np.ndarray, nearest: np.ndarray, bands: list[float]) -> np.ndarray:
+    """Per cell: facility row × number of bands + band index (band k: bands[k-1] < t ≤ bands[k]); -1 outside
+    every band, at barriers and where no facility is reached."""
+    nb = len(bands)
+    t = np.asarray(minutes, np.float64)
+    ok = np.isfinite(t) & (np.asarray(nearest) >= 0) & (t <= bands[-1])
+    band = np.searchsorted(np.asarray(bands, float), np.where(ok, t, 0.0), side="left")
+    return np.where(ok, np.asarray(nearest, np.int64) * nb + band, -1)
+
+
+def catchment_polygons(cells, level: str, facilities: pd.DataFrame, settlements: pd.DataFrame, bands: list[float],
+                       working_crs: str):
+    """A GeoDataFrame (WGS84): one row per facility and band with its area, settlements and people.
+
+    ``cells`` is the engine's :class:`geoaccess.travel.CellTimes`; its ``nearest`` rows index ``facilities``.
+    A settlement belongs to the polygon of the cell it lies in.
+    """
+    import geopandas as gpd
+    import shapely
+    from pyproj import CRS, Transformer
+    from rasterio import features
+
+    grid = cells.grid
+    labels = cell_labels(cells.minutes[level], cells.nearest[level], bands)
+    rows, cols = grid.shape
+    nb = len(bands)
+    pieces: dict[int, list] = {}
+    lab32 = labels.astype(np.int32)
+    for geom, value in features.shapes(lab32, mask=lab32 >= 0, transform=grid.transform, connectivity=8):
+        pieces.setdefault(int(value), []).append(shapely.geometry.shape(geom))
+    keys = sorted(pieces)
+    geoms = [shapely.union_all(pieces[k]) for k in keys]
+    # settlements: the cell each lies in
+    crs = CRS.from_user_input(grid.crs)
+    if crs.is_geographic:
+        x, y = settlements["lon"].to_numpy(float), settlements["lat"].to_numpy(float)
+    else:
+        x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(settlements["lon"].to_numpy(float),
+                                                                             settlements["lat"].to_numpy(float))
+    c, r = ~grid.transform @ (np.asarray(x), np.asarray(y))
+    r, c = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
+    inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+    s_lab = np.full(len(settlements), -1, np.int64)
+    s_lab[inside] = labels[r[inside], c[inside]]
+    pop = np.nan_to_num(settlements["population"].to_numpy(float), nan=0.0)
+    n_by = pd.Series(1, index=s_lab).groupby(level=0).sum()
+    p_by = pd.Series(pop, index=s_lab).groupby(level=0).sum()
+    fac_row, band = np.divmod(np.asarray(keys, np.int64), nb)
+    edges = np.r_[0.0, bands]
+    out = gpd.GeoDataFrame({
+        "facility_id": facilities["facility_id"].astype(str).to_numpy()[fac_row],
+        "name": facilities["name"].to_numpy()[fac_row], "level": facilities["level"].to_numpy()[fac_row],
+        "county_code": facilities["county_code"].astype(str).to_numpy()[fac_row],
+        "band_from_min": edges[band], "band_to_min": edges[band + 1],
+        "n_settlements": n_by.reindex(keys, fill_value=0).to_numpy().astype(int),
+        "population": p_by.reindex(keys, fill_value=0.0).to_numpy(float),
+    }, geometry=geoms, crs=grid.crs)
+    out["area_km2"] = out.geometry.to_crs(working_crs).area.to_numpy() / 1e6
+    return out.to_crs(4326)
+
+
+def cells_for(model, settlements: pd.DataFrame, facilities: pd.DataFrame, level: str):
+    """The engine's cell field for one level group (grid engines only)."""
+    from .schema import LEVEL_GROUPS
+
+    if model.engine == "network":
+        raise InputError(None, "catchments need a grid engine: use --engine combined or raster")
+    _, cells = model.times(settlements, facilities, groups={level: LEVEL_GROUPS[level]})
+    return cells
