@@ -35,6 +35,7 @@ from numba import njit, prange
 
 from . import engine as road_engine
 from .errors import InputError
+from .raster import knight_blocked
 from .schema import LEVEL_GROUPS
 from .terrain import Dem, TerrainParams, offroad_leg_times
 
@@ -167,8 +168,8 @@ def _move_minutes(z_from, z_to, length, pace_k, tob_a, tob_b, kph_max, kph_min):
 
 
 @njit(cache=True)
-def _heap_push(hkey, hnode, pos, size, key, node):
-    i = size
+def _sift_up(hkey, hnode, pos, i, key, node):
+    """Place ``node`` with ``key`` at heap slot ``i`` (a new last slot, or its own slot after its key fell)."""
     while i > 0:
         parent = (i - 1) >> 2
         pk = hkey[parent]
@@ -183,20 +184,18 @@ def _heap_push(hkey, hnode, pos, size, key, node):
     pos[node] = i
 
 
-@njit(cache=True)
-def _heap_decrease(hkey, hnode, pos, i, key, node):
-    while i > 0:
-        parent = (i - 1) >> 2
-        pk = hkey[parent]
-        if pk <= key:
-            break
-        hkey[i] = pk
-        hnode[i] = hnode[parent]
-        pos[hnode[i]] = i
-        i = parent
-    hkey[i] = key
-    hnode[i] = node
-    pos[node] = i
+@njit(cache=True, inline="always")
+def _relax(dist, pos, hkey, hnode, size, n, cand):
+    """Lower node ``n`` to ``cand`` minutes if that is shorter (queue or re-key it); returns the heap size and
+    whether ``n`` was lowered."""
+    if cand < dist[n]:
+        dist[n] = cand
+        if pos[n] == -1:
+            _sift_up(hkey, hnode, pos, size, cand, n)
+            return size + 1, True
+        _sift_up(hkey, hnode, pos, pos[n], cand, n)
+        return size, True
+    return size, False
 
 
 @njit(cache=True)
@@ -259,15 +258,8 @@ def _in_move_weights(cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph_max, k
             zn = zf[n]
             if math.isnan(zn):
                 continue
-            if k >= 8:  # a knight's move needs both cells it passes between to be passable
-                if dr[k] == 2 or dr[k] == -2:
-                    m1 = (r + dr[k] // 2) * cols + col
-                    m2 = m1 + dc[k]
-                else:
-                    m1 = r * cols + col + dc[k] // 2
-                    m2 = m1 + dr[k] * cols
-                if math.isnan(zf[m1]) or math.isnan(zf[m2]):
-                    continue
+            if k >= 8 and knight_blocked(zf, r, col, cols, dr[k], dc[k]):
+                continue
             w[c, k] = _move_minutes(zn, zc, move_len[r, k], pace_k, tob_a, tob_b, kph_max, kph_min)
     return w, offset
 
@@ -293,7 +285,7 @@ def _search_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minute
         if label[node] < 0:
             dist[node] = 0.0
             label[node] = s
-            _heap_push(hkey, hnode, pos, size, 0.0, node)
+            _sift_up(hkey, hnode, pos, size, 0.0, node)
             size += 1
     while size > 0:
         c = hnode[0]
@@ -311,29 +303,29 @@ def _search_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minute
                 n = c + offset[k]
                 if pos[n] == -2:
                     continue
-                cand = d + w
-                if cand < dist[n]:
-                    dist[n] = cand
+                size, lowered = _relax(dist, pos, hkey, hnode, size, n, d + w)
+                if lowered:
                     label[n] = lab
-                    if pos[n] == -1:
-                        _heap_push(hkey, hnode, pos, size, cand, n)
-                        size += 1
-                    else:
-                        _heap_decrease(hkey, hnode, pos, pos[n], cand, n)
         for j in range(rev_indptr[c], rev_indptr[c + 1]):
             n = rev_indices[j]
             if pos[n] == -2:
                 continue
-            cand = d + rev_minutes[j]
-            if cand < dist[n]:
-                dist[n] = cand
+            size, lowered = _relax(dist, pos, hkey, hnode, size, n, d + rev_minutes[j])
+            if lowered:
                 label[n] = lab
-                if pos[n] == -1:
-                    _heap_push(hkey, hnode, pos, size, cand, n)
-                    size += 1
-                else:
-                    _heap_decrease(hkey, hnode, pos, pos[n], cand, n)
     return dist, label
+
+
+@njit(cache=True, inline="always")
+def _relax_bounded(dist, pos, hkey, hnode, size, touched, n_touched, n, cand, limit):
+    """:func:`_relax` within ``limit``, recording each node reached for the first time in ``touched``."""
+    if cand > limit:
+        return size, n_touched
+    if dist[n] == np.inf and cand < np.inf:
+        touched[n_touched] = n
+        n_touched += 1
+    size, _ = _relax(dist, pos, hkey, hnode, size, n, cand)
+    return size, n_touched
 
 
 @njit(cache=True, nogil=True)
@@ -362,7 +354,7 @@ def _bounded_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minut
         touched[n_touched] = src
         n_touched += 1
         size = 0
-        _heap_push(hkey, hnode, pos, size, 0.0, src)
+        _sift_up(hkey, hnode, pos, size, 0.0, src)
         size += 1
         while size > 0:
             c = hnode[0]
@@ -392,32 +384,14 @@ def _bounded_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minut
                     n = c + offset[k]
                     if pos[n] == -2:
                         continue
-                    cand = d + w
-                    if cand < dist[n] and cand <= limit:
-                        if dist[n] == np.inf:
-                            touched[n_touched] = n
-                            n_touched += 1
-                        dist[n] = cand
-                        if pos[n] == -1:
-                            _heap_push(hkey, hnode, pos, size, cand, n)
-                            size += 1
-                        else:
-                            _heap_decrease(hkey, hnode, pos, pos[n], cand, n)
+                    size, n_touched = _relax_bounded(dist, pos, hkey, hnode, size, touched, n_touched, n,
+                                                     d + w, limit)
             for j in range(rev_indptr[c], rev_indptr[c + 1]):
                 n = rev_indices[j]
                 if pos[n] == -2:
                     continue
-                cand = d + rev_minutes[j]
-                if cand < dist[n] and cand <= limit:
-                    if dist[n] == np.inf:
-                        touched[n_touched] = n
-                        n_touched += 1
-                    dist[n] = cand
-                    if pos[n] == -1:
-                        _heap_push(hkey, hnode, pos, size, cand, n)
-                        size += 1
-                    else:
-                        _heap_decrease(hkey, hnode, pos, pos[n], cand, n)
+                size, n_touched = _relax_bounded(dist, pos, hkey, hnode, size, touched, n_touched, n,
+                                                 d + rev_minutes[j], limit)
         for i in range(n_touched):
             node = touched[i]
             dist[node] = np.inf

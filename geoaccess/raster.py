@@ -254,6 +254,18 @@ def _move_table(dx: np.ndarray, dy: np.ndarray, knight_moves: bool):
     return dr, dc, np.hypot(h, v)
 
 
+@njit(cache=True, inline="always")
+def knight_blocked(zf, r, col, cols, drk, dck):
+    """True when a knight's move (drk, dck) from cell (r, col) passes between two cells one of which is a barrier."""
+    if drk == 2 or drk == -2:
+        m1 = (r + drk // 2) * cols + col
+        m2 = m1 + dck
+    else:
+        m1 = r * cols + col + dck // 2
+        m2 = m1 + drk * cols
+    return math.isnan(zf[m1]) or math.isnan(zf[m2])
+
+
 # The heap holds one int64 per queued cell: the float32 bits of its time (which order like the
 # times, as times are >= 0) in the high half and the cell index in the low half, so one integer
 # comparison orders by time, then by cell (deterministic ties), and one load fetches both.
@@ -359,15 +371,8 @@ def _cost_distance_kernel(elev, road_kph, cell_pace, dr, dc, lengths, src, aniso
             n = rr * cols + cc
             if pos[n] == -2:
                 continue
-            if knight and k >= 8:  # both cells the knight's move passes through must be passable
-                if dr[k] == 2 or dr[k] == -2:
-                    m1 = (r + dr[k] // 2) * cols + col
-                    m2 = m1 + dc[k]
-                else:
-                    m1 = r * cols + col + dc[k] // 2
-                    m2 = m1 + dr[k] * cols
-                if math.isnan(zf[m1]) or math.isnan(zf[m2]):
-                    continue
+            if knight and k >= 8 and knight_blocked(zf, r, col, cols, dr[k], dc[k]):
+                continue
             length = lengths[r, k]
             if anisotropic:
                 pn = _MIN_PER_M_AT_1_KPH / rk[n] if rk[n] > 0.0 else -1.0
