@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from .errors import GeoaccessError
+from .schema import LEVEL_GROUPS
 
 log = logging.getLogger("geoaccess")
 
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     ac = sub.add_parser("access", help="supply–demand accessibility (2SFCA, E2SFCA, Gaussian 2SFCA, gravity) per "
                                        "settlement and county")
     _common(ac)
-    ac.add_argument("--level", choices=["clinic", "thc", "county", "pref"], required=True,
+    ac.add_argument("--level", choices=list(LEVEL_GROUPS), required=True,
                     help="facility level (that level or higher)")
     ac.add_argument("--method", choices=["2sfca", "e2sfca", "g2sfca", "gravity"], required=True)
     ac.add_argument("--catchment", type=float, metavar="MIN", help="catchment in minutes (default: the level's threshold)")
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("coverage", help="capacity-aware coverage (AccessMod): each facility serves the nearest "
                                          "people until its capacity or the time limit")
     _common(cv)
-    cv.add_argument("--level", choices=["clinic", "thc", "county", "pref"], required=True,
+    cv.add_argument("--level", choices=list(LEVEL_GROUPS), required=True,
                     help="facility level (that level or higher)")
     cv.add_argument("--capacity", required=True, metavar="COLUMN|PEOPLE",
                     help="people each facility can serve: a number (inf: no limit) or a register column")
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct = sub.add_parser("catchments", help="polygons of the area each facility serves (nearest of its level), cut "
                                            "by travel-time band, with people and settlements inside")
     _common(ct)
-    ct.add_argument("--level", choices=["clinic", "thc", "county", "pref"], required=True,
+    ct.add_argument("--level", choices=list(LEVEL_GROUPS), required=True,
                     help="facility level (that level or higher)")
     ct.add_argument("--minutes", metavar="MIN,MIN,…", help="band upper ends (default 15,30,60,120)")
     ct.add_argument("--engine", choices=["combined", "raster"], default=None, help="grid engine (default combined)")
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     mp = sub.add_parser("map", help="folium coverage map (offline) and report figures from the gaps outputs")
     _common(mp)
-    mp.add_argument("--level", choices=["clinic", "thc", "county", "pref"], default="county",
+    mp.add_argument("--level", choices=list(LEVEL_GROUPS), default="county",
                     help="facility level shown at start (all levels are layers)")
     mp.add_argument("--tiles", default="offline", help="offline (no basemap requests, default), osm, or a tile URL")
     mp.add_argument("--maps-dir", help="folder for the HTML and PNGs (default: maps/ in the run folder)")

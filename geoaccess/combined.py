@@ -35,7 +35,7 @@ from numba import njit, prange
 
 from . import engine as road_engine
 from .errors import InputError
-from .raster import knight_blocked
+from .raster import _move_table, cell_sizes, knight_blocked
 from .schema import LEVEL_GROUPS
 from .terrain import Dem, TerrainParams, offroad_leg_times
 
@@ -119,7 +119,7 @@ def terrain_grid(dem: Dem, *, region=None, buffer_m: float = 0.0, working_crs: s
             area = shapely.transform(area, lambda c: np.column_stack(tr.transform(c[:, 0], c[:, 1])))
         outside = features.geometry_mask([area], out_shape=z.shape, transform=dem.transform, all_touched=True)
         z[outside] = np.nan
-    dx, dy = _cell_sizes(dem.transform, z.shape, crs)
+    dx, dy = cell_sizes(dem.transform, z.shape, crs)
     dr, dc, length = _move_table(dx, dy, moves == 16)
     return TerrainGrid(z, dem.transform, crs, dr, dc, length)
 
@@ -141,20 +141,6 @@ def _from_grid_crs(crs: str, x, y):
         return np.asarray(x, float), np.asarray(y, float)
     lon, lat = road_engine._transformer(crs, "EPSG:4326").transform(x, y)
     return np.asarray(lon), np.asarray(lat)
-
-
-def _cell_sizes(transform, shape, crs: str) -> tuple[np.ndarray, np.ndarray]:
-    """East-west and north-south cell size (m) of each row (WGS84 ellipsoid series for geographic grids)."""
-    from .raster import cell_sizes
-
-    return cell_sizes(transform, shape, crs)
-
-
-def _move_table(dx: np.ndarray, dy: np.ndarray, knight: bool):
-    """Move offsets and the horizontal length (m) of each move from each row (mid-latitude cell sizes)."""
-    from .raster import _move_table as table
-
-    return table(dx, dy, knight)
 
 
 # --------------------------------------------------------------------------- compiled core

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger("geoaccess")
+from .coverage import GROUPS
 
-GROUPS = ("clinic", "thc", "county", "pref")
+log = logging.getLogger("geoaccess")
 
 #: time_basis values and what they mean (also in schema.py).
 TIME_BASIS = {
