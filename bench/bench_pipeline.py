@@ -41,7 +41,7 @@ def bench_gaps(region: str, repeat: int) -> dict:
                          "in_process_s": summary["wall_time_s"], "steps_s": summary["timings_s"]})
     best = min(runs, key=lambda r: r["wall_s"])
     return {"case": f"gaps --region {region}", "best": best, "runs": runs,
-            "target_s": 20.0, "meets_target": best["wall_s"] < 20.0}
+            "target_s": 10.0, "meets_target": best["wall_s"] < 10.0}
 
 
 def bench_siting(region: str) -> dict:

@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -61,20 +62,62 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_KNOWN_SUMS: dict[tuple, str] = {}   # (path, size, mtime_ns, inode) → SHA-256, filled by prefetch_checksums
+_PREFETCH: list[threading.Thread] = []
+
+
+def _stat_key(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.rglob("*") if f.is_file())
+
+
+def prefetch_checksums(paths) -> None:
+    """Start hashing input files (and the files of input folders) in a background thread.
+
+    :func:`sha256_inputs` takes a prefetched sum only while the file's size, mtime and inode are unchanged, so
+    a file edited meanwhile is hashed again. Runs while the engine computes; errors are left to the real pass.
+    """
+    def work(items):
+        for p in items:
+            try:
+                files = _folder_files(p) if p.is_dir() else [p] if p.is_file() else []
+                for f in files:
+                    key = _stat_key(f)
+                    if key not in _KNOWN_SUMS:
+                        _KNOWN_SUMS[key] = sha256_file(f)
+            except OSError:
+                continue
+
+    t = threading.Thread(target=work, args=([Path(p) for p in paths],), name="geoaccess-checksums", daemon=True)
+    _PREFETCH.append(t)
+    t.start()
+
+
+def _checksum(path: Path) -> str:
+    known = _KNOWN_SUMS.get(_stat_key(path))
+    return known if known is not None else sha256_file(path)
+
+
 def sha256_inputs(paths: dict[str, Path]) -> dict[str, dict]:
     """Checksums of input files (folders: of every file inside, combined); missing paths are skipped."""
+    while _PREFETCH:
+        _PREFETCH.pop().join()
     out = {}
     for name, p in paths.items():
         p = Path(p)
         if p.is_dir():
             h = hashlib.sha256()
-            files = sorted(f for f in p.rglob("*") if f.is_file())
+            files = _folder_files(p)
             for f in files:
                 h.update(str(f.relative_to(p)).encode())
-                h.update(sha256_file(f).encode())
+                h.update(_checksum(f).encode())
             out[name] = {"path": str(p), "files": len(files), "sha256": h.hexdigest()}
         elif p.is_file():
-            out[name] = {"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            out[name] = {"path": str(p), "bytes": p.stat().st_size, "sha256": _checksum(p)}
     return out
 
 
@@ -423,8 +466,7 @@ def atomic_output_dir(target: str | Path, *, inputs: dict[str, Path] | None = No
                 kept = _keep_nested_sets(real, tmp)
                 files = sorted(f for f in tmp.rglob("*") if f.is_file() and f.name != STAGING_MARK
                                and not any(k in f.relative_to(tmp).parents for k in map(Path, kept)))
-                for f in files:
-                    _fsync(f)
+                _fsync_all(files)
                 manifest = {
                     "command": command or "gaps",
                     "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -494,6 +536,7 @@ def atomic_files(folder: str | Path, *, stale=None) -> Iterator[Path]:
         for name in (stale({f.name for f in tmp.iterdir()}) if stale else ()):
             (folder / name).unlink(missing_ok=True)
         for f in sorted(tmp.iterdir()):
+            _fsync(f)  # on disk before it is in view (the GeoPackage writer skips SQLite's own syncs)
             os.replace(f, folder / f.name)
     finally:
         if tmp in _STAGING:
@@ -605,6 +648,19 @@ def _swap(new: Path, target: Path, old: Path, journal: Path, mode: int) -> None:
                 os.rename(old, target)  # put the previous outputs back before anything is cleaned up
             raise
         _fsync(target.parent)
+
+
+def _fsync_all(paths) -> None:
+    """fsync every file, a few at a time (the waits for the disk overlap; fsync releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = list(paths)
+    if len(paths) < 2:
+        for p in paths:
+            _fsync(p)
+        return
+    with ThreadPoolExecutor(min(8, len(paths)), thread_name_prefix="geoaccess-fsync") as pool:
+        list(pool.map(_fsync, paths))
 
 
 def _fsync(path: Path) -> None:

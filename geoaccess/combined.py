@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -37,7 +38,7 @@ from . import engine as road_engine
 from .errors import InputError
 from .raster import _move_table, cell_sizes, knight_blocked
 from .schema import LEVEL_GROUPS
-from .terrain import Dem, TerrainParams, offroad_leg_times
+from .terrain import Dem, TerrainParams, _points_along, _vertex_distances, offroad_leg_times
 
 log = logging.getLogger("geoaccess")
 
@@ -478,7 +479,7 @@ class CombinedGraph:
 
 def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem | None, *, working_crs: str,
                          origin_lon, origin_lat, dest_lon, dest_lat, direct_km: float = 10.0,
-                         access_spacing_m: float | None = None) -> CombinedGraph:
+                         road_legs_km: float = 2.0, access_spacing_m: float | None = None) -> CombinedGraph:
     """Join the road graph ``G`` (edges with ``travel_time`` s and optional ``time_profile``) to ``grid``.
 
     Parameters
@@ -488,6 +489,9 @@ def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem |
     origin_lon, origin_lat : WGS84 settlements (NaN: no coordinates, left unconnected).
     dest_lon, dest_lat : WGS84 facilities.
     direct_km : a settlement may go straight off road to any facility within this distance.
+    road_legs_km : each point has a straight leg to the nearest point of every road within this distance;
+        farther roads are reached over the grid. (A leg to "the nearest road" however far would vanish when a
+        nearer road is added, and could make a time longer: these legs only ever grow in number.)
     access_spacing_m : spacing of candidate access points along roads (default: a third of a cell).
     """
     t0 = time.perf_counter()
@@ -503,20 +507,35 @@ def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem |
     has_roads = G is not None and G.number_of_edges() > 0
     if has_roads:
         edges = road_engine._edge_table(G)
-        snap = road_engine._snap(edges, np.r_[o_lon, d_lon], np.r_[o_lat, d_lat], working_crs)
+        p_lon, p_lat = np.r_[o_lon, d_lon], np.r_[o_lat, d_lat]
+        snap = road_engine._snap(edges, p_lon, p_lat, working_crs)  # the nearest road point: reported
         o_snap, d_snap = snap.take(slice(0, n_o)), snap.take(slice(n_o, None))
         o_min = _nan_legs(legs, o_lon, o_lat, o_snap.snap_lon, o_snap.snap_lat, o_snap.valid)
-        d_min = _nan_legs(legs, d_snap.snap_lon, d_snap.snap_lat, d_lon, d_lat, d_snap.valid)
+        d_near = d_snap.valid & (d_snap.leg_m <= road_legs_km * 1000.0)
+        d_min = _nan_legs(legs, d_snap.snap_lon, d_snap.snap_lat, d_lon, d_lat, d_near)
+        o_near = o_snap.valid & (o_snap.leg_m <= road_legs_km * 1000.0)
+        # ... and a leg only within road_legs_km, as to every other road that near (other_snap)
+        other_point, other_snap = _other_roads_within(edges, p_lon, p_lat, snap, working_crs, road_legs_km * 1000.0)
         via, via_cell = _access_points(edges, grid, working_crs, access_spacing_m)
         direct = _clear_pairs(grid, o_lon, o_lat, d_lon, d_lat, working_crs, direct_km, legs)
-        road = road_engine._assemble(edges, o_snap, o_min, d_snap, d_min, direct, via_snap=via)
+        road = road_engine._assemble(edges, _only(o_snap, o_near), np.where(o_near, o_min, np.nan),
+                                     _only(d_snap, d_near), d_min, direct, via_snap=_concat_snaps(via, other_snap))
+        road = replace(road, origin_snap=o_snap, origin_leg_min=o_min)  # what the table reports
         rf = road.forward.tocoo()
         src, dst, w = [rf.row + nc], [rf.col + nc], [rf.data / 60.0]
         origin_nodes = road.origin_nodes + nc
         dest_nodes = road.dest_nodes + nc
         n_nodes = nc + road.n_nodes
+        # legs to the other roads within reach: settlement → road, road → facility
+        ov = road.via_nodes[len(via):]
+        is_o = other_point < n_o
+        oo, od = other_point[is_o], other_point[~is_o] - n_o
+        src += [origin_nodes[oo], ov[~is_o] + nc]
+        dst += [ov[is_o] + nc, dest_nodes[od]]
+        w += [legs(o_lon[oo], o_lat[oo], other_snap.snap_lon[is_o], other_snap.snap_lat[is_o]),
+              legs(other_snap.snap_lon[~is_o], other_snap.snap_lat[~is_o], d_lon[od], d_lat[od])]
         # access point ↔ its cell centre, both directions (uphill and downhill differ)
-        vn = road.via_nodes
+        vn = road.via_nodes[:len(via)]
         okv = vn >= 0
         vlon, vlat = via.snap_lon[okv], via.snap_lat[okv]
         clon, clat = grid.centre_lonlat(*np.divmod(via_cell[okv], grid.shape[1]))
@@ -568,6 +587,55 @@ def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem |
     facts["build_s"] = round(time.perf_counter() - t0, 3)
     return CombinedGraph(grid, params, rev, n_nodes, origin_nodes, dest_nodes, road, facts, (o_lon, o_lat),
                          (d_lon, d_lat), working_crs, dem, weights)
+
+
+def _only(snap, keep: np.ndarray):
+    """``snap`` with the rows not in ``keep`` unsnapped (no leg)."""
+    fields_ = {f: getattr(snap, f).copy() for f in snap.__dataclass_fields__}
+    drop = ~np.asarray(keep, bool)
+    for f, fill in (("edge_row", -1), ("edge_u", None), ("edge_v", None), ("edge_key", None)):
+        fields_[f][drop] = fill
+    for f in ("fraction", "along_m", "snap_lon", "snap_lat", "leg_m"):
+        fields_[f][drop] = np.nan
+    return type(snap)(**fields_)
+
+
+def _concat_snaps(*snaps):
+    return type(snaps[0])(**{f: np.concatenate([getattr(s, f) for s in snaps]) for f in snaps[0].__dataclass_fields__})
+
+
+def _other_roads_within(edges, lon, lat, nearest, working_crs: str, within_m: float):
+    """(point index, Snap) of the nearest point of every road within ``within_m`` of each point but its nearest.
+
+    Exact: shapely's nearest point on each road line (working CRS); a road crossing the radius twice is one
+    road, one leg. Roads are the canonical edges, as :func:`engine._snap` takes them.
+    """
+    lines = road_engine._project(edges.geometry[edges.canon], road_engine._transformer(edges.crs, working_crs))
+    ok = np.flatnonzero(np.isfinite(lon) & np.isfinite(lat))
+    empty = (np.zeros(0, np.int64), _only(nearest.take(slice(0, 0)), np.zeros(0, bool)))
+    if not len(ok) or within_m <= 0:
+        return empty
+    x, y = road_engine._transformer("EPSG:4326", working_crs).transform(lon[ok], lat[ok])
+    pts = shapely.points(np.asarray(x), np.asarray(y))
+    pi, li = shapely.STRtree(lines).query(pts, predicate="dwithin", distance=within_m)
+    own = edges.road[np.maximum(nearest.edge_row[ok[pi]], 0)]
+    keep = edges.road[edges.canon[li]] != own
+    pi, li = pi[keep], li[keep]
+    if not len(pi):
+        return empty
+    along = shapely.line_locate_point(lines[li], pts[pi])
+    foot = shapely.line_interpolate_point(lines[li], along)
+    length = shapely.length(lines[li])
+    frac = np.divide(along, length, out=np.zeros_like(along), where=length > 0).clip(0.0, 1.0)
+    frac[frac < 1e-12] = 0.0
+    frac[frac > 1 - 1e-12] = 1.0
+    slon, slat = road_engine._transformer(working_crs, "EPSG:4326").transform(shapely.get_x(foot), shapely.get_y(foot))
+    row = edges.canon[li]
+    u_id, v_id, key = edges.ids
+    snap = type(nearest)(edge_row=row.astype(np.int64), edge_u=u_id[row], edge_v=v_id[row], edge_key=key[row],
+                         fraction=frac, along_m=along, snap_lon=np.asarray(slon), snap_lat=np.asarray(slat),
+                         leg_m=shapely.distance(pts[pi], foot))
+    return ok[pi], snap
 
 
 def clear_of_barriers(grid: TerrainGrid, flon, flat, tlon, tlat) -> np.ndarray:
@@ -641,9 +709,11 @@ def _access_points(edges, grid: TerrainGrid, working_crs: str, spacing_m: float 
     road_of = np.repeat(np.arange(len(lines)), n + 1)
     k = np.arange(int((n + 1).sum())) - np.repeat(np.cumsum(n + 1) - (n + 1), n + 1)
     frac = k / n[road_of]
-    pts = shapely.line_interpolate_point(lines[road_of], frac, normalized=True)
+    vxy, vline = shapely.get_coordinates(lines, return_index=True)
+    along, first, last = _vertex_distances(vxy[:, 0], vxy[:, 1], vline, len(lines))
+    x, y = _points_along(vxy, along, first, last, road_of, frac)
     back = road_engine._transformer(working_crs, "EPSG:4326")
-    lon, lat = back.transform(shapely.get_x(pts), shapely.get_y(pts))
+    lon, lat = back.transform(x, y)
     lon, lat = np.asarray(lon), np.asarray(lat)
     r, c = grid.cell_of(lon, lat)
     rows, cols = grid.shape
@@ -700,24 +770,31 @@ def level_passes(graph: CombinedGraph, facility_levels: np.ndarray,
         unique.setdefault(tuple(fac.tolist()), fac)
     searches = [fac for fac in unique.values() if len(fac)]
     n_threads = max(1, min(len(searches), threads or len(os.sched_getaffinity(0)))) if searches else 1
-    with ThreadPoolExecutor(n_threads) as pool:
-        found = dict(zip((tuple(f.tolist()) for f in searches),
-                         pool.map(lambda fac: graph.search(graph.dest_nodes[fac]), searches)))
-    out = {}
     legs = _StraightLegs(graph)
-    for group, fac in members_of.items():
-        if len(fac):
-            dist, label = found[tuple(fac.tolist())]
-            nearest = np.where(label >= 0, fac[np.maximum(label, 0)], -1)
-        else:
-            dist, nearest = np.full(graph.n_nodes, np.inf), np.full(graph.n_nodes, -1, np.int64)
+
+    def one_search(fac: np.ndarray) -> LevelResult:
+        # the search, the straight trips and the cell field of one facility set (in a worker thread)
+        dist, label = graph.search(graph.dest_nodes[fac])
+        nearest = np.where(label >= 0, fac[np.maximum(label, 0)], -1)
         on = graph.origin_nodes
         s_min = np.where(on >= 0, dist[np.maximum(on, 0)], np.nan)
         s_near = np.where(on >= 0, nearest[np.maximum(on, 0)], -1)
         s_min, s_near = legs.improve(s_min, s_near, fac)
         cm = dist[:rows * cols].reshape(rows, cols).astype(np.float32)
         cm[barrier] = np.nan
-        out[group] = LevelResult(s_min, s_near, cm, nearest[:rows * cols].reshape(rows, cols).astype(np.int32))
+        return LevelResult(s_min, s_near, cm, nearest[:rows * cols].reshape(rows, cols).astype(np.int32))
+
+    with ThreadPoolExecutor(n_threads) as pool:
+        found = dict(zip((tuple(f.tolist()) for f in searches), pool.map(one_search, searches)))
+    out = {}
+    n_on = len(graph.origin_nodes)
+    for group, fac in members_of.items():
+        if len(fac):
+            out[group] = found[tuple(fac.tolist())]
+        else:
+            out[group] = LevelResult(np.where(graph.origin_nodes >= 0, np.inf, np.nan), np.full(n_on, -1, np.int64),
+                                     np.where(barrier, np.float32(np.nan), np.float32(np.inf)),
+                                     np.full((rows, cols), -1, np.int32))
     log.info("combined engine: %d level groups, %d distinct searches on %d threads; %d straight off-road trips "
              "checked against the searched times, %d shorter", len(groups), len(searches), n_threads,
              legs.n_checked, legs.n_improved)
@@ -748,6 +825,7 @@ class _StraightLegs:
             self.dxy = np.column_stack(tr.transform(*graph.dest_lonlat))
         self.n_checked = 0
         self.n_improved = 0
+        self._lock = threading.Lock()  # the levels' threads share the cache and the counts
 
     def pairs(self, origins: np.ndarray, fac: np.ndarray, within_minutes: np.ndarray):
         """(origin, facility, minutes) of the straight trips that could take under ``within_minutes`` (per origin);
@@ -786,7 +864,8 @@ class _StraightLegs:
         rows = oi[first][better]
         minutes[rows] = known[first][better]
         nearest[rows] = fi[first][better]
-        self.n_improved += int(better.sum())
+        with self._lock:
+            self.n_improved += int(better.sum())
         return minutes, nearest
 
     def _minutes(self, oi: np.ndarray, fi: np.ndarray) -> np.ndarray:
@@ -804,21 +883,22 @@ class _StraightLegs:
             known[todo] = offroad_leg_times(olon[oi[todo]], olat[oi[todo]], dlon[fi[todo]], dlat[fi[todo]],
                                             self.graph.dem, p, self.graph.working_crs)[1]
             self.cache.update(zip(key[todo].tolist(), known[todo].tolist()))
-            self.n_checked += len(todo)
+            with self._lock:
+                self.n_checked += len(todo)
         return known
 
 
 def compute_travel_times(G, dem: Dem, settlements: pd.DataFrame, facilities: pd.DataFrame, *, params: TerrainParams,
                          working_crs: str, region=None, buffer_m: float = 30000.0, direct_km: float = 10.0,
-                         moves: int = 16, groups: Mapping[str, Sequence[str]] | None = None):
+                         road_legs_km: float = 2.0, moves: int = 16, groups: Mapping[str, Sequence[str]] | None = None):
     """Travel-time result of the combined engine on ``dem`` (see :func:`compute_on_grid`)."""
     grid = terrain_grid(dem, region=region, buffer_m=buffer_m, working_crs=working_crs, moves=moves)
     return compute_on_grid(G, grid, dem, settlements, facilities, params=params, working_crs=working_crs,
-                           direct_km=direct_km, groups=groups)
+                           direct_km=direct_km, road_legs_km=road_legs_km, groups=groups)
 
 
 def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataFrame, facilities: pd.DataFrame, *,
-                    params: TerrainParams, working_crs: str, direct_km: float = 10.0,
+                    params: TerrainParams, working_crs: str, direct_km: float = 10.0, road_legs_km: float = 2.0,
                     groups: Mapping[str, Sequence[str]] | None = None):
     """Travel-time result of the combined engine for every settlement, and the per-level cell results.
 
@@ -827,7 +907,8 @@ def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataF
     G : road graph with ``travel_time`` (s) on every edge (may have no edges).
     grid : from :func:`terrain_grid`; dem : the DEM the off-road legs sample (None: flat legs).
     settlements, facilities : WGS84 tables (facilities need ``facility_id`` and ``level``).
-    params : the off-road model; direct_km : straight off-road trips to facilities within this distance.
+    params : the off-road model; direct_km : straight off-road trips to facilities within this distance;
+    road_legs_km : straight legs to every road within this distance (see :func:`build_combined_graph`).
 
     Returns
     -------
@@ -843,7 +924,7 @@ def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataF
     s_lon, s_lat = road_engine._lonlat(settlements)
     f_lon, f_lat = road_engine._lonlat(facilities)
     graph = build_combined_graph(G, grid, params, dem, working_crs=working_crs, origin_lon=s_lon, origin_lat=s_lat,
-                                 dest_lon=f_lon, dest_lat=f_lat, direct_km=direct_km)
+                                 dest_lon=f_lon, dest_lat=f_lat, direct_km=direct_km, road_legs_km=road_legs_km)
     t1 = time.perf_counter()
     results = level_passes(graph, facilities["level"].to_numpy(), groups)
     t2 = time.perf_counter()
@@ -875,7 +956,7 @@ def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataF
     log.info("combined engine: %d settlements, %d facilities; build %.2f s, %d level passes %.2f s; %d located "
              "settlements without a path", len(out), len(facilities), t1 - t0, len(groups), t2 - t1, n_unreach)
     out.attrs["warnings"] = warnings
-    out.attrs["engine"] = {"engine": "combined", **graph.facts, "direct_km": direct_km,
+    out.attrs["engine"] = {"engine": "combined", **graph.facts, "direct_km": direct_km, "road_legs_km": road_legs_km,
                            "build_s": round(t1 - t0, 3), "passes_s": round(t2 - t1, 3),
                            "method": "one multi-source search per level over the road graph and the DEM grid joined "
                                      "(docs/engine.md)"}

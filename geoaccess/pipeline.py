@@ -5,6 +5,8 @@ import json
 import logging
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,11 +78,20 @@ def parse_threshold_overrides(items: list[str], base: dict) -> dict:
 
 
 def region_polygon(inputs: Inputs) -> shapely.Geometry:
-    """The region's outline (union of county polygons; else a hull around the settlements), WGS84."""
+    """The region's outline (union of county polygons; else a hull around the settlements), WGS84.
+
+    Computed once per pair of county and settlement tables (a union of a region's counties takes ~0.1 s).
+    """
+    cached = getattr(inputs, "_outline", None)
+    if cached is not None and cached[0] is inputs.counties and cached[1] is inputs.settlements:
+        return cached[2]
     if inputs.counties is not None and len(inputs.counties):
-        return shapely.union_all(inputs.counties.geometry.to_numpy())
-    pts = shapely.points(inputs.settlements["lon"].to_numpy(), inputs.settlements["lat"].to_numpy())
-    return shapely.convex_hull(shapely.multipoints(pts)).buffer(0.1)
+        outline = shapely.union_all(inputs.counties.geometry.to_numpy())
+    else:
+        pts = shapely.points(inputs.settlements["lon"].to_numpy(), inputs.settlements["lat"].to_numpy())
+        outline = shapely.convex_hull(shapely.multipoints(pts)).buffer(0.1)
+    inputs._outline = (inputs.counties, inputs.settlements, outline)
+    return outline
 
 
 def road_spec(config: RegionConfig) -> dict:
@@ -127,7 +138,7 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
                    extra_facilities: gpd.GeoDataFrame | None = None) -> PreparedRegion:
     """Load the inputs, open the DEM and build the road graph with terrain-aware edge times."""
     from . import network as net_mod
-    from .terrain import TerrainParams, add_edge_travel_times, check_dem_at, open_dem
+    from .terrain import TerrainParams, add_edge_travel_times
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -138,45 +149,65 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
     facilities = inputs.facilities
     if extra_facilities is not None and len(extra_facilities):
         facilities = pd.concat([facilities, extra_facilities], ignore_index=True)
-    s = inputs.settlements
     params = TerrainParams.from_dict(config.section("terrain"))
 
-    t = time.perf_counter()
-    dem = None
     dem_path = config.input_path("dem", data_dir)
-    if terrain and dem_path is not None and dem_path.exists():
-        x0, y0, x1, y1 = shapely.bounds(region_polygon(inputs))  # roads are clipped to the region + a buffer
-        lon = np.r_[s["lon"].to_numpy(), facilities["lon"].to_numpy(), x0, x1]
-        lat = np.r_[s["lat"].to_numpy(), facilities["lat"].to_numpy(), y0, y1]
-        margin_m = config.section("roads")["clip_buffer_km"] * 1000.0 + 5000.0
-        dem = open_dem(dem_path, region_bounds=(np.nanmin(lon), np.nanmin(lat), np.nanmax(lon), np.nanmax(lat)),
-                       margin_m=margin_m)
-        for w in dem.warnings + check_dem_at(dem, s["lon"].to_numpy(), s["lat"].to_numpy()):
-            inputs.report.warn(w)
+    outline = region_polygon(inputs)
+    with ThreadPoolExecutor(1, thread_name_prefix="geoaccess-dem") as pool:
+        # the DEM is read (GDAL, without the GIL) while the road graph is built
+        dem_job = pool.submit(_open_region_dem, config, inputs, facilities, dem_path, terrain)
+        t = time.perf_counter()
+        G = net_mod.load_road_network(road_spec(config), data_dir, outline, config.working_crs)
+        speeds = config.section("speeds")
+        G = net_mod.assign_speeds(G, speeds["road_class"], speeds["default_kph"], use_maxspeed=speeds["use_maxspeed"])
+        timings["network_s"] = time.perf_counter() - t
+        dem, dem_warnings, timings["dem_s"] = dem_job.result()
+    for w in dem_warnings:  # after the road graph's, in the same order every run
+        inputs.report.warn(w)
+    if terrain and dem is not None:
         inputs.paths["dem"] = dem_path
     elif terrain:
         inputs.report.skipped.append(f"dem: {dem_path} not found — travel times are flat (no grade or altitude)")
         log.warning("no DEM: travel times are flat")
-    timings["dem_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
     roads = config.section("roads")
-    G = net_mod.load_road_network(road_spec(config), data_dir, region_polygon(inputs), config.working_crs)
-    speeds = config.section("speeds")
-    G = net_mod.assign_speeds(G, speeds["road_class"], speeds["default_kph"], use_maxspeed=speeds["use_maxspeed"])
-    timings["network_s"] = time.perf_counter() - t
     t = time.perf_counter()
     G = add_edge_travel_times(G, dem, params, config.working_crs)
     timings["terrain_s"] = time.perf_counter() - t
     return PreparedRegion(config, inputs, facilities, G, dem, params, roads, speeds, timings)
 
 
+def _open_region_dem(config: RegionConfig, inputs: Inputs, facilities, dem_path: Path | None, terrain: bool):
+    """(the region's DEM window or None, its warnings, seconds taken); None without terrain or a DEM file."""
+    from .terrain import check_dem_at, open_dem
+
+    t = time.perf_counter()
+    if not (terrain and dem_path is not None and dem_path.exists()):
+        return None, [], time.perf_counter() - t
+    s = inputs.settlements
+    x0, y0, x1, y1 = shapely.bounds(region_polygon(inputs))  # roads are clipped to the region + a buffer
+    lon = np.r_[s["lon"].to_numpy(), facilities["lon"].to_numpy(), x0, x1]
+    lat = np.r_[s["lat"].to_numpy(), facilities["lat"].to_numpy(), y0, y1]
+    margin_m = config.section("roads")["clip_buffer_km"] * 1000.0 + 5000.0
+    dem = open_dem(dem_path, region_bounds=(np.nanmin(lon), np.nanmin(lat), np.nanmax(lon), np.nanmax(lat)),
+                   margin_m=margin_m)
+    return dem, dem.warnings + check_dem_at(dem, s["lon"].to_numpy(), s["lat"].to_numpy()), time.perf_counter() - t
+
+
+def region_areas(prepared: PreparedRegion, model):
+    """The township and county areas of the region on the model's grid (:func:`positions.unit_areas`)."""
+    from .positions import unit_areas
+
+    return unit_areas(prepared.inputs.settlements, prepared.inputs.counties, model.area_grid(),
+                      prepared.config.section("positions"))
+
+
 def finish_table(prepared: PreparedRegion, times: pd.DataFrame, thresholds: dict, *, model=None,
-                 cells=None) -> tuple[gpd.GeoDataFrame, dict]:
+                 cells=None, areas=None) -> tuple[gpd.GeoDataFrame, dict]:
     """The settlement table: honest times and ranges for approximated positions, statuses, gaps, columns in order.
 
     ``cells`` (travel.CellTimes) gives the minutes from every grid cell; without it (road-only engine) the
     positions' ranges come from up to ``[positions] samples_per_area`` cells of each unit, timed by ``model``.
+    ``areas``: :func:`region_areas` when already computed (on the same grid).
     Returns the table and a description of the positions method (for the summary).
     """
     from .positions import GROUPS, honest_times, sample_cells, unit_areas
@@ -186,7 +217,7 @@ def finish_table(prepared: PreparedRegion, times: pd.DataFrame, thresholds: dict
     model = model or TravelModel(prepared, "network")
     pcfg = prepared.config.section("positions")
     grid = model.area_grid(cells)
-    areas = unit_areas(s, prepared.inputs.counties, grid, pcfg)
+    areas = areas if areas is not None else unit_areas(s, prepared.inputs.counties, grid, pcfg)
     fac = prepared.facilities
     if cells is not None:
         idx = areas.cells
@@ -234,10 +265,14 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
     th = thresholds or config.thresholds
     s = prep.inputs.settlements
     t = time.perf_counter()
-    times, cells = model.times(s, prep.facilities)
-    prep.timings["engine_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    table, positions = finish_table(prep, times, th, model=model, cells=cells)
+    with ThreadPoolExecutor(1, thread_name_prefix="geoaccess-areas") as pool:
+        # the units' areas need only the grid: drawn while the engine searches (its kernels release the GIL)
+        areas = pool.submit(region_areas, prep, model) if engine == "combined" else None
+        times, cells = model.times(s, prep.facilities)
+        prep.timings["engine_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        areas = areas.result() if areas is not None else None
+    table, positions = finish_table(prep, times, th, model=model, cells=cells, areas=areas)
     prep.timings["positions_s"] = time.perf_counter() - t
     eng = {**times.attrs.get("engine", {}), **prep.engine_facts()}
     return Run(config=config, data_dir=Path(data_dir), inputs=prep.inputs, table=table, thresholds=th,
@@ -462,11 +497,12 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
 
     `compute` replaces `compute_region_times` (same arguments), e.g. the partitioned Dask run.
     """
-    from ._atomic import atomic_output_dir
+    from ._atomic import atomic_output_dir, prefetch_checksums
     from .export import export_layers
-    from .outputs import provenance_inputs
+    from .outputs import configured_inputs, provenance_inputs
 
     t0 = time.perf_counter()
+    prefetch_checksums(configured_inputs(config, data_dir))  # the manifest's input checksums, while the engine runs
     th = parse_threshold_overrides(thresholds or [], config.thresholds)
     run = (compute or compute_region_times)(config, data_dir, terrain=terrain, engine=engine, thresholds=th)
     check_invariants(run.table, len(run.inputs.settlements))
@@ -484,16 +520,17 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
         layers["cannot_check"] = audit.cannot_check
     with atomic_output_dir(out_dir, inputs=provenance_inputs(config, data_dir, run.inputs.paths), command="gaps",
                            parameters={"engine": engine, "terrain": terrain, "thresholds": th}) as tmp:
+        rasters = _write_rasters_in_background(run, tmp)  # GDAL releases the GIL: beside the vector layers
         csv_layers = {k: v for k, v in layers.items() if k != "facilities"} | {"exemptions": audit.exemptions,
                                                                                 "cannot_check": audit.cannot_check}
-        export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
-        export_layers(layers, tmp, formats=("gpkg",), region=config.key)
-        export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)
-        if run.rasters is not None:
-            from .raster import write_travel_time_tif
-
-            for group, minutes in run.rasters.minutes.items():
-                write_travel_time_tif(tmp / f"traveltime_{group}.tif", minutes, run.rasters)
+        try:
+            export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
+            export_layers(layers, tmp, formats=("gpkg",), region=config.key)
+            export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)
+        except BaseException:
+            futures_wait([rasters])  # no thread may still write into a staging folder that is being removed
+            raise
+        rasters.result()
         run.timings["write_s"] = time.perf_counter() - t
         summary = summarise(run, audit, time.perf_counter() - t0)
         (tmp / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=_json_default),
@@ -501,6 +538,21 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
     summary["out_dir"] = str(out_dir)
     summary["_tables"] = {"counties": counties, "relocation": relocation, "audit": audit}
     return summary
+
+
+def _write_rasters_in_background(run: Run, folder: Path):
+    """Start writing ``traveltime_{level}.tif`` for every level in a thread; returns its future."""
+    from .raster import write_travel_time_tif
+
+    def write():
+        for group, minutes in (run.rasters.minutes.items() if run.rasters is not None else ()):
+            write_travel_time_tif(folder / f"traveltime_{group}.tif", minutes, run.rasters)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="geoaccess-rasters")
+    try:
+        return pool.submit(write)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _with_polygons(table: pd.DataFrame, counties: gpd.GeoDataFrame | None):

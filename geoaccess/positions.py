@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numba import njit, prange
 
 from .coverage import GROUPS
 
@@ -288,7 +289,7 @@ def _order_stats(groups: np.ndarray, finite: np.ndarray, minutes: np.ndarray, ne
                  wanted: np.ndarray | None = None):
     """Per group: whether it has cells, the q-th order statistic of each level (nearest rank) and its facility.
 
-    Per level: the cells of the ``wanted`` groups sorted by minutes, then (stably) by group.
+    Within a group the cells are ordered by minutes, ties by cell order (a stable sort).
     """
     valid = (groups >= 0) & finite
     if wanted is not None:
@@ -299,16 +300,35 @@ def _order_stats(groups: np.ndarray, finite: np.ndarray, minutes: np.ndarray, ne
     g = groups[valid]
     n_groups = int(g.max()) + 1
     size = np.bincount(g, minlength=n_groups)
-    start = np.r_[0, np.cumsum(size)[:-1]]
+    start = np.r_[0, np.cumsum(size)[:-1]].astype(np.int64)
     has = size > 0
-    ranks = [np.clip(np.ceil(q * size).astype(np.int64) - 1, 0, np.maximum(size - 1, 0)) for q in qs]
+    ranks = np.stack([np.clip(np.ceil(q * size).astype(np.int64) - 1, 0, np.maximum(size - 1, 0)) for q in qs])
+    members = valid[np.argsort(g, kind="stable")]  # the cells of each group, in cell order
     vals = [np.full((n_groups, minutes.shape[1]), np.nan) for _ in qs]
     idxs = [np.full((n_groups, minutes.shape[1]), -1, np.int64) for _ in qs]
     for k in range(minutes.shape[1]):
-        by_value = np.argsort(minutes[valid, k], kind="stable")
-        order = valid[by_value[np.argsort(g[by_value], kind="stable")]]
+        v, i = _group_order_stats(np.ascontiguousarray(minutes[:, k], dtype=np.float64),
+                                  np.ascontiguousarray(nearest[:, k], dtype=np.int64), members, start, size, ranks)
         for q in range(len(qs)):
-            pick = order[(start + ranks[q])[has]]
-            vals[q][has, k] = minutes[pick, k]
-            idxs[q][has, k] = nearest[pick, k]
+            vals[q][has, k] = v[q][has]
+            idxs[q][has, k] = i[q][has]
     return has, vals, idxs
+
+
+@njit(cache=True, parallel=True)
+def _group_order_stats(minutes, nearest, members, start, size, ranks):  # pragma: no cover - compiled
+    """(values, facility) (len(ranks), n_groups) at rank ``ranks[q, g]`` of group g's cells sorted by minutes."""
+    nq, n_groups = ranks.shape
+    vals = np.full((nq, n_groups), np.nan)
+    idx = np.full((nq, n_groups), -1, np.int64)
+    for gi in prange(n_groups):
+        n = size[gi]
+        if n == 0:
+            continue
+        seg = members[start[gi]:start[gi] + n]
+        order = np.argsort(minutes[seg], kind="mergesort")
+        for q in range(nq):
+            pick = seg[order[ranks[q, gi]]]
+            vals[q, gi] = minutes[pick]
+            idx[q, gi] = nearest[pick]
+    return vals, idx

@@ -68,6 +68,7 @@ class TravelModel:
         self.config = prep.config
         off = prep.config.section("offroad")
         self.direct_km = float(off["direct_km"])
+        self.road_legs_km = float(off["road_legs_km"])
         self.grid_moves = int(off["grid_moves"])
         self.buffer_m = float(off["grid_buffer_km"]) * 1000.0
         self.max_offroad_m = float(off["max_offroad_km"]) * 1000.0
@@ -100,11 +101,17 @@ class TravelModel:
         """The grid units' areas are drawn on (the engine's, else the DEM window, else a flat 30″ grid)."""
         if cells is not None:
             return cells.grid
+        if self.engine == "combined":
+            return self._combined_area_grid()
         dem = self.prep.dem
         if dem is not None and not dem.windowed:
             return AreaGrid(dem.transform, dem.shape, _crs_str(dem.crs), dem.array)
         flat = flat_dem(self.prep)
         return AreaGrid(flat.transform, flat.shape, "EPSG:4326", None)
+
+    def _combined_area_grid(self) -> AreaGrid:
+        grid = self.terrain_grid()
+        return AreaGrid(grid.transform, grid.shape, grid.crs, grid.elevation if self.prep.dem is not None else None)
 
     # ----------------------------------------------------------------------- times
     def times(self, settlements: pd.DataFrame, facilities: pd.DataFrame,
@@ -125,10 +132,8 @@ class TravelModel:
             out, (results, grid) = compute_on_grid(prep.graph, self.terrain_grid(), self.dem if prep.dem is not None
                                                    else None, settlements, facilities, params=prep.params,
                                                    working_crs=cfg.working_crs, direct_km=self.direct_km,
-                                                   groups=groups)
-            area = AreaGrid(grid.transform, grid.shape, grid.crs,
-                            grid.elevation if prep.dem is not None else None)
-            cells = CellTimes(area, {g: r.cell_minutes for g, r in results.items()},
+                                                   road_legs_km=self.road_legs_km, groups=groups)
+            cells = CellTimes(self._combined_area_grid(), {g: r.cell_minutes for g, r in results.items()},
                               {g: r.cell_nearest for g, r in results.items()})
             return out, cells
         return self._raster_times(settlements, facilities, groups)
@@ -182,7 +187,8 @@ class TravelModel:
                                      working_crs=cfg.working_crs, origin_lon=settlements["lon"].to_numpy(float),
                                      origin_lat=settlements["lat"].to_numpy(float),
                                      dest_lon=candidates["lon"].to_numpy(float),
-                                     dest_lat=candidates["lat"].to_numpy(float), direct_km=self.direct_km)
+                                     dest_lat=candidates["lat"].to_numpy(float), direct_km=self.direct_km,
+                                     road_legs_km=self.road_legs_km)
             return g.cost_matrix(limit_min)
         if self.engine == "raster":
             raise InputError(None, "proposals are costed by the combined or the network engine, not --engine raster")

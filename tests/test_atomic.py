@@ -290,3 +290,17 @@ def test_a_failed_run_leaves_no_folders_made_for_its_lock(tmp_path):
         with claim_output(tmp_path / "output" / "tibet"):
             raise RuntimeError("bad register")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checksum_prefetched_before_a_file_changed_is_not_used(tmp_path):
+    src = tmp_path / "inputs"
+    src.mkdir()
+    (src / "a.csv").write_text("id\n1\n")
+    (src / "b.csv").write_text("id\n2\n")
+    _atomic.prefetch_checksums([src])
+    before = _atomic.sha256_inputs({"folder": src})
+    (src / "a.csv").write_text("id\n9\n")  # same size, new content and mtime
+    os.utime(src / "a.csv", ns=(1, 1))
+    after = _atomic.sha256_inputs({"folder": src, "file": src / "a.csv"})
+    assert after["folder"]["sha256"] != before["folder"]["sha256"]
+    assert after["file"]["sha256"] == _atomic.sha256_file(src / "a.csv")

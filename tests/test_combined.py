@@ -162,6 +162,24 @@ def test_adding_a_road_or_a_facility_never_lengthens_a_time():
     assert (more_road["t_county_min"].to_numpy() < t0 - 1e-6).any()  # the new road helps someone
 
 
+def test_a_nearer_dead_end_road_never_takes_away_the_way_to_the_trunk_road():
+    """A road added nearer to a village than the trunk road must not cost it its way to the trunk road.
+
+    With one leg to "the nearest road", the village 5 km north of the trunk lost its leg to the trunk when a
+    dead-end track was built 1 km away, and reached the trunk over the grid instead: a road made it slower.
+    """
+    village = (LON0 + 0.050, LAT0 + 0.050)
+    hospital = (LON0 + 0.190, LAT0 + 0.007)  # beside the trunk road, 15 km east
+    s, f = table([village]), table([hospital], facility_id=["H"], level=["county_hospital"])
+    before, _, _ = run(trunk_graph(), FLAT, s, f)
+    G = trunk_graph()
+    road(G, (LON0 + 0.030, LAT0 + 0.060), (LON0 + 0.070, LAT0 + 0.060), kph=15.0)  # a spur leading nowhere
+    after, _, _ = run(G, FLAT, s, f)
+    assert np.isfinite(before["t_county_min"].iloc[0])
+    assert after["t_county_min"].iloc[0] <= before["t_county_min"].iloc[0] + 1e-9
+    assert after["offroad_m"].iloc[0] < 1200  # the spur is now its nearest road, as reported
+
+
 def test_no_time_exceeds_the_straight_off_road_trip_to_any_facility():
     G, elevation, s, f = small_world(7)
     d = dem(elevation)

@@ -65,6 +65,23 @@ def test_county_summary_columns():
     assert row["share_county_60"] == pytest.approx(0.6) and row["max_t_county_min"] == 90
 
 
+def test_county_summary_counts_people_per_county_and_leaves_rows_without_a_county_out():
+    s, t = _table()
+    s = pd.concat([s, s.assign(settlement_id=lambda d: d["settlement_id"] + "b", county_code="540102")],
+                  ignore_index=True)
+    t = pd.concat([t, t + 50], ignore_index=True)
+    s.loc[9, "county_code"] = None  # a row of no county: in no county's figures
+    tab = classify(s, t, TH).join(s)
+    out = unit_summary(tab, "county_code", thresholds=TH).set_index("county_code")
+    assert out.index.tolist() == ["540101", "540102"]
+    assert out.loc["540101", "population"] == 1000 and out.loc["540102", "population"] == 600
+    # 540102 keeps T1b, V1b, V2b, V3b: county 80, 100, 140, 80 min
+    assert out.loc["540102", "n_settlements"] == 4 and out.loc["540102", "share_county_120"] == pytest.approx(0.75)
+    # by population: within 120 min are T1b (0 people), V1b (100) and V3b (300) of 600
+    assert out.loc["540102", "pop_share_county_120"] == pytest.approx(400 / 600)
+    assert out.loc["540102", "median_t_county_min"] == pytest.approx(90.0)
+
+
 def _ranged():
     """The table above with ranges: V3 and V4 are approximated (V3: county 20–100, V4: 65–70)."""
     s, t = _table()

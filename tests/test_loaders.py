@@ -161,3 +161,22 @@ def test_facility_without_coordinates_is_placed_at_its_admin_seat(tibet, data_di
     p = _write(tmp_path, "facility_id,name,level,admin_code,lon,lat\nF1,a,county_hospital,540102000000,,\n", name="f.csv")
     f = load_facilities(p, default_system="gcj02", gazetteer=tibet.gazetteer)
     assert f.loc[0, "loc_quality"] == "admin_seat" and 91 < f.loc[0, "lon"] < 91.2
+
+
+def test_row_provenance_travels_with_the_table_without_being_copied_row_by_row(tmp_path):
+    # pandas deep-copies attrs on every operation: per-row tuples there cost seconds per run (issue #11)
+    import copy
+
+    good = tmp_path / "s.csv"
+    good.write_text("id,name,lon,lat\nA,a,91.1,29.6\nB,b,91.2,29.7\nC,c,91.3,29.8\n", encoding="utf-8")
+    s = load_settlement_table(good)
+    prov = s.attrs["provenance"]
+    assert list(prov.rows) == [2, 3, 4] and set(prov.files) == {str(good)}
+    assert copy.deepcopy(s.attrs)["provenance"] is prov
+    assert s[s["name"] != "b"].attrs["provenance"] is prov
+    # and it still names the file and row of a bad row
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,name,lon,lat\nA,a,91.1,29.6\nA,b,91.2,29.7\n", encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        load_settlement_table(bad)
+    assert "bad.csv" in str(err.value) and "3" in str(err.value)

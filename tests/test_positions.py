@@ -116,3 +116,18 @@ def test_limits_learned_from_located_settlements_when_not_configured():
                                          "habitable_max_slope": 0.0})
     # too few located settlements (3) to learn from: every cell of the unit counts, and it says so
     assert len(areas.cells) == 16 and "too few" in areas.limits["source"]
+
+
+def test_order_statistics_pick_the_nearest_rank_cell_and_break_ties_by_cell_order():
+    from geoaccess.positions import _order_stats
+
+    # group 0: minutes 5, 1, 3, 3 (cells 0-3); group 1: 7, 2 (cells 4, 5); cell 6 has no group, cell 7 is unreachable
+    groups = np.array([0, 0, 0, 0, 1, 1, -1, 1])
+    minutes = np.array([[5.0], [1.0], [3.0], [3.0], [7.0], [2.0], [0.0], [np.inf]])
+    nearest = np.array([[50], [10], [30], [31], [70], [20], [99], [88]])
+    has, vals, idxs = _order_stats(groups, np.isfinite(minutes[:, 0]), minutes, nearest, (0.1, 0.5, 0.9))
+    assert has.tolist() == [True, True]
+    # group 0 sorted: 1 (cell 1), 3 (cell 2), 3 (cell 3), 5; ranks ceil(q·4)-1 = 0, 1, 3 → the first 3 is cell 2's
+    assert [v[0, 0] for v in vals] == [1.0, 3.0, 5.0] and [i[0, 0] for i in idxs] == [10, 30, 50]
+    # group 1 (cell 7 unreachable, left out): 2, 7; ranks ceil(q·2)-1 = 0, 0, 1
+    assert [v[1, 0] for v in vals] == [2.0, 2.0, 7.0] and [i[1, 0] for i in idxs] == [20, 20, 70]

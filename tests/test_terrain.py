@@ -637,3 +637,45 @@ def test_windowed_sampling_of_a_20000_square_dem_stays_under_150_mb(tmp_path):
     print(f"windowed {n}×{n} DEM ({Path(path).stat().st_size / 1e6:.1f} MB on disk, written in {written:.1f} s), "
           f"{res['points']:,} points: peak RSS +{res['growth_mb']:.0f} MB, {res['seconds']:.2f} s")
     assert res["windowed"] and res["exact"] and res["growth_mb"] < 150
+
+
+# --------------------------------------------------------------------------- compiled sampling (issue #11 speed)
+def test_the_compiled_bilinear_sampler_gives_the_numpy_samplers_values_and_holes():
+    from geoaccess.terrain import _bilinear, _bilinear_kernel
+
+    rng = np.random.default_rng(7)
+    arr = rng.uniform(3000, 5000, (40, 60))
+    arr[rng.random(arr.shape) < 0.1] = np.nan  # holes: a NaN own cell gives NaN, NaN neighbours drop out
+    col = np.r_[rng.uniform(-2, 62, 5000), 0.0, 60.0, 0.5, np.nan]
+    row = np.r_[rng.uniform(-2, 42, 5000), 0.0, 40.0, 0.5, 3.0]
+    want, got = _bilinear(arr, col, row), _bilinear_kernel(arr, col, row)
+    assert np.array_equal(np.isnan(want), np.isnan(got))
+    assert np.allclose(want[~np.isnan(want)], got[~np.isnan(got)], rtol=0, atol=1e-9)
+    assert np.isnan(got[-1]) and not np.isnan(want[:-1]).all()
+
+
+def test_leg_samples_placed_by_knots_lie_within_half_a_metre_of_their_exact_projection():
+    from geoaccess.terrain import _check_working_crs, _crs_key, _leg_pixels, _segment_counts, _to_pixels, _transformer
+
+    from affine import Affine
+
+    from geoaccess.terrain import Dem
+
+    dem = Dem(np.zeros((600, 900)), Affine(1 / 60, 0, 80.0, 0, -1 / 60, 37.0), "EPSG:4326", None, "(test grid)")
+    wkt = _check_working_crs("+proj=aea +lat_1=25 +lat_2=47 +lat_0=0 +lon_0=105 +datum=WGS84 +units=m")
+    rng = np.random.default_rng(3)
+    flon, flat = rng.uniform(82, 92, 300), rng.uniform(29, 35, 300)
+    ang, reach = rng.uniform(0, 2 * np.pi, 300), rng.uniform(0.01, 1.0, 300)  # legs of ~1 to ~110 km
+    tr = _transformer(_crs_key("EPSG:4326"), wkt)
+    fx, fy = (np.asarray(a) for a in tr.transform(flon, flat))
+    tx, ty = (np.asarray(a) for a in tr.transform(flon + reach * np.cos(ang), flat + reach * np.sin(ang)))
+    n = _segment_counts(np.hypot(tx - fx, ty - fy), 200.0)
+    leg = np.repeat(np.arange(300), n + 1)
+    t = (np.arange(int((n + 1).sum())) - np.concatenate(([0], np.cumsum(n + 1)[:-1]))[leg]) / n[leg]
+    exact_c, exact_r = _to_pixels(dem, fx[leg] + (tx - fx)[leg] * t, fy[leg] + (ty - fy)[leg] * t, wkt)
+    knot_c, knot_r = _leg_pixels(dem, wkt, fx, fy, tx, ty, leg, t)
+    cell_m = 1852.0  # a 1′ cell is ~1.85 km north-south
+    assert np.abs(knot_r - exact_r).max() * cell_m < 0.5
+    assert np.abs(knot_c - exact_c).max() * cell_m < 0.5
+    ends = np.r_[0, np.cumsum(n + 1)[:-1]]
+    assert np.allclose(knot_c[ends], exact_c[ends], atol=1e-9)  # every leg starts exactly where it should
