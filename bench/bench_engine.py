@@ -323,7 +323,7 @@ def case_grid(args) -> dict:
 
 def case_tibet(args) -> dict:
     """The Tibet trunk-road graph (network.py + terrain.py), real settlements and facilities."""
-    from geoaccess import terrain
+    from geoaccess import elevation, terrain
     from geoaccess.config import load_region
     from geoaccess.loaders import load_inputs
     from geoaccess.network import assign_speeds, graph_from_road_shapefiles
@@ -334,7 +334,7 @@ def case_tibet(args) -> dict:
     G = graph_from_road_shapefiles({k: DATA / p for k, p in roads["paths"].items()}, bbox=(78, 26.5, 99.5, 36.7),
                                    working_crs=cfg.working_crs, clip_buffer_m=30_000)
     G = assign_speeds(G, speeds["road_class"], speeds["default_kph"])
-    terrain.add_edge_travel_times(G, terrain.open_dem(DATA / "dem" / "tibet_dem_30s.tif"), working_crs=cfg.working_crs)
+    terrain.add_edge_travel_times(G, elevation.open_dem(DATA / "dem" / "tibet_dem_30s.tif"), working_crs=cfg.working_crs)
     S, F = inp.settlements, inp.facilities
     levels = F["level"].to_numpy()
     members = {g: np.flatnonzero(np.isin(levels, lv)) for g, lv in LEVEL_GROUPS.items()}

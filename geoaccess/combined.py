@@ -38,7 +38,8 @@ from . import engine as road_engine
 from .errors import InputError
 from .raster import _move_table, cell_sizes, knight_blocked
 from .schema import LEVEL_GROUPS
-from .terrain import Dem, TerrainParams, _points_along, _vertex_distances, offroad_leg_times
+from .elevation import Dem
+from .terrain import TerrainParams, _points_along, _vertex_distances, offroad_leg_times
 
 log = logging.getLogger("geoaccess")
 
@@ -92,7 +93,7 @@ def terrain_grid(dem: Dem, *, region=None, buffer_m: float = 0.0, working_crs: s
 
     Parameters
     ----------
-    dem : an in-memory DEM (``terrain.open_dem``); a windowed DEM is refused with a clear error.
+    dem : an in-memory DEM (``elevation.open_dem``); a windowed DEM is refused with a clear error.
     region : shapely (Multi)Polygon in WGS84, or None for the whole window.
     buffer_m : buffer around the region in metres (measured in ``working_crs``).
     working_crs : projected CRS in metres used for the buffer.

@@ -35,7 +35,7 @@ def list_regions() -> int:
 def data_check(region: str, data: str | None, *, as_json: bool = False) -> int:
     """Load every input layer and print what was loaded, converted, approximated and skipped."""
     from .loaders import load_inputs
-    from .terrain import check_dem_at, open_dem
+    from .elevation import check_dem_at, open_dem
 
     cfg = load_region(region)
     data_dir, how = resolve_data_dir(data)

@@ -568,7 +568,8 @@ def measure_engine_costs(data_dir: str | Path | None = None, *, osm_file: str | 
                             "engine_edges": net.n_edges, "build_s": s_build, "build_bytes": b_build,
                             "four_passes_s": s_pass, "four_passes_bytes": b_pass}
         if data_dir is not None:  # terrain per edge: the Tibet DEM under the grid
-            from .terrain import TerrainParams, add_edge_travel_times, open_dem
+            from .elevation import open_dem
+            from .terrain import TerrainParams, add_edge_travel_times
 
             dem = open_dem(Path(data_dir) / "dem" / "tibet_dem_30s.tif",
                            region_bounds=(xs.min(), ys.min(), xs.max(), ys.max()))

@@ -178,7 +178,7 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
 
 def _open_region_dem(config: RegionConfig, inputs: Inputs, facilities, dem_path: Path | None, terrain: bool):
     """(the region's DEM window or None, its warnings, seconds taken); None without terrain or a DEM file."""
-    from .terrain import check_dem_at, open_dem
+    from .elevation import check_dem_at, open_dem
 
     t = time.perf_counter()
     if not (terrain and dem_path is not None and dem_path.exists()):

@@ -210,7 +210,7 @@ def flat_dem(prep):
     from affine import Affine
 
     from .pipeline import region_polygon
-    from .terrain import Dem
+    from .elevation import Dem
 
     import shapely
 

@@ -11,7 +11,8 @@ from scipy.sparse.csgraph import dijkstra
 
 from geoaccess import combined
 from geoaccess.engine import compute_travel_times as road_only
-from geoaccess.terrain import Dem, TerrainParams, offroad_leg_times, tobler_kph
+from geoaccess.elevation import Dem
+from geoaccess.terrain import TerrainParams, offroad_leg_times, tobler_kph
 
 WCRS = "EPSG:32646"
 LON0, LAT0 = 91.0, 29.6

@@ -22,9 +22,9 @@ from rasterio.transform import from_origin
 from shapely.geometry import LineString
 
 from geoaccess.errors import ConfigError, DataCoverageError, InputError
+from geoaccess.elevation import open_dem, sample_dem
 from geoaccess.terrain import (TerrainParams, add_edge_travel_times, altitude_speed_factor, edge_time_to_fraction,
-                               grade_speed_factor, offroad_leg_times, open_dem, sample_dem, split_time,
-                               tobler_kph)
+                               grade_speed_factor, offroad_leg_times, split_time, tobler_kph)
 
 R = 6378137.0  # Web Mercator sphere radius
 WORK = "EPSG:3857"
@@ -563,7 +563,7 @@ _RSS_PROBE = r"""
 import json, sys, time
 import numpy as np
 import rasterio
-from geoaccess.terrain import _same_crs, open_dem, sample_dem
+from geoaccess.elevation import _same_crs, open_dem, sample_dem
 
 def status_mb(key):
     for line in open("/proc/self/status"):
@@ -641,7 +641,7 @@ def test_windowed_sampling_of_a_20000_square_dem_stays_under_150_mb(tmp_path):
 
 # --------------------------------------------------------------------------- compiled sampling (issue #11 speed)
 def test_the_compiled_bilinear_sampler_gives_the_numpy_samplers_values_and_holes():
-    from geoaccess.terrain import _bilinear, _bilinear_kernel
+    from geoaccess.elevation import _bilinear, _bilinear_kernel
 
     rng = np.random.default_rng(7)
     arr = rng.uniform(3000, 5000, (40, 60))
@@ -655,11 +655,12 @@ def test_the_compiled_bilinear_sampler_gives_the_numpy_samplers_values_and_holes
 
 
 def test_leg_samples_placed_by_knots_lie_within_half_a_metre_of_their_exact_projection():
-    from geoaccess.terrain import _check_working_crs, _crs_key, _leg_pixels, _segment_counts, _to_pixels, _transformer
+    from geoaccess.elevation import _check_working_crs, _crs_key, _to_pixels, _transformer
+    from geoaccess.terrain import _leg_pixels, _segment_counts
 
     from affine import Affine
 
-    from geoaccess.terrain import Dem
+    from geoaccess.elevation import Dem
 
     dem = Dem(np.zeros((600, 900)), Affine(1 / 60, 0, 80.0, 0, -1 / 60, 37.0), "EPSG:4326", None, "(test grid)")
     wkt = _check_working_crs("+proj=aea +lat_1=25 +lat_2=47 +lat_0=0 +lon_0=105 +datum=WGS84 +units=m")

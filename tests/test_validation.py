@@ -92,7 +92,7 @@ def _terrain(rows: int = 70, cols: int = 100) -> np.ndarray:
 
 
 def test_a_bottom_up_geotiff_is_read_not_rejected(tmp_path):
-    from geoaccess.terrain import open_dem, sample_dem
+    from geoaccess.elevation import open_dem, sample_dem
 
     z = _terrain()
     up = open_dem(_write_dem(tmp_path / "up.tif", z), region_bounds=(90.7, 29.5, 91.2, 29.8), margin_m=0)
@@ -105,7 +105,7 @@ def test_a_bottom_up_geotiff_is_read_not_rejected(tmp_path):
 
 
 def test_a_dem_of_no_data_only_is_refused(tmp_path):
-    from geoaccess.terrain import open_dem
+    from geoaccess.elevation import open_dem
 
     path = _write_dem(tmp_path / "void.tif", np.full((70, 100), -32768), nodata=-32768)
     with pytest.raises(DataCoverageError, match="holds no elevation over the region: all .* no-data") as err:
@@ -114,7 +114,7 @@ def test_a_dem_of_no_data_only_is_refused(tmp_path):
 
 
 def test_undeclared_no_data_fill_is_read_as_no_data_with_a_warning(tmp_path):
-    from geoaccess.terrain import open_dem, sample_dem
+    from geoaccess.elevation import open_dem, sample_dem
 
     z = _terrain()
     z[30:40, 40:60] = -32768  # voids, and no nodata tag in the file
@@ -125,7 +125,7 @@ def test_undeclared_no_data_fill_is_read_as_no_data_with_a_warning(tmp_path):
 
 
 def test_elevations_in_decimetres_are_refused(tmp_path):
-    from geoaccess.terrain import open_dem
+    from geoaccess.elevation import open_dem
 
     path = _write_dem(tmp_path / "dm.tif", _terrain() * 10, dtype="int32")  # 36,000–44,330 "m"
     with pytest.raises(InputError, match=r"elevations reach 44,330, above the highest point on Earth.*not in metres"):
@@ -133,7 +133,7 @@ def test_elevations_in_decimetres_are_refused(tmp_path):
 
 
 def test_settlements_on_no_data_are_reported_and_refused_when_most_are(tmp_path):
-    from geoaccess.terrain import check_dem_at, open_dem
+    from geoaccess.elevation import check_dem_at, open_dem
 
     z = _terrain()
     z[:, 50:] = -32768  # the east half has no elevation
