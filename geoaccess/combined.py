@@ -917,10 +917,10 @@ def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataF
     ``offroad_m`` / ``offroad_min`` of the leg to the nearest road, ``snap_lon`` / ``snap_lat``; attrs
     ``engine`` and ``warnings``), ({group: LevelResult}, TerrainGrid).
     """
+    from .travel import check_facility_table, level_table
+
     groups = dict(LEVEL_GROUPS if groups is None else groups)
-    for col in ("facility_id", "level"):
-        if col not in facilities.columns:
-            raise InputError(None, f"facilities table has no '{col}' column")
+    check_facility_table(facilities)
     t0 = time.perf_counter()
     s_lon, s_lat = road_engine._lonlat(settlements)
     f_lon, f_lat = road_engine._lonlat(facilities)
@@ -929,17 +929,9 @@ def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataF
     t1 = time.perf_counter()
     results = level_passes(graph, facilities["level"].to_numpy(), groups)
     t2 = time.perf_counter()
-    ids = facilities["facility_id"].to_numpy()
-    out = pd.DataFrame(index=settlements.index)
-    for group, res in results.items():
-        t = res.settlement_minutes.copy()
-        t[~np.isfinite(t)] = np.nan
-        out[f"t_{group}_min"] = t
-    for group, res in results.items():
-        near = np.full(len(out), None, dtype=object)
-        ok = res.settlement_nearest >= 0
-        near[ok] = ids[res.settlement_nearest[ok]]
-        out[f"nearest_{group}_id"] = near
+    ids = np.r_[facilities["facility_id"].to_numpy(), None].astype(object)  # row -1 (none) → None
+    out = level_table(settlements.index, {g: r.settlement_minutes for g, r in results.items()},
+                      {g: ids[r.settlement_nearest] for g, r in results.items()})
     if graph.road is not None:
         out["offroad_m"] = graph.road.origin_snap.leg_m
         out["offroad_min"] = graph.road.origin_leg_min

@@ -535,6 +535,8 @@ def nearest_facility_times(network: EngineGraph, settlement_nodes: np.ndarray,
     DataFrame (one row per settlement node, in order): ``t_{group}_min`` (NaN when
     unreachable) and ``nearest_{group}_id`` (None when unreachable).
     """
+    from .travel import level_table
+
     settlement_nodes = np.asarray(settlement_nodes, np.int64)
     times, nearest = {}, {}
     for group, fac in facility_nodes_by_group.items():
@@ -548,9 +550,8 @@ def nearest_facility_times(network: EngineGraph, settlement_nodes: np.ndarray,
             reach = np.isfinite(d) & (s >= 0)
             t[reach] = d[reach] / 60.0
             ids[reach] = s[reach] if facility_ids is None else facility_ids.reindex(s[reach]).to_numpy()
-        times[f"t_{group}_min"] = t
-        nearest[f"nearest_{group}_id"] = ids
-    return pd.DataFrame({**times, **nearest})
+        times[group], nearest[group] = t, ids
+    return level_table(pd.RangeIndex(len(settlement_nodes)), times, nearest)
 
 
 def cost_matrix(network: EngineGraph, settlement_nodes: np.ndarray, candidate_nodes: np.ndarray,
@@ -608,10 +609,10 @@ def compute_travel_times(G: nx.MultiDiGraph, settlements: pd.DataFrame, faciliti
     ``offroad_m``, ``offroad_min``, ``snap_lon``, ``snap_lat``; ``attrs`` holds ``warnings`` and
     ``engine`` (sizes and timings).
     """
+    from .travel import check_facility_table
+
     groups = dict(LEVEL_GROUPS if groups is None else groups)
-    for col in ("facility_id", "level"):
-        if col not in facilities.columns:
-            raise InputError(None, f"facilities table has no '{col}' column")
+    check_facility_table(facilities)
     s_lon, s_lat = _lonlat(settlements)
     f_lon, f_lat = _lonlat(facilities)
     t0 = time.perf_counter()

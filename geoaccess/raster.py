@@ -567,9 +567,9 @@ def travel_time_raster(
     -------
     {group: LevelTimes}; a group without facilities is unreachable everywhere.
     """
-    for col in ("facility_id", "level"):
-        if col not in facilities.columns:
-            raise InputError(None, f"facilities table has no '{col}' column")
+    from .travel import check_facility_table
+
+    check_facility_table(facilities)
     lon, lat = _grid_xy(facilities, surface.crs)
     located = np.isfinite(lon) & np.isfinite(lat)
     if not located.all():
@@ -629,15 +629,15 @@ def settlement_times(results: Mapping[str, LevelTimes], settlements, surface: Su
     DataFrame aligned to `settlements.index` with `t_{group}_min` (NaN when unreachable) and
     `nearest_{group}_id` (None when unreachable), read from the cell holding each settlement.
     """
-    import pandas as pd
+    from .travel import level_table
 
     x, y = _grid_xy(settlements, surface.crs)
-    df = pd.DataFrame(index=settlements.index)
+    minutes, nearest = {}, {}
     for group, res in results.items():
-        df[f"t_{group}_min"] = sample_raster(res.minutes, surface.transform, x, y)
+        minutes[group] = sample_raster(res.minutes, surface.transform, x, y)
         idx = sample_raster(res.nearest, surface.transform, x, y)
-        ok = np.isfinite(idx) & (idx >= 0) & np.isfinite(df[f"t_{group}_min"].to_numpy())
-        ids = np.full(len(df), None, dtype=object)
+        ok = np.isfinite(idx) & (idx >= 0)
+        ids = np.full(len(x), None, dtype=object)
         ids[ok] = res.facility_ids[idx[ok].astype(np.int64)]
-        df[f"nearest_{group}_id"] = ids
-    return df
+        nearest[group] = ids
+    return level_table(settlements.index, minutes, nearest)

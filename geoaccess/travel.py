@@ -34,6 +34,29 @@ ENGINES = ("combined", "network", "raster")
 DEFAULT_ENGINE = "combined"
 
 
+# --------------------------------------------------------------------------- the result contract, written once
+def check_facility_table(facilities: pd.DataFrame) -> None:
+    """Every engine needs ``facility_id`` and ``level``: refuse a table without them in one line."""
+    for col in ("facility_id", "level"):
+        if col not in facilities.columns:
+            raise InputError(None, f"facilities table has no '{col}' column")
+
+
+def level_table(index, minutes: Mapping[str, np.ndarray], nearest_ids: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """The level columns of a travel-time result: ``t_{group}_min`` for every group (NaN where the time is not
+    finite), then ``nearest_{group}_id`` (None where there is no time)."""
+    out = pd.DataFrame(index=index)
+    for group, m in minutes.items():
+        t = np.asarray(m, dtype=float).copy()
+        t[~np.isfinite(t)] = np.nan
+        out[f"t_{group}_min"] = t
+    for group, ids in nearest_ids.items():
+        ids = np.asarray(ids, dtype=object).copy()
+        ids[np.isnan(out[f"t_{group}_min"].to_numpy())] = None
+        out[f"nearest_{group}_id"] = ids
+    return out
+
+
 @dataclass(frozen=True)
 class CellTimes:
     """Minutes from every grid cell to the nearest facility of each level, and which facility (table row)."""
