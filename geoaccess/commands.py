@@ -678,10 +678,9 @@ def own_unit_command(region: str, data: str | None, out: str | None, *, engine: 
 def referral_command(region: str, data: str | None, out: str | None, *, engine: str | None = None) -> int:
     """Referral times between facility levels and each settlement's chain: its own set, referral/."""
     from ._atomic import atomic_output_dir
-    from .access import referral_chains, referral_times
+    from .access import referral_summary, referral_tables
     from .outputs import provenance_inputs, referral_folder
     from .pipeline import prepare_region
-    from .schema import LEVEL_GROUPS
     from .travel import TravelModel
 
     cfg, data_dir, run_dir = _setup(region, data, out)
@@ -690,34 +689,21 @@ def referral_command(region: str, data: str | None, out: str | None, *, engine: 
     with _claim(cfg, data_dir, run_dir, out_dir, command="referral"):
         prep = prepare_region(cfg, data_dir)
         model = TravelModel(prep, engine)
-        referral = referral_times(model, prep.facilities)
-        times, _ = model.times(prep.inputs.settlements, prep.facilities,
-                               groups={g: LEVEL_GROUPS[g] for g in ("thc", "county")})
-        chains = referral_chains(prep.inputs.settlements, times, referral)
+        referral, chains = referral_tables(model, prep.inputs.settlements, prep.facilities)
         th = cfg.thresholds
         severe = float(th["county_severe"])
-        pop = chains["population"].fillna(0).to_numpy(float)
-        extra = chains["chain_extra_min"].to_numpy(float)
-        summary = {"region": cfg.key, "engine": engine, "facilities": len(referral),
-                   "median_referral_thc_to_county_min": float(np.nanmedian(
-                       referral.loc[referral["level"].eq("township_health_centre"), "t_county_min"])),
-                   "median_chain_min": float(np.nanmedian(chains["t_chain_min"])),
-                   "median_direct_min": float(np.nanmedian(chains["t_county_min"])),
-                   f"pop_share_direct_within_{severe:g}_min": float(pop[chains["t_county_min"] <= severe].sum() / pop.sum()),
-                   f"pop_share_chain_within_{severe:g}_min": float(pop[chains["t_chain_min"] <= severe].sum() / pop.sum()),
-                   "settlements_where_the_chain_is_longer_by_over_30_min": int((extra > 30).sum()),
-                   "positions": "each settlement's own position (approximated positions: their seat's)"}
+        summary = {"region": cfg.key, "engine": engine, **referral_summary(referral, chains, severe)}
         with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths),
                                command="referral", parameters={"engine": engine}) as tmp:
             _write_csv(referral, tmp / "referral.csv")
             _write_csv(chains, tmp / "referral_chains.csv")
             (tmp / "referral_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1),
                                                        encoding="utf-8")
-    print(f"township centre → nearest county hospital: median {summary['median_referral_thc_to_county_min']:.0f} min")
-    print(f"settlement → its township centre → that centre's county hospital: median {summary['median_chain_min']:.0f} "
-          f"min; direct to the nearest county hospital: median {summary['median_direct_min']:.0f} min")
-    print(f"people within {severe:g} min: {summary[f'pop_share_direct_within_{severe:g}_min']:.1%} direct, "
-          f"{summary[f'pop_share_chain_within_{severe:g}_min']:.1%} by the referral chain")
+    print(f"township centre → nearest county hospital: median {_num(summary['median_referral_thc_to_county_min'], '.0f')} min")
+    print(f"settlement → its township centre → that centre's county hospital: median {_num(summary['median_chain_min'], '.0f')} "
+          f"min; direct to the nearest county hospital: median {_num(summary['median_direct_min'], '.0f')} min")
+    print(f"people within {severe:g} min: {_num(summary[f'pop_share_direct_within_{severe:g}_min'], '.1%')} direct, "
+          f"{_num(summary[f'pop_share_chain_within_{severe:g}_min'], '.1%')} by the referral chain")
     worst = referral[referral["level"].eq("township_health_centre")].sort_values("t_county_min", ascending=False)
     print("\nTownship centres farthest from a county hospital:")
     print(format_table(["facility", "name", "minutes", "to"],
@@ -725,6 +711,11 @@ def referral_command(region: str, data: str | None, out: str | None, *, engine: 
                         for _, r in worst.head(5).iterrows()]))
     print(f"  outputs: {out_dir}")
     return 0
+
+
+def _num(v, spec: str) -> str:
+    """A number in ``spec`` format, or "—" when there is none."""
+    return "—" if v is None or v != v else format(v, spec)
 
 
 def coverage_command(region: str, data: str | None, out: str | None, *, level: str, capacity: str,

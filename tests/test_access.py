@@ -379,6 +379,34 @@ def test_referral_chain_on_a_toy_graph():
     assert c["nearest_thc_id"].tolist() == ["T1", "T2"]
 
 
+def test_the_facilities_riding_along_in_one_pass_give_the_referral_command_s_tables():
+    """The gaps run times the facilities as extra origins of its one pass; its tables equal the separate passes'."""
+    from geoaccess.access import referral_tables, times_with_facility_origins
+    from geoaccess.schema import LEVEL_GROUPS
+
+    ids = ["s1", "s2", "K", "T1", "C", "P"]
+    m = pd.DataFrame([[8, 12, 25, 70], [1, 20, 40, 90], [0, 20, 40, 100], [35, 0, 5, 50], [100, 50, 0, 200],
+                      [200, 90, 190, 0]], index=ids, columns=["K", "T1", "C", "P"], dtype=float)
+    model = IdMatrixModel(m)
+    model.engine = "combined"
+    f = pd.DataFrame({"facility_id": ["K", "T1", "C", "P"], "name": list("KTCP"),
+                      "level": ["village_clinic", "township_health_centre", "county_hospital", "prefecture_hospital"],
+                      "county_code": "540001", "lon": 0.0, "lat": 0.0})
+    s = pd.DataFrame({"settlement_id": ["s1", "s2"], "name": ["s1", "s2"], "kind": "village", "county_code": "540001",
+                      "county_name": "一县", "population": [10.0, 20.0], "lon": 0.0, "lat": 0.0}, index=[7, 3])
+    times, _, fac_times = times_with_facility_origins(model, s, f, groups=LEVEL_GROUPS)
+    alone, _ = model.times(s, f, LEVEL_GROUPS)
+    assert times.index.tolist() == [7, 3] and times.reset_index(drop=True).equals(alone)
+    one = referral_tables(model, s, f, settlement_times=times, origin_times=fac_times)
+    two = referral_tables(model, s, f)
+    for a, b in zip(one, two):
+        pd.testing.assert_frame_equal(a, b)
+    ref = one[0].set_index("facility_id")
+    # K → nearest centre or better: T1 at 20; K → county level: C at 40; T1 → C 5; C → P 200
+    assert (ref.loc["K", "t_thc_min"], ref.loc["K", "nearest_thc_id"], ref.loc["K", "t_county_min"]) == (20, "T1", 40)
+    assert ref.loc["T1", "t_county_min"] == 5 and ref.loc["C", "t_pref_min"] == 200
+
+
 def test_referral_on_tibet_writes_both_tables_documented(tmp_path):
     out = tmp_path / "run"
     r = cli("referral", "--region", "tibet", "--out", str(out))
