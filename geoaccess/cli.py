@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="facility level shown at start (all levels are layers)")
     mp.add_argument("--tiles", default="offline", help="offline (no basemap requests, default), osm, or a tile URL")
     mp.add_argument("--maps-dir", help="folder for the HTML and PNGs (default: maps/ in the run folder)")
+    mp.add_argument("--catchments", choices=list(LEVEL_GROUPS), metavar="LEVEL",
+                    help="draw this level's catchments (from catchments/ of the run folder, else computed); "
+                         "default: the --level's catchments when that command has run")
 
     ex = sub.add_parser("export", help="shapefile / GeoPackage / CSV / GeoJSON exports of every layer")
     _common(ex)
@@ -251,7 +254,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                                 engine=args.engine)
     if args.command == "map":
         return commands.map_command(args.region, args.data, args.out, level=args.level, tiles=args.tiles,
-                                    maps_dir=args.maps_dir)
+                                    maps_dir=args.maps_dir, catchments=args.catchments)
     if args.command == "export":
         return commands.export_command(args.region, args.data, args.out,
                                        formats=args.formats or ["shp", "gpkg", "csv", "geojson"], crs=args.crs,

@@ -373,15 +373,13 @@ def _matching_proposals(out_dir: Path) -> list[Path]:
     """
     from ._atomic import read_manifest
 
-    basis = {k: v.get("sha256") for k, v in read_manifest(out_dir).get("inputs", {}).items()}
     newest: dict[str, tuple[str, Path]] = {}
     for folder in sorted((out_dir / "proposals").glob("[!.]*")):
         m = read_manifest(folder)
         gpkg = next((folder / n for n in ("proposed_points.gpkg", "regional_centres.gpkg") if (folder / n).exists()), None)
         if m is None or gpkg is None:
             continue
-        theirs = {k: v.get("sha256") for k, v in m.get("inputs", {}).items()}
-        if any(theirs.get(k) != h for k, h in basis.items()):
+        if not _same_inputs(out_dir, m):
             log.warning("map: %s was computed from other inputs than the gaps run in %s; not drawn", folder, out_dir)
             continue
         if gpkg.name not in newest or m.get("written", "") >= newest[gpkg.name][0]:
@@ -391,8 +389,53 @@ def _matching_proposals(out_dir: Path) -> list[Path]:
     return [gpkg for _, gpkg in newest.values()]
 
 
+def _same_inputs(out_dir: Path, manifest: dict) -> bool:
+    """Whether an output set (its manifest) was made from the inputs of the gaps run in ``out_dir``."""
+    from ._atomic import read_manifest
+
+    basis = {k: v.get("sha256") for k, v in read_manifest(out_dir).get("inputs", {}).items()}
+    theirs = {k: v.get("sha256") for k, v in manifest.get("inputs", {}).items()}
+    return not any(theirs.get(k) != h for k, h in basis.items())
+
+
+def _catchment_layer(cfg, data_dir: Path, out_dir: Path, level: str, compute: bool):
+    """The catchments of ``level`` for the map: the newest set in ``{out}/catchments/`` made from the gaps run's
+    inputs, else (``compute``) computed here with the default bands, else None."""
+    import geopandas as gpd
+
+    from ._atomic import read_manifest
+
+    newest = None
+    for folder in sorted((out_dir / "catchments").glob(f"{level}_*min")):
+        m, gpkg = read_manifest(folder), folder / f"catchments_{level}.gpkg"
+        if m is None or not gpkg.exists():
+            continue
+        if not _same_inputs(out_dir, m):
+            log.warning("map: %s was computed from other inputs than the gaps run in %s; not drawn", folder, out_dir)
+            continue
+        if newest is None or m.get("written", "") >= newest[0]:
+            newest = (m.get("written", ""), gpkg)
+    if newest is not None:
+        log.info("map: drawing %s", newest[1].parent)
+        polys = gpd.read_file(newest[1])
+    elif compute:
+        from .catchments import catchment_polygons, cells_for
+        from .pipeline import prepare_region
+        from .travel import TravelModel
+
+        log.info("map: no catchments of level %s in %s: computing them (bands 15,30,60,120 min)", level, out_dir)
+        prep = prepare_region(cfg, data_dir)
+        cells = cells_for(TravelModel(prep, "combined"), prep.inputs.settlements, prep.facilities, level)
+        polys = catchment_polygons(cells, level, prep.facilities, prep.inputs.settlements, [15, 30, 60, 120],
+                                   cfg.working_crs)
+    else:
+        return None
+    polys.attrs["level"] = level
+    return polys
+
+
 def map_command(region: str, data: str | None, out: str | None, *, level: str = "county", tiles: str = "offline",
-                maps_dir: str | None = None) -> int:
+                maps_dir: str | None = None, catchments: str | None = None) -> int:
     """Write {region}_coverage.html and the report figures from the gaps outputs into maps/ of the run folder."""
     from ._atomic import atomic_output_dir, read_manifest
     from .loaders import load_boundaries
@@ -407,6 +450,9 @@ def map_command(region: str, data: str | None, out: str | None, *, level: str = 
         roads = _road_lines(cfg, data_dir, counties)
         if roads is not None:
             layers["roads"] = roads
+        polys = _catchment_layer(cfg, data_dir, out_dir, catchments or level, compute=catchments is not None)
+        if polys is not None:
+            layers["catchments"] = polys
         summary_path = out_dir / "summary.json"
         summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
         caption = caption_lines(summary, MAP_ATTRIBUTION)
