@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="facility level (that level or higher)")
     ct.add_argument("--minutes", metavar="MIN,MIN,…", help="band upper ends (default 15,30,60,120)")
     ct.add_argument("--engine", choices=["combined", "raster"], default=None, help="grid engine (default combined)")
+    ct.add_argument("--facility-rasters", metavar="IDS|all",
+                    help="also write one travel-time GeoTIFF per facility (minutes from every cell to it alone): "
+                         "facility ids separated by commas, or all (every facility of the level)")
 
     pg = sub.add_parser("population-grid", help="coverage from every cell's travel time and a population grid "
                                                 "([inputs] population_raster, else one built from the census)")
@@ -248,7 +251,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                          max_minutes=args.max_minutes, order=args.order, engine=args.engine)
     if args.command == "catchments":
         return commands.catchments_command(args.region, args.data, args.out, level=args.level, minutes=args.minutes,
-                                           engine=args.engine)
+                                           engine=args.engine, facility_rasters=args.facility_rasters)
     if args.command == "population-grid":
         return commands.population_grid_command(args.region, args.data, args.out, raster=args.raster,
                                                 engine=args.engine)

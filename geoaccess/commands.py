@@ -816,12 +816,18 @@ def coverage_command(region: str, data: str | None, out: str | None, *, level: s
 
 
 def catchments_command(region: str, data: str | None, out: str | None, *, level: str, minutes: str | None = None,
-                       engine: str | None = None) -> int:
-    """Catchment polygons per facility and travel-time band: its own set in catchments/."""
+                       engine: str | None = None, facility_rasters: str | None = None) -> int:
+    """Catchment polygons per facility and travel-time band: its own set in catchments/; with
+    ``facility_rasters`` (ids or ``all``) also one travel-time GeoTIFF per facility and the level's."""
+    import time
+
     import pyogrio
 
     from ._atomic import atomic_output_dir
-    from .catchments import catchment_polygons, cells_for, parse_bands
+    from .catchments import (catchment_polygons, cells_for, facility_ids_for_rasters, facility_time_rasters,
+                             parse_bands)
+    from .errors import InputError
+    from .loaders import load_inputs
     from .outputs import catchments_folder, provenance_inputs
     from .pipeline import prepare_region
     from .travel import TravelModel
@@ -830,17 +836,30 @@ def catchments_command(region: str, data: str | None, out: str | None, *, level:
     bands = parse_bands(minutes, [15, 30, 60, 120])
     out_dir = catchments_folder(run_dir, level, bands)
     engine = engine or "combined"
+    if facility_rasters is not None and engine != "combined":
+        raise InputError(None, "--facility-rasters needs the combined engine (--engine combined)")
     with _claim(cfg, data_dir, run_dir, out_dir, command="catchments"):
-        prep = prepare_region(cfg, data_dir)
+        inputs = load_inputs(cfg, data_dir)
+        ids = facility_ids_for_rasters(facility_rasters, inputs.facilities, level) if facility_rasters else []
+        prep = prepare_region(cfg, data_dir, inputs=inputs)
         model = TravelModel(prep, engine)
         cells = cells_for(model, prep.inputs.settlements, prep.facilities, level)
         polys = catchment_polygons(cells, level, prep.facilities, prep.inputs.settlements, bands, cfg.working_crs)
         with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths),
-                               command="catchments", parameters={"level": level, "bands_min": bands,
-                                                                 "engine": engine}) as tmp:
+                               command="catchments", parameters={"level": level, "bands_min": bands, "engine": engine,
+                                                                 "facility_rasters": ids}) as tmp:
             pyogrio.write_dataframe(polys, tmp / f"catchments_{level}.gpkg", layer=f"catchments_{level}",
                                     driver="GPKG")
             _write_csv(polys.drop(columns="geometry"), tmp / f"catchments_{level}.csv")
+            if ids:
+                from .raster import write_travel_time_tif
+
+                write_travel_time_tif(tmp / f"traveltime_{level}.tif", cells.minutes[level], cells)
+                t0 = time.perf_counter()
+                for k, (fid, minutes_grid) in enumerate(facility_time_rasters(model, prep.facilities, ids), 1):
+                    write_travel_time_tif(tmp / f"traveltime_{level}_{_file_part(fid)}.tif", minutes_grid, cells)
+                    if k == len(ids) or k % max(1, len(ids) // 20) == 0 or len(ids) <= 20:
+                        log.info("facility rasters: %d/%d (%s), %.0f s", k, len(ids), fid, time.perf_counter() - t0)
     pop = prep.inputs.settlements["population"].fillna(0).sum()
     by_band = polys.groupby("band_to_min")[["population", "n_settlements", "area_km2"]].sum()
     print(f"{len(polys)} catchment polygons of {polys['facility_id'].nunique()} facilities ({level}), by band:")
@@ -851,8 +870,18 @@ def catchments_command(region: str, data: str | None, out: str | None, *, level:
         rows.append([f"≤ {b:g} min", f"{r['population']:,.0f}", f"{acc / pop:.1%}", int(r["n_settlements"]),
                      f"{r['area_km2']:,.0f}"])
     print(format_table(["band", "people", "cumulative", "settlements", "km²"], rows))
+    if ids:
+        print(f"travel-time rasters: traveltime_{level}.tif (nearest of the level) and one per facility, "
+              f"traveltime_{level}_{{facility_id}}.tif ({len(ids)})")
     print(f"  outputs: {out_dir}")
     return 0
+
+
+def _file_part(text: str) -> str:
+    """An id as part of a file name: letters, digits, ``-`` and ``_`` kept, anything else ``-``."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text))
 
 
 def population_grid_command(region: str, data: str | None, out: str | None, *, raster: str | None = None,

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
@@ -551,22 +552,51 @@ def test_catchment_polygons_on_a_hand_made_grid():
     assert p.crs.to_epsg() == 4326 and set(p.loc[p["band_to_min"].eq(30), "band_from_min"]) == {15.0}
 
 
-def test_catchments_on_tibet_write_a_documented_geopackage(tmp_path):
-    import geopandas as gpd
+def test_catchments_on_tibet_write_a_documented_geopackage_and_a_facility_s_own_raster(tmp_path, data_dir):
+    """`catchments --facility-rasters ID`: minutes from every cell to that facility alone, on the level raster's
+    grid: about 0 in its own cell, small next to it, never below the level raster, equal to it in the cells of
+    the facility's own catchment (where it is the nearest of its level). An unknown id: one line, exit 2."""
+    import rasterio
+    from rasterio import features
+
+    from geoaccess.coords import gcj02_to_wgs84
 
     out = tmp_path / "run"
-    r = cli("catchments", "--region", "tibet", "--out", str(out), "--level", "county", "--minutes", "60,30")
+    fid = "F540102000000"  # 城关区·县级医院, Lhasa (GCJ-02 91.140552, 29.654838 in the register)
+    r = cli("catchments", "--region", "tibet", "--out", str(out), "--level", "county", "--minutes", "60,30",
+            "--facility-rasters", fid)
     assert r.returncode == 0, r.stderr
     folder = out / "catchments" / "county_30-60min"
+    with rasterio.open(folder / f"traveltime_county_{fid}.tif") as src, \
+            rasterio.open(folder / "traveltime_county.tif") as lvl:
+        assert (src.crs, src.transform, src.shape, src.nodata) == (lvl.crs, lvl.transform, lvl.shape, lvl.nodata)
+        own, level, nodata, transform = src.read(1), lvl.read(1), src.nodata, src.transform
+        assert src.crs.to_epsg() == 4326
+    lon, lat = gcj02_to_wgs84(np.array([91.140552]), np.array([29.654838]))
+    row, col = rasterio.transform.rowcol(transform, lon[0], lat[0])
+    t = np.where(own == nodata, np.inf, own)
+    assert np.unravel_index(np.argmin(t), t.shape) == (row, col) and t[row, col] < 3
+    around = t[row - 1:row + 2, col - 1:col + 2]
+    assert np.isfinite(around).all() and around.max() < 15
+    both = (own != nodata) & (level != nodata)
+    assert (own[both] >= level[both] - 1e-4).all()
+    polys = gpd.read_file(folder / "catchments_county.gpkg")
+    mine = features.rasterize(polys.loc[polys["facility_id"].eq(fid), "geometry"], out_shape=own.shape,
+                              transform=transform, fill=0, default_value=1).astype(bool)
+    assert mine.sum() > 20 and np.array_equal(own[mine], level[mine])
+    assert (own[~mine & both] > level[~mine & both]).any()  # elsewhere another facility is nearer
+    # the catchments themselves: a documented GeoPackage, bands that do not overlap
     assert assert_every_column_documented(folder) == 2
-    p = gpd.read_file(folder / "catchments_county.gpkg")
+    p = polys
     assert set(p["band_to_min"]) == {30.0, 60.0} and p["n_settlements"].sum() <= 5467 + 695 + 20
-    # one facility's bands do not overlap, nor do different facilities' polygons of one band
     metric = p.to_crs("EPSG:32645")
-    for _, part in metric.groupby("band_to_min"):
+    for _, part in metric.groupby("band_to_min"):  # different facilities' polygons of one band do not overlap
         assert part.union_all().area == pytest.approx(part.area.sum(), rel=1e-6)
     r = cli("catchments", "--region", "tibet", "--out", str(out), "--level", "county", "--minutes", "30,abc")
     assert r.returncode == 2 and "--minutes" in r.stderr
+    r = cli("catchments", "--region", "tibet", "--out", str(out), "--level", "county", "--facility-rasters",
+            f"{fid},F000")
+    assert r.returncode == 2 and one_error_line(r) and "unknown facility id 'F000'" in r.stderr
 
 
 def _write_tif(path, data, transform, crs):
