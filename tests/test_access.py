@@ -661,3 +661,19 @@ def cli_settlement_population(data_dir):
 
     s = load_inputs(load_region("tibet"), data_dir).settlements
     return s.groupby(s["county_code"].astype(str))["population"].sum()
+
+
+def test_facility_raster_ids_are_checked_against_the_register_and_the_level():
+    from geoaccess.catchments import facility_ids_for_rasters
+    from geoaccess.errors import ConfigError
+
+    f = pd.DataFrame({"facility_id": ["T1", "C1", "C2", "P1"],
+                      "level": ["township_health_centre", "county_hospital", "county_hospital", "prefecture_hospital"]})
+    assert facility_ids_for_rasters("all", f, "county") == ["C1", "C2", "P1"]
+    assert facility_ids_for_rasters(" C2, C1 ,C2", f, "county") == ["C2", "C1"]
+    with pytest.raises(ConfigError, match="unknown facility id 'C9'"):
+        facility_ids_for_rasters("C1,C9", f, "county")
+    with pytest.raises(ConfigError, match="'T1' is a township_health_centre, not of level county"):
+        facility_ids_for_rasters("T1", f, "county")
+    with pytest.raises(ConfigError, match="give facility ids"):
+        facility_ids_for_rasters(" , ", f, "county")
