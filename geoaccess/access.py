@@ -389,19 +389,64 @@ FACILITY_GROUP = {"village_clinic": "clinic", "temporary_point": "clinic", "town
                   "county_hospital": "county", "county_regional_centre": "county", "prefecture_hospital": "pref"}
 
 
-def referral_times(model, facilities: pd.DataFrame) -> pd.DataFrame:
+def facility_origins(facilities: pd.DataFrame) -> pd.DataFrame:
+    """The facilities as trip origins (``settlement_id`` = ``facility_id``, WGS84 ``lon``/``lat``)."""
+    return pd.DataFrame({"settlement_id": facilities["facility_id"].astype(str).to_numpy(),
+                         "lon": facilities["lon"].to_numpy(float), "lat": facilities["lat"].to_numpy(float)})
+
+
+def referral_groups(facilities: pd.DataFrame) -> dict:
+    """The higher level groups some facility of the register refers to (a group none lies below needs no search)."""
+    rank = facilities["level"].map(FACILITY_GROUP).map(GROUP_ORDER.index)
+    return {g: LEVEL_GROUPS[g] for g in GROUP_ORDER[1:] if (rank < GROUP_ORDER.index(g)).any()}
+
+
+def times_with_facility_origins(model, settlements: pd.DataFrame, facilities: pd.DataFrame, groups=None):
+    """One travel-model pass for the settlements and, as extra origins, the facilities themselves.
+
+    Origins do not change one another's times (a trip starts at its origin's node), so the settlements' result is
+    the one ``model.times(settlements, facilities, groups)`` gives, and the facilities' rows are what
+    :func:`referral_times` needs, at the cost of a few hundred more origins instead of a second search.
+    Returns (settlement times, cell field or None, facility times aligned with ``facilities``). The road-only
+    engine, whose own pass is cheap and whose warnings count the origins far from roads, makes a second pass.
+    """
+    if model.engine == "network":
+        times, cells = model.times(settlements, facilities, groups=groups)
+        fac, _ = model.times(facility_origins(facilities), facilities, groups=referral_groups(facilities))
+        return times, cells, fac
+    origins = pd.concat([settlements[["settlement_id", "lon", "lat"]].reset_index(drop=True),
+                         facility_origins(facilities)], ignore_index=True)
+    times, cells = model.times(origins, facilities, groups=groups)
+    n = len(settlements)
+    own = times.iloc[:n].copy()
+    own.index = settlements.index
+    own.attrs = dict(times.attrs)
+    fac = times.iloc[n:].reset_index(drop=True)
+    return own, cells, fac
+
+
+def referral_times(model, facilities: pd.DataFrame, origin_times: pd.DataFrame | None = None) -> pd.DataFrame:
     """For every facility: minutes from it to the nearest facility of each higher level (clinic → township
-    centre → county hospital → prefecture), and which; empty for its own level and below."""
-    origins = pd.DataFrame({"settlement_id": facilities["facility_id"].astype(str).to_numpy(),
-                            "lon": facilities["lon"].to_numpy(float), "lat": facilities["lat"].to_numpy(float)})
-    higher = {g: LEVEL_GROUPS[g] for g in GROUP_ORDER[1:]}
-    times, _ = model.times(origins, facilities, groups=higher)
+    centre → county hospital → prefecture), and which; empty for its own level and below.
+
+    ``origin_times``: the travel-model result with the facilities as origins, aligned with ``facilities`` (the
+    gaps run takes it from its one pass, :func:`times_with_facility_origins`); None: one pass is made here.
+    """
+    higher = referral_groups(facilities)
+    if origin_times is None:
+        origin_times, _ = model.times(facility_origins(facilities), facilities, groups=higher)
+    times = origin_times
     rank = facilities["level"].map(FACILITY_GROUP).map(GROUP_ORDER.index).to_numpy()
     out = pd.DataFrame({c: facilities[c].to_numpy() for c in ("facility_id", "name", "level", "county_code")})
     for g in GROUP_ORDER[1:]:
         below = rank >= GROUP_ORDER.index(g)
-        out[f"t_{g}_min"] = np.where(below, np.nan, times[f"t_{g}_min"].to_numpy(float))
-        out[f"nearest_{g}_id"] = np.where(below, None, times[f"nearest_{g}_id"].to_numpy(dtype=object))
+        if g in higher:
+            t = times[f"t_{g}_min"].to_numpy(float)
+            near = times[f"nearest_{g}_id"].to_numpy(dtype=object)
+        else:
+            t, near = np.full(len(out), np.nan), np.full(len(out), None, dtype=object)
+        out[f"t_{g}_min"] = np.where(below, np.nan, t)
+        out[f"nearest_{g}_id"] = np.where(below, None, near)
     return out
 
 
@@ -435,6 +480,43 @@ def referral_chains(settlements: pd.DataFrame, times: pd.DataFrame, referral: pd
     out["nearest_county_id"] = times["nearest_county_id"].to_numpy(dtype=object)
     out["chain_extra_min"] = chain - direct
     return out
+
+
+def referral_tables(model, settlements: pd.DataFrame, facilities: pd.DataFrame, *,
+                    settlement_times: pd.DataFrame | None = None, origin_times: pd.DataFrame | None = None):
+    """The two referral tables, ``referral`` (:func:`referral_times`) and ``referral_chains``
+    (:func:`referral_chains`), as the `referral` command and the gaps run write them.
+
+    ``settlement_times`` / ``origin_times``: the model's times at the settlements' own positions and from the
+    facilities, when a pass already made them (the gaps run); None: passes are made here.
+    """
+    referral = referral_times(model, facilities, origin_times)
+    if settlement_times is None:
+        settlement_times, _ = model.times(settlements, facilities,
+                                          groups={g: LEVEL_GROUPS[g] for g in ("thc", "county")})
+    return referral, referral_chains(settlements, settlement_times, referral)
+
+
+def referral_summary(referral: pd.DataFrame, chains: pd.DataFrame, severe_min: float) -> dict:
+    """Medians and the people within ``severe_min`` minutes directly and by the chain (minutes; shares 0–1)."""
+    pop = chains["population"].fillna(0).to_numpy(float) if "population" in chains else np.zeros(len(chains))
+    total = pop.sum()
+    extra = chains["chain_extra_min"].to_numpy(float)
+    thc = referral.loc[referral["level"].eq("township_health_centre"), "t_county_min"].to_numpy(float)
+
+    def median(v):
+        v = np.asarray(v, float)
+        return float(np.nanmedian(v)) if np.isfinite(v).any() else None
+
+    def share(t):
+        return float(pop[np.asarray(t, float) <= severe_min].sum() / total) if total > 0 else None
+
+    return {"facilities": len(referral), "median_referral_thc_to_county_min": median(thc),
+            "median_chain_min": median(chains["t_chain_min"]), "median_direct_min": median(chains["t_county_min"]),
+            f"pop_share_direct_within_{severe_min:g}_min": share(chains["t_county_min"]),
+            f"pop_share_chain_within_{severe_min:g}_min": share(chains["t_chain_min"]),
+            "settlements_where_the_chain_is_longer_by_over_30_min": int((extra > 30).sum()),
+            "positions": "each settlement's own position (approximated positions: their seat's)"}
 
 
 # ----------------------------------------------------------------------------- capacity-aware coverage

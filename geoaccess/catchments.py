@@ -92,3 +92,55 @@ def cells_for(model, settlements: pd.DataFrame, facilities: pd.DataFrame, level:
         raise InputError(None, "catchments need a grid engine: use --engine combined or raster")
     _, cells = model.times(settlements, facilities, groups={level: LEVEL_GROUPS[level]})
     return cells
+
+
+# ----------------------------------------------------------------------------- per-facility travel-time rasters
+
+def facility_ids_for_rasters(spec: str, facilities: pd.DataFrame, level: str) -> list[str]:
+    """``--facility-rasters`` → facility ids: ``all`` (every facility of the level group, register order) or ids
+    separated by commas; ConfigError (one line) for an unknown id or one outside the level group."""
+    from .schema import LEVEL_GROUPS
+
+    ids = facilities["facility_id"].astype(str)
+    members = ids[facilities["level"].isin(LEVEL_GROUPS[level]).to_numpy()].tolist()
+    if spec.strip().lower() == "all":
+        return members
+    wanted = list(dict.fromkeys(x.strip() for x in spec.split(",") if x.strip()))
+    if not wanted:
+        raise ConfigError(None, "--facility-rasters: give facility ids separated by commas, or all")
+    level_of = dict(zip(ids, facilities["level"].astype(str)))
+    for fid in wanted:
+        if fid not in level_of:
+            raise ConfigError(None, f"--facility-rasters: unknown facility id '{fid}' (not in the facility register)")
+        if fid not in members:
+            raise ConfigError(None, f"--facility-rasters: facility '{fid}' is a {level_of[fid]}, not of level "
+                                    f"{level} (that level or higher)")
+    return wanted
+
+
+def facility_time_rasters(model, facilities: pd.DataFrame, ids: list[str]):
+    """Minutes from every grid cell to each facility of ``ids`` alone (AccessMod issue #268), one at a time.
+
+    The combined engine's graph is built once (facilities as its destinations, no origins); each facility is one
+    search of its kernel (``combined.level_passes`` with a group of that facility alone), so a facility's raster is
+    the level raster of a register holding only it: same grid, NaN at barriers, inf where unreached. Yields
+    (facility_id, float32 minutes (rows, cols)); the grid is ``model.terrain_grid()``.
+    """
+    from .combined import build_combined_graph, level_passes
+
+    if model.engine != "combined":
+        raise InputError(None, "--facility-rasters needs the combined engine (--engine combined)")
+    prep = model.prep
+    grid = model.terrain_grid()
+    graph = build_combined_graph(prep.graph, grid, prep.params, prep.dem, working_crs=model.config.working_crs,
+                                 origin_lon=np.zeros(0), origin_lat=np.zeros(0),
+                                 dest_lon=facilities["lon"].to_numpy(float), dest_lat=facilities["lat"].to_numpy(float),
+                                 direct_km=model.direct_km)
+    labels = facilities["facility_id"].astype(str).to_numpy()
+    row_of = {fid: k for k, fid in enumerate(labels)}
+    for fid in ids:
+        if graph.dest_nodes[row_of[fid]] < 0:
+            raise InputError(None, f"--facility-rasters: facility '{fid}' has no coordinates (or lies off the grid)")
+    for fid in ids:
+        res = level_passes(graph, labels, {fid: (fid,)}, threads=1)[fid]
+        yield fid, res.cell_minutes

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="facility level (that level or higher)")
     ct.add_argument("--minutes", metavar="MIN,MIN,…", help="band upper ends (default 15,30,60,120)")
     ct.add_argument("--engine", choices=["combined", "raster"], default=None, help="grid engine (default combined)")
+    ct.add_argument("--facility-rasters", metavar="IDS|all",
+                    help="also write one travel-time GeoTIFF per facility (minutes from every cell to it alone): "
+                         "facility ids separated by commas, or all (every facility of the level)")
 
     pg = sub.add_parser("population-grid", help="coverage from every cell's travel time and a population grid "
                                                 "([inputs] population_raster, else one built from the census)")
@@ -154,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="facility level shown at start (all levels are layers)")
     mp.add_argument("--tiles", default="offline", help="offline (no basemap requests, default), osm, or a tile URL")
     mp.add_argument("--maps-dir", help="folder for the HTML and PNGs (default: maps/ in the run folder)")
+    mp.add_argument("--catchments", choices=list(LEVEL_GROUPS), metavar="LEVEL",
+                    help="draw this level's catchments (from catchments/ of the run folder, else computed); "
+                         "default: the --level's catchments when that command has run")
 
     ex = sub.add_parser("export", help="shapefile / GeoPackage / CSV / GeoJSON exports of every layer")
     _common(ex)
@@ -246,13 +252,13 @@ def _dispatch(args: argparse.Namespace) -> int:
                                          max_minutes=args.max_minutes, order=args.order, engine=args.engine)
     if args.command == "catchments":
         return commands.catchments_command(args.region, args.data, args.out, level=args.level, minutes=args.minutes,
-                                           engine=args.engine)
+                                           engine=args.engine, facility_rasters=args.facility_rasters)
     if args.command == "population-grid":
         return commands.population_grid_command(args.region, args.data, args.out, raster=args.raster,
                                                 engine=args.engine)
     if args.command == "map":
         return commands.map_command(args.region, args.data, args.out, level=args.level, tiles=args.tiles,
-                                    maps_dir=args.maps_dir)
+                                    maps_dir=args.maps_dir, catchments=args.catchments)
     if args.command == "export":
         return commands.export_command(args.region, args.data, args.out,
                                        formats=args.formats or ["shp", "gpkg", "csv", "geojson"], crs=args.crs,

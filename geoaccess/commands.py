@@ -373,15 +373,13 @@ def _matching_proposals(out_dir: Path) -> list[Path]:
     """
     from ._atomic import read_manifest
 
-    basis = {k: v.get("sha256") for k, v in read_manifest(out_dir).get("inputs", {}).items()}
     newest: dict[str, tuple[str, Path]] = {}
     for folder in sorted((out_dir / "proposals").glob("[!.]*")):
         m = read_manifest(folder)
         gpkg = next((folder / n for n in ("proposed_points.gpkg", "regional_centres.gpkg") if (folder / n).exists()), None)
         if m is None or gpkg is None:
             continue
-        theirs = {k: v.get("sha256") for k, v in m.get("inputs", {}).items()}
-        if any(theirs.get(k) != h for k, h in basis.items()):
+        if not _same_inputs(out_dir, m):
             log.warning("map: %s was computed from other inputs than the gaps run in %s; not drawn", folder, out_dir)
             continue
         if gpkg.name not in newest or m.get("written", "") >= newest[gpkg.name][0]:
@@ -391,8 +389,53 @@ def _matching_proposals(out_dir: Path) -> list[Path]:
     return [gpkg for _, gpkg in newest.values()]
 
 
+def _same_inputs(out_dir: Path, manifest: dict) -> bool:
+    """Whether an output set (its manifest) was made from the inputs of the gaps run in ``out_dir``."""
+    from ._atomic import read_manifest
+
+    basis = {k: v.get("sha256") for k, v in read_manifest(out_dir).get("inputs", {}).items()}
+    theirs = {k: v.get("sha256") for k, v in manifest.get("inputs", {}).items()}
+    return not any(theirs.get(k) != h for k, h in basis.items())
+
+
+def _catchment_layer(cfg, data_dir: Path, out_dir: Path, level: str, compute: bool):
+    """The catchments of ``level`` for the map: the newest set in ``{out}/catchments/`` made from the gaps run's
+    inputs, else (``compute``) computed here with the default bands, else None."""
+    import geopandas as gpd
+
+    from ._atomic import read_manifest
+
+    newest = None
+    for folder in sorted((out_dir / "catchments").glob(f"{level}_*min")):
+        m, gpkg = read_manifest(folder), folder / f"catchments_{level}.gpkg"
+        if m is None or not gpkg.exists():
+            continue
+        if not _same_inputs(out_dir, m):
+            log.warning("map: %s was computed from other inputs than the gaps run in %s; not drawn", folder, out_dir)
+            continue
+        if newest is None or m.get("written", "") >= newest[0]:
+            newest = (m.get("written", ""), gpkg)
+    if newest is not None:
+        log.info("map: drawing %s", newest[1].parent)
+        polys = gpd.read_file(newest[1])
+    elif compute:
+        from .catchments import catchment_polygons, cells_for
+        from .pipeline import prepare_region
+        from .travel import TravelModel
+
+        log.info("map: no catchments of level %s in %s: computing them (bands 15,30,60,120 min)", level, out_dir)
+        prep = prepare_region(cfg, data_dir)
+        cells = cells_for(TravelModel(prep, "combined"), prep.inputs.settlements, prep.facilities, level)
+        polys = catchment_polygons(cells, level, prep.facilities, prep.inputs.settlements, [15, 30, 60, 120],
+                                   cfg.working_crs)
+    else:
+        return None
+    polys.attrs["level"] = level
+    return polys
+
+
 def map_command(region: str, data: str | None, out: str | None, *, level: str = "county", tiles: str = "offline",
-                maps_dir: str | None = None) -> int:
+                maps_dir: str | None = None, catchments: str | None = None) -> int:
     """Write {region}_coverage.html and the report figures from the gaps outputs into maps/ of the run folder."""
     from ._atomic import atomic_output_dir, read_manifest
     from .loaders import load_boundaries
@@ -407,6 +450,9 @@ def map_command(region: str, data: str | None, out: str | None, *, level: str = 
         roads = _road_lines(cfg, data_dir, counties)
         if roads is not None:
             layers["roads"] = roads
+        polys = _catchment_layer(cfg, data_dir, out_dir, catchments or level, compute=catchments is not None)
+        if polys is not None:
+            layers["catchments"] = polys
         summary_path = out_dir / "summary.json"
         summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
         caption = caption_lines(summary, MAP_ATTRIBUTION)
@@ -678,10 +724,9 @@ def own_unit_command(region: str, data: str | None, out: str | None, *, engine: 
 def referral_command(region: str, data: str | None, out: str | None, *, engine: str | None = None) -> int:
     """Referral times between facility levels and each settlement's chain: its own set, referral/."""
     from ._atomic import atomic_output_dir
-    from .access import referral_chains, referral_times
+    from .access import referral_summary, referral_tables
     from .outputs import provenance_inputs, referral_folder
     from .pipeline import prepare_region
-    from .schema import LEVEL_GROUPS
     from .travel import TravelModel
 
     cfg, data_dir, run_dir = _setup(region, data, out)
@@ -690,34 +735,21 @@ def referral_command(region: str, data: str | None, out: str | None, *, engine: 
     with _claim(cfg, data_dir, run_dir, out_dir, command="referral"):
         prep = prepare_region(cfg, data_dir)
         model = TravelModel(prep, engine)
-        referral = referral_times(model, prep.facilities)
-        times, _ = model.times(prep.inputs.settlements, prep.facilities,
-                               groups={g: LEVEL_GROUPS[g] for g in ("thc", "county")})
-        chains = referral_chains(prep.inputs.settlements, times, referral)
+        referral, chains = referral_tables(model, prep.inputs.settlements, prep.facilities)
         th = cfg.thresholds
         severe = float(th["county_severe"])
-        pop = chains["population"].fillna(0).to_numpy(float)
-        extra = chains["chain_extra_min"].to_numpy(float)
-        summary = {"region": cfg.key, "engine": engine, "facilities": len(referral),
-                   "median_referral_thc_to_county_min": float(np.nanmedian(
-                       referral.loc[referral["level"].eq("township_health_centre"), "t_county_min"])),
-                   "median_chain_min": float(np.nanmedian(chains["t_chain_min"])),
-                   "median_direct_min": float(np.nanmedian(chains["t_county_min"])),
-                   f"pop_share_direct_within_{severe:g}_min": float(pop[chains["t_county_min"] <= severe].sum() / pop.sum()),
-                   f"pop_share_chain_within_{severe:g}_min": float(pop[chains["t_chain_min"] <= severe].sum() / pop.sum()),
-                   "settlements_where_the_chain_is_longer_by_over_30_min": int((extra > 30).sum()),
-                   "positions": "each settlement's own position (approximated positions: their seat's)"}
+        summary = {"region": cfg.key, "engine": engine, **referral_summary(referral, chains, severe)}
         with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths),
                                command="referral", parameters={"engine": engine}) as tmp:
             _write_csv(referral, tmp / "referral.csv")
             _write_csv(chains, tmp / "referral_chains.csv")
             (tmp / "referral_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1),
                                                        encoding="utf-8")
-    print(f"township centre → nearest county hospital: median {summary['median_referral_thc_to_county_min']:.0f} min")
-    print(f"settlement → its township centre → that centre's county hospital: median {summary['median_chain_min']:.0f} "
-          f"min; direct to the nearest county hospital: median {summary['median_direct_min']:.0f} min")
-    print(f"people within {severe:g} min: {summary[f'pop_share_direct_within_{severe:g}_min']:.1%} direct, "
-          f"{summary[f'pop_share_chain_within_{severe:g}_min']:.1%} by the referral chain")
+    print(f"township centre → nearest county hospital: median {_num(summary['median_referral_thc_to_county_min'], '.0f')} min")
+    print(f"settlement → its township centre → that centre's county hospital: median {_num(summary['median_chain_min'], '.0f')} "
+          f"min; direct to the nearest county hospital: median {_num(summary['median_direct_min'], '.0f')} min")
+    print(f"people within {severe:g} min: {_num(summary[f'pop_share_direct_within_{severe:g}_min'], '.1%')} direct, "
+          f"{_num(summary[f'pop_share_chain_within_{severe:g}_min'], '.1%')} by the referral chain")
     worst = referral[referral["level"].eq("township_health_centre")].sort_values("t_county_min", ascending=False)
     print("\nTownship centres farthest from a county hospital:")
     print(format_table(["facility", "name", "minutes", "to"],
@@ -725,6 +757,11 @@ def referral_command(region: str, data: str | None, out: str | None, *, engine: 
                         for _, r in worst.head(5).iterrows()]))
     print(f"  outputs: {out_dir}")
     return 0
+
+
+def _num(v, spec: str) -> str:
+    """A number in ``spec`` format, or "—" when there is none."""
+    return "—" if v is None or v != v else format(v, spec)
 
 
 def coverage_command(region: str, data: str | None, out: str | None, *, level: str, capacity: str,
@@ -779,12 +816,18 @@ def coverage_command(region: str, data: str | None, out: str | None, *, level: s
 
 
 def catchments_command(region: str, data: str | None, out: str | None, *, level: str, minutes: str | None = None,
-                       engine: str | None = None) -> int:
-    """Catchment polygons per facility and travel-time band: its own set in catchments/."""
+                       engine: str | None = None, facility_rasters: str | None = None) -> int:
+    """Catchment polygons per facility and travel-time band: its own set in catchments/; with
+    ``facility_rasters`` (ids or ``all``) also one travel-time GeoTIFF per facility and the level's."""
+    import time
+
     import pyogrio
 
     from ._atomic import atomic_output_dir
-    from .catchments import catchment_polygons, cells_for, parse_bands
+    from .catchments import (catchment_polygons, cells_for, facility_ids_for_rasters, facility_time_rasters,
+                             parse_bands)
+    from .errors import InputError
+    from .loaders import load_inputs
     from .outputs import catchments_folder, provenance_inputs
     from .pipeline import prepare_region
     from .travel import TravelModel
@@ -793,17 +836,30 @@ def catchments_command(region: str, data: str | None, out: str | None, *, level:
     bands = parse_bands(minutes, [15, 30, 60, 120])
     out_dir = catchments_folder(run_dir, level, bands)
     engine = engine or "combined"
+    if facility_rasters is not None and engine != "combined":
+        raise InputError(None, "--facility-rasters needs the combined engine (--engine combined)")
     with _claim(cfg, data_dir, run_dir, out_dir, command="catchments"):
-        prep = prepare_region(cfg, data_dir)
+        inputs = load_inputs(cfg, data_dir)
+        ids = facility_ids_for_rasters(facility_rasters, inputs.facilities, level) if facility_rasters else []
+        prep = prepare_region(cfg, data_dir, inputs=inputs)
         model = TravelModel(prep, engine)
         cells = cells_for(model, prep.inputs.settlements, prep.facilities, level)
         polys = catchment_polygons(cells, level, prep.facilities, prep.inputs.settlements, bands, cfg.working_crs)
         with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths),
-                               command="catchments", parameters={"level": level, "bands_min": bands,
-                                                                 "engine": engine}) as tmp:
+                               command="catchments", parameters={"level": level, "bands_min": bands, "engine": engine,
+                                                                 "facility_rasters": ids}) as tmp:
             pyogrio.write_dataframe(polys, tmp / f"catchments_{level}.gpkg", layer=f"catchments_{level}",
                                     driver="GPKG")
             _write_csv(polys.drop(columns="geometry"), tmp / f"catchments_{level}.csv")
+            if ids:
+                from .raster import write_travel_time_tif
+
+                write_travel_time_tif(tmp / f"traveltime_{level}.tif", cells.minutes[level], cells)
+                t0 = time.perf_counter()
+                for k, (fid, minutes_grid) in enumerate(facility_time_rasters(model, prep.facilities, ids), 1):
+                    write_travel_time_tif(tmp / f"traveltime_{level}_{_file_part(fid)}.tif", minutes_grid, cells)
+                    if k == len(ids) or k % max(1, len(ids) // 20) == 0 or len(ids) <= 20:
+                        log.info("facility rasters: %d/%d (%s), %.0f s", k, len(ids), fid, time.perf_counter() - t0)
     pop = prep.inputs.settlements["population"].fillna(0).sum()
     by_band = polys.groupby("band_to_min")[["population", "n_settlements", "area_km2"]].sum()
     print(f"{len(polys)} catchment polygons of {polys['facility_id'].nunique()} facilities ({level}), by band:")
@@ -814,8 +870,18 @@ def catchments_command(region: str, data: str | None, out: str | None, *, level:
         rows.append([f"≤ {b:g} min", f"{r['population']:,.0f}", f"{acc / pop:.1%}", int(r["n_settlements"]),
                      f"{r['area_km2']:,.0f}"])
     print(format_table(["band", "people", "cumulative", "settlements", "km²"], rows))
+    if ids:
+        print(f"travel-time rasters: traveltime_{level}.tif (nearest of the level) and one per facility, "
+              f"traveltime_{level}_{{facility_id}}.tif ({len(ids)})")
     print(f"  outputs: {out_dir}")
     return 0
+
+
+def _file_part(text: str) -> str:
+    """An id as part of a file name: letters, digits, ``-`` and ``_`` kept, anything else ``-``."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text))
 
 
 def population_grid_command(region: str, data: str | None, out: str | None, *, raster: str | None = None,

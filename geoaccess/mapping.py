@@ -404,6 +404,56 @@ def _raster_rgba(path, bands, max_pixels: int = 1600) -> tuple[np.ndarray, list[
     return rgba, [[south, west], [north, east]]
 
 
+def _referral_data(referral: gpd.GeoDataFrame, bands) -> dict:
+    """The referral layer's arrays: each facility below the prefecture level, coloured by the band of its time to
+    the nearest facility of the next level; popups with its time to every higher level (bilingual)."""
+    from .access import FACILITY_GROUP, GROUP_ORDER
+
+    r = _located(referral, "referral facilities")
+    rank = _column(r, "level").map(FACILITY_GROUP).map(GROUP_ORDER.index)
+    r = r[rank.notna() & (rank < len(GROUP_ORDER) - 1)].reset_index(drop=True)
+    rank = rank[rank.notna() & (rank < len(GROUP_ORDER) - 1)].astype(int).to_numpy()
+    names = dict(zip(_column(referral, "facility_id").astype(str), _column(referral, "name").astype(str)))
+    nxt = [GROUP_ORDER[k + 1] for k in rank]
+    t_next = np.array([r.at[i, f"t_{g}_min"] if f"t_{g}_min" in r else np.nan for i, g in enumerate(nxt)], float)
+    popups = []
+    for i, row in r.iterrows():
+        level = str(row.get("level", ""))
+        lines = [f"<b>{html.escape(str(row.get('name', '')))}</b>", html.escape(FACILITY_NAMES.get(level, level)),
+                 "转诊 referral: 到上级机构的通行时间 travel time to the higher levels"]
+        for g in GROUP_ORDER[rank[i] + 1:]:
+            t = row.get(f"t_{g}_min")
+            to = str(row.get(f"nearest_{g}_id") or "")
+            text = "不可达 unreachable" if t is None or t != t else f"{t:.0f} min"
+            where = f" → {html.escape(names.get(to, to))}" if to and to not in ("None", "nan") else ""
+            line = f"{html.escape(' '.join(LEVEL_NAMES[g]))}: {text}{where}"
+            lines.append(f"<b>{line}</b>" if g == nxt[i] else line)
+        popups.append("<br>".join(lines))
+    return {**_lonlat(r), "band": band_index(t_next, bands).tolist(), "colours": band_colours(bands),
+            "popup": popups}
+
+
+def _catchment_geojson(polygons: gpd.GeoDataFrame, bands) -> dict:
+    """Catchment polygons simplified to ~800 m (about one 30″ DEM cell: their staircase edges) and rounded to ~10 m,
+    each with its band colour and a popup."""
+    c = _wgs84(polygons).reset_index(drop=True)
+    colours = band_colours(bands)
+    idx = band_index(pd.to_numeric(_column(c, "band_to_min", np.nan), errors="coerce").to_numpy(float), bands)
+    geoms = shapely.simplify(c.geometry.values, 0.008, preserve_topology=True)
+    geoms = shapely.transform(geoms, lambda xy: np.round(xy, 4))
+    popups = []
+    for _, row in c.iterrows():
+        level = str(row.get("level", ""))
+        popups.append("<br>".join([
+            f"<b>{html.escape(str(row.get('name', '')))}</b> ({html.escape(FACILITY_NAMES.get(level, level))})",
+            f"服务范围 catchment: {row.get('band_from_min', 0):g}–{row.get('band_to_min', 0):g} min",
+            f"居民点 settlements: {int(row.get('n_settlements', 0) or 0)}; 人口 people: "
+            f"{float(row.get('population', 0) or 0):,.0f}",
+            f"面积 area: {float(row.get('area_km2', 0) or 0):,.0f} km²"]))
+    frame = gpd.GeoDataFrame({"c": [colours[k] for k in idx], "popup": popups}, geometry=geoms, crs="EPSG:4326")
+    return json.loads(frame[~frame.geometry.is_empty].to_json(drop_id=True))
+
+
 def _legend_row(symbol: str, text: str, *, cls: str = "ga-centred", style: str = "") -> str:
     return (f'<div class="ga-row"><span class="ga-swatch {cls}" style="{style}">{symbol}</span>'
             f"{html.escape(text)}</div>")
@@ -490,7 +540,10 @@ def coverage_map(
     caption : list of str, optional
         Sources and assumptions, one bilingual line each (e.g. `caption_lines(summary)`), in a box on the map.
 
-    ``layers["roads"]`` (lines with ``road_class``), when given, is drawn as a roads layer.
+    ``layers["roads"]`` (lines with ``road_class``), when given, is drawn as a roads layer;
+    ``layers["referral"]`` (the gaps run's referral table, facility points) as a referral layer and
+    ``layers["catchments"]`` (``catchments_{level}.gpkg``; its level in ``attrs["level"]``) as a catchments
+    layer, both off at start.
 
     Returns
     -------
@@ -558,6 +611,26 @@ def coverage_map(
         extras.append(('<span class="ga-swatch ga-ring" style="border:3px dashed #e31a1c"></span>',
                        "空白点 blank spot (institutional gap)"))
 
+    referral = layers.get("referral")
+    if referral is not None and len(referral):
+        d = _referral_data(referral, bands)
+        group = folium.FeatureGroup(name=f"转诊 referral: 机构到上一级机构的时间 facility → next level ({len(d['lat'])})",
+                                    show=False).add_to(m)
+        code.append(f"geoaccess.addReferral({group.get_name()},{_js(d)});")
+        front.append(group.get_name())
+        extras.append(('<span class="ga-swatch ga-ring" style="border:3px solid #fdae61"></span>',
+                       "转诊 referral: 机构到上一级的时间（同色带） facility's time to the next level (same bands)"))
+    catchments = layers.get("catchments")
+    if catchments is not None and len(catchments):
+        present = set(_column(catchments, "level").astype(str))
+        lv = catchments.attrs.get("level") or next((g for g in reversed(LEVELS) if present <= set(LEVEL_GROUPS[g])),
+                                                   "clinic")
+        group = folium.FeatureGroup(name=f"服务范围 catchments: {' '.join(LEVEL_NAMES.get(lv, (lv,)))} "
+                                         f"({catchments['facility_id'].nunique()} 机构 facilities)", show=False).add_to(m)
+        code.append(f"geoaccess.addCatchments({group.get_name()},{_js(_catchment_geojson(catchments, bands))});")
+        bottom.append(group.get_name())
+        extras.append(('<span class="ga-swatch ga-catch"></span>',
+                       "服务范围 catchment: 最近机构的区域，按通行时间带 area of the nearest facility, by travel-time band"))
     if roads is not None and len(roads):
         extras.append(('<span class="ga-swatch ga-road"></span>', "道路 road"))
     code.append(f"geoaccess.keepOrder({m.get_name()},[{','.join(bottom)}],[{','.join(front)}]);")

@@ -54,6 +54,7 @@ class Run:
     rasters: object = None  # grid engines: travel.CellTimes (minutes from every cell, per level)
     model: object = None  # travel.TravelModel: the engine the run used (proposals cost and verify with it)
     positions: dict = field(default_factory=dict)  # how approximated positions were given their ranges
+    facility_times: pd.DataFrame | None = None  # the engine's times from each facility (access.referral_times)
 
 
 def parse_threshold_overrides(items: list[str], base: dict) -> dict:
@@ -258,6 +259,7 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
     ``engine``: ``combined`` (roads and terrain in one search, the default), ``network`` (roads only) or
     ``raster`` (friction surface); see :mod:`geoaccess.travel`.
     """
+    from .access import times_with_facility_origins
     from .travel import TravelModel
 
     prep = prepare_region(config, data_dir, terrain=terrain, inputs=inputs, extra_facilities=extra_facilities)
@@ -268,7 +270,8 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
     with ThreadPoolExecutor(1, thread_name_prefix="geoaccess-areas") as pool:
         # the units' areas need only the grid: drawn while the engine searches (its kernels release the GIL)
         areas = pool.submit(region_areas, prep, model) if engine == "combined" else None
-        times, cells = model.times(s, prep.facilities)
+        # the facilities ride along as extra origins, for the referral table (issue 14; no second search)
+        times, cells, facility_times = times_with_facility_origins(model, s, prep.facilities)
         prep.timings["engine_s"] = time.perf_counter() - t
         t = time.perf_counter()
         areas = areas.result() if areas is not None else None
@@ -279,7 +282,7 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
                graph=prep.graph, dem=prep.dem, terrain_params=prep.params, engine=eng, timings=prep.timings,
                warnings=list(times.attrs.get("warnings", [])), raw_times=times.copy(),
                offroad_minutes=prep.offroad_minutes, facilities=prep.facilities, rasters=cells, model=model,
-               positions=positions)
+               positions=positions, facility_times=facility_times)
 
 
 def check_invariants(table: pd.DataFrame, n_input: int) -> None:
@@ -498,6 +501,7 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
     `compute` replaces `compute_region_times` (same arguments), e.g. the partitioned Dask run.
     """
     from ._atomic import atomic_output_dir, prefetch_checksums
+    from .access import referral_summary
     from .export import export_layers
     from .outputs import configured_inputs, provenance_inputs
 
@@ -510,6 +514,9 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
     counties = county_table(run, audit)
     prefs = prefecture_table(run, audit)
     relocation = run.table[run.table["kind"].eq("relocation")]
+    t_ref = time.perf_counter()
+    referral, chains = gaps_referral(run)
+    run.timings["referral_s"] = time.perf_counter() - t_ref
     t = time.perf_counter()
     layers = {"settlements": run.table, "facilities": run.inputs.facilities,
               "county_summary": _with_polygons(counties, run.inputs.counties),
@@ -518,11 +525,13 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
         layers["exemptions"] = audit.exemptions
     if len(audit.cannot_check):
         layers["cannot_check"] = audit.cannot_check
+    layers["referral"] = referral
     with atomic_output_dir(out_dir, inputs=provenance_inputs(config, data_dir, run.inputs.paths), command="gaps",
                            parameters={"engine": engine, "terrain": terrain, "thresholds": th}) as tmp:
         rasters = _write_rasters_in_background(run, tmp)  # GDAL releases the GIL: beside the vector layers
         csv_layers = {k: v for k, v in layers.items() if k != "facilities"} | {"exemptions": audit.exemptions,
-                                                                                "cannot_check": audit.cannot_check}
+                                                                                "cannot_check": audit.cannot_check,
+                                                                                "referral_chains": chains}
         try:
             export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
             export_layers(layers, tmp, formats=("gpkg",), region=config.key)
@@ -533,6 +542,7 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
         rasters.result()
         run.timings["write_s"] = time.perf_counter() - t
         summary = summarise(run, audit, time.perf_counter() - t0)
+        summary["referral"] = referral_summary(referral, chains, float(th["county_severe"]))
         (tmp / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=_json_default),
                                           encoding="utf-8")
     summary["out_dir"] = str(out_dir)
@@ -553,6 +563,23 @@ def _write_rasters_in_background(run: Run, folder: Path):
         return pool.submit(write)
     finally:
         pool.shutdown(wait=False)
+
+
+def gaps_referral(run: Run) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """The gaps run's referral tables (:func:`geoaccess.access.referral_tables`) from its own pass: the facilities'
+    times rode along as origins, the chains use the settlements' times at their own positions (``raw_times``).
+    The facility table keeps the register's points (a point layer in the GeoPackage, lon/lat in the CSV)."""
+    from .access import referral_tables
+    from .travel import TravelModel
+
+    model = run.model
+    if model is None:  # the partitioned run: the same road-only model, for the facilities' one pass
+        prep = PreparedRegion(run.config, run.inputs, run.facilities, run.graph, run.dem, run.terrain_params, {}, {},
+                              {})
+        model = TravelModel(prep, "network")
+    referral, chains = referral_tables(model, run.inputs.settlements, run.facilities, settlement_times=run.raw_times,
+                                       origin_times=run.facility_times)
+    return gpd.GeoDataFrame(referral, geometry=run.facilities.geometry.to_numpy(), crs=run.facilities.crs), chains
 
 
 def _with_polygons(table: pd.DataFrame, counties: gpd.GeoDataFrame | None):

@@ -187,6 +187,24 @@ REFERRAL_COLUMNS = _cols(
                                                 "straight legs beat the direct search, docs/access.md)"),
 )
 
+REFERRAL_FACILITY_COLUMNS = _cols(
+    ("facility_id", "fac_id", "", "facility id (as in the register)"),
+    ("name", "name", "", "facility name"),
+    ("level", "level", "", "facility level (schema.FACILITY_LEVELS)"),
+    ("county_code", "cnty_code", "", "6-digit county code of the facility"),
+    ("t_thc_min", "t_thc", "minutes", "travel time from the facility to the nearest township health centre or better "
+                                     "(empty for a centre and above)"),
+    ("nearest_thc_id", "near_thc", "", "facility_id of that township health centre or better"),
+    ("t_county_min", "t_county", "minutes", "travel time from the facility to the nearest county hospital or better "
+                                           "(empty for a county-level facility and above)"),
+    ("nearest_county_id", "near_cnty", "", "facility_id of that county-level facility"),
+    ("t_pref_min", "t_pref", "minutes", "travel time from the facility to the nearest prefecture hospital (empty for "
+                                       "a prefecture hospital)"),
+    ("nearest_pref_id", "near_pref", "", "facility_id of that prefecture hospital"),
+    ("lon", "lon", "degrees", "WGS84 longitude of the facility"),
+    ("lat", "lat", "degrees", "WGS84 latitude of the facility"),
+)
+
 COVERAGE_COLUMNS = _cols(
     ("people_covered", "ppl_cov", "people", "people of the settlement served by some facility within the time limit "
                                            "and its capacity (may be part of the settlement)"),
@@ -247,6 +265,7 @@ LAYERS = {
     "access": ACCESS_COLUMNS,
     "od": OD_COLUMNS,
     "own_unit": OWN_UNIT_COLUMNS,
+    "referral": REFERRAL_FACILITY_COLUMNS,
     "referral_chains": REFERRAL_COLUMNS,
     "coverage": COVERAGE_COLUMNS,
     "catchments": CATCHMENT_COLUMNS,

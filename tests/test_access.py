@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
@@ -379,6 +380,34 @@ def test_referral_chain_on_a_toy_graph():
     assert c["nearest_thc_id"].tolist() == ["T1", "T2"]
 
 
+def test_the_facilities_riding_along_in_one_pass_give_the_referral_command_s_tables():
+    """The gaps run times the facilities as extra origins of its one pass; its tables equal the separate passes'."""
+    from geoaccess.access import referral_tables, times_with_facility_origins
+    from geoaccess.schema import LEVEL_GROUPS
+
+    ids = ["s1", "s2", "K", "T1", "C", "P"]
+    m = pd.DataFrame([[8, 12, 25, 70], [1, 20, 40, 90], [0, 20, 40, 100], [35, 0, 5, 50], [100, 50, 0, 200],
+                      [200, 90, 190, 0]], index=ids, columns=["K", "T1", "C", "P"], dtype=float)
+    model = IdMatrixModel(m)
+    model.engine = "combined"
+    f = pd.DataFrame({"facility_id": ["K", "T1", "C", "P"], "name": list("KTCP"),
+                      "level": ["village_clinic", "township_health_centre", "county_hospital", "prefecture_hospital"],
+                      "county_code": "540001", "lon": 0.0, "lat": 0.0})
+    s = pd.DataFrame({"settlement_id": ["s1", "s2"], "name": ["s1", "s2"], "kind": "village", "county_code": "540001",
+                      "county_name": "一县", "population": [10.0, 20.0], "lon": 0.0, "lat": 0.0}, index=[7, 3])
+    times, _, fac_times = times_with_facility_origins(model, s, f, groups=LEVEL_GROUPS)
+    alone, _ = model.times(s, f, LEVEL_GROUPS)
+    assert times.index.tolist() == [7, 3] and times.reset_index(drop=True).equals(alone)
+    one = referral_tables(model, s, f, settlement_times=times, origin_times=fac_times)
+    two = referral_tables(model, s, f)
+    for a, b in zip(one, two):
+        pd.testing.assert_frame_equal(a, b)
+    ref = one[0].set_index("facility_id")
+    # K → nearest centre or better: T1 at 20; K → county level: C at 40; T1 → C 5; C → P 200
+    assert (ref.loc["K", "t_thc_min"], ref.loc["K", "nearest_thc_id"], ref.loc["K", "t_county_min"]) == (20, "T1", 40)
+    assert ref.loc["T1", "t_county_min"] == 5 and ref.loc["C", "t_pref_min"] == 200
+
+
 def test_referral_on_tibet_writes_both_tables_documented(tmp_path):
     out = tmp_path / "run"
     r = cli("referral", "--region", "tibet", "--out", str(out))
@@ -523,22 +552,51 @@ def test_catchment_polygons_on_a_hand_made_grid():
     assert p.crs.to_epsg() == 4326 and set(p.loc[p["band_to_min"].eq(30), "band_from_min"]) == {15.0}
 
 
-def test_catchments_on_tibet_write_a_documented_geopackage(tmp_path):
-    import geopandas as gpd
+def test_catchments_on_tibet_write_a_documented_geopackage_and_a_facility_s_own_raster(tmp_path, data_dir):
+    """`catchments --facility-rasters ID`: minutes from every cell to that facility alone, on the level raster's
+    grid: about 0 in its own cell, small next to it, never below the level raster, equal to it in the cells of
+    the facility's own catchment (where it is the nearest of its level). An unknown id: one line, exit 2."""
+    import rasterio
+    from rasterio import features
+
+    from geoaccess.coords import gcj02_to_wgs84
 
     out = tmp_path / "run"
-    r = cli("catchments", "--region", "tibet", "--out", str(out), "--level", "county", "--minutes", "60,30")
+    fid = "F540102000000"  # 城关区·县级医院, Lhasa (GCJ-02 91.140552, 29.654838 in the register)
+    r = cli("catchments", "--region", "tibet", "--out", str(out), "--level", "county", "--minutes", "60,30",
+            "--facility-rasters", fid)
     assert r.returncode == 0, r.stderr
     folder = out / "catchments" / "county_30-60min"
+    with rasterio.open(folder / f"traveltime_county_{fid}.tif") as src, \
+            rasterio.open(folder / "traveltime_county.tif") as lvl:
+        assert (src.crs, src.transform, src.shape, src.nodata) == (lvl.crs, lvl.transform, lvl.shape, lvl.nodata)
+        own, level, nodata, transform = src.read(1), lvl.read(1), src.nodata, src.transform
+        assert src.crs.to_epsg() == 4326
+    lon, lat = gcj02_to_wgs84(np.array([91.140552]), np.array([29.654838]))
+    row, col = rasterio.transform.rowcol(transform, lon[0], lat[0])
+    t = np.where(own == nodata, np.inf, own)
+    assert np.unravel_index(np.argmin(t), t.shape) == (row, col) and t[row, col] < 3
+    around = t[row - 1:row + 2, col - 1:col + 2]
+    assert np.isfinite(around).all() and around.max() < 15
+    both = (own != nodata) & (level != nodata)
+    assert (own[both] >= level[both] - 1e-4).all()
+    polys = gpd.read_file(folder / "catchments_county.gpkg")
+    mine = features.rasterize(polys.loc[polys["facility_id"].eq(fid), "geometry"], out_shape=own.shape,
+                              transform=transform, fill=0, default_value=1).astype(bool)
+    assert mine.sum() > 20 and np.array_equal(own[mine], level[mine])
+    assert (own[~mine & both] > level[~mine & both]).any()  # elsewhere another facility is nearer
+    # the catchments themselves: a documented GeoPackage, bands that do not overlap
     assert assert_every_column_documented(folder) == 2
-    p = gpd.read_file(folder / "catchments_county.gpkg")
+    p = polys
     assert set(p["band_to_min"]) == {30.0, 60.0} and p["n_settlements"].sum() <= 5467 + 695 + 20
-    # one facility's bands do not overlap, nor do different facilities' polygons of one band
     metric = p.to_crs("EPSG:32645")
-    for _, part in metric.groupby("band_to_min"):
+    for _, part in metric.groupby("band_to_min"):  # different facilities' polygons of one band do not overlap
         assert part.union_all().area == pytest.approx(part.area.sum(), rel=1e-6)
     r = cli("catchments", "--region", "tibet", "--out", str(out), "--level", "county", "--minutes", "30,abc")
     assert r.returncode == 2 and "--minutes" in r.stderr
+    r = cli("catchments", "--region", "tibet", "--out", str(out), "--level", "county", "--facility-rasters",
+            f"{fid},F000")
+    assert r.returncode == 2 and one_error_line(r) and "unknown facility id 'F000'" in r.stderr
 
 
 def _write_tif(path, data, transform, crs):
@@ -603,3 +661,19 @@ def cli_settlement_population(data_dir):
 
     s = load_inputs(load_region("tibet"), data_dir).settlements
     return s.groupby(s["county_code"].astype(str))["population"].sum()
+
+
+def test_facility_raster_ids_are_checked_against_the_register_and_the_level():
+    from geoaccess.catchments import facility_ids_for_rasters
+    from geoaccess.errors import ConfigError
+
+    f = pd.DataFrame({"facility_id": ["T1", "C1", "C2", "P1"],
+                      "level": ["township_health_centre", "county_hospital", "county_hospital", "prefecture_hospital"]})
+    assert facility_ids_for_rasters("all", f, "county") == ["C1", "C2", "P1"]
+    assert facility_ids_for_rasters(" C2, C1 ,C2", f, "county") == ["C2", "C1"]
+    with pytest.raises(ConfigError, match="unknown facility id 'C9'"):
+        facility_ids_for_rasters("C1,C9", f, "county")
+    with pytest.raises(ConfigError, match="'T1' is a township_health_centre, not of level county"):
+        facility_ids_for_rasters("T1", f, "county")
+    with pytest.raises(ConfigError, match="give facility ids"):
+        facility_ids_for_rasters(" , ", f, "county")

@@ -486,3 +486,93 @@ def test_caption_lines_state_sources_and_the_assumptions_that_apply():
     osm = mapping.caption_lines({"assumptions": [], "engine": {"road_source": "osm_file"},
                                  "inputs": {"settlements": 3, "by_loc_quality": {"exact": 3}}})
     assert "trunk" not in " ".join(osm) and "derived" not in " ".join(osm) and "positions" not in " ".join(osm)
+
+
+def referral_and_catchment_layers(layers) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """A referral table for the fixture's facilities (straight-line minutes to each higher level, empty for its own
+    level and below) and two catchment bands around every county hospital (squares)."""
+    from geoaccess.access import FACILITY_GROUP, GROUP_ORDER
+
+    f = layers["facilities"].reset_index(drop=True)
+    km = np.c_[f.geometry.x * 95.4, f.geometry.y * 111.3]
+    rank = f["level"].map(FACILITY_GROUP).map(GROUP_ORDER.index).to_numpy()
+    ref = f[["facility_id", "name", "level"]].copy()
+    for g in GROUP_ORDER[1:]:
+        members = f["level"].isin(LEVEL_GROUPS[g]).to_numpy()
+        dist, idx = cKDTree(km[members]).query(km)
+        ref[f"t_{g}_min"] = np.where(rank < GROUP_ORDER.index(g), dist / 40 * 60, np.nan)
+        ref[f"nearest_{g}_id"] = np.where(rank < GROUP_ORDER.index(g), f["facility_id"].to_numpy()[members][idx], None)
+    referral = gpd.GeoDataFrame(ref, geometry=f.geometry.to_numpy(), crs="EPSG:4326")
+    hosp = f[f["level"].eq("county_hospital")]
+    rows = [{"facility_id": r.facility_id, "name": r.name, "level": r.level, "county_code": "540000",
+             "band_from_min": lo, "band_to_min": hi, "n_settlements": 3, "population": 100.0, "area_km2": 10.0,
+             "geometry": shapely.box(r.geometry.x - d, r.geometry.y - d, r.geometry.x + d, r.geometry.y + d)
+             .difference(shapely.box(r.geometry.x - e, r.geometry.y - e, r.geometry.x + e, r.geometry.y + e))}
+            for r in hosp.itertuples() for lo, hi, d, e in ((0, 30, 0.1, 0.0), (30, 60, 0.25, 0.1))]
+    catchments = gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
+    return referral, catchments
+
+
+@pytest.fixture(scope="module")
+def referral_map(layers, counties, tmp_path_factory) -> tuple[Path, gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    referral, catchments = referral_and_catchment_layers(layers)
+    out = tmp_path_factory.mktemp("referral_map") / "map.html"
+    mapping.write_coverage_map({**layers, "referral": referral, "catchments": catchments}, out, counties=counties,
+                               title="t")
+    return out, referral, catchments
+
+
+def test_referral_and_catchment_layers_are_on_the_map_and_off_at_start(referral_map):
+    path, referral, catchments = referral_map
+    html = path.read_text(encoding="utf-8")
+    names = control_layers(html)
+    below_pref = int((referral["level"] != "prefecture_hospital").sum())
+    ref_name = f"转诊 referral: 机构到上一级机构的时间 facility → next level ({below_pref})"
+    catch_name = f"服务范围 catchments: 县级医院及以上 county hospital or better ({catchments['facility_id'].nunique()} 机构 facilities)"
+    assert ref_name in names and catch_name in names
+    shown = set(re.findall(r"(feature_group_\w+)\.addTo\(map_\w+\)", html))
+    assert names[ref_name] not in shown and names[catch_name] not in shown
+    d = json.loads(re.search(r"geoaccess\.addReferral\(\w+,(\{.*\})\);", html).group(1))
+    # each facility coloured by its time to the next level: a centre by its county-hospital time, a hospital by
+    # its prefecture time
+    r = referral[referral["level"] != "prefecture_hospital"].reset_index(drop=True)
+    nxt = np.where(r["level"].eq("township_health_centre"), r["t_county_min"],
+                   np.where(r["level"].isin(["county_hospital", "county_regional_centre"]), r["t_pref_min"],
+                            r["t_thc_min"]))
+    assert d["band"] == mapping.band_index(nxt).tolist()
+    i = int(np.flatnonzero(r["level"].eq("township_health_centre"))[0])
+    assert f"county hospital or better: {r.at[i, 't_county_min']:.0f} min" in d["popup"][i]
+    assert f"prefecture hospital: {r.at[i, 't_pref_min']:.0f} min" in d["popup"][i]
+    g = json.loads(re.search(r"geoaccess\.addCatchments\(\w+,(\{.*\})\);", html).group(1))
+    colours = mapping.band_colours()
+    assert len(g["features"]) == len(catchments)
+    assert [f["properties"]["c"] for f in g["features"]] == [colours[k] for k in mapping.band_index(
+        catchments["band_to_min"])]
+
+
+@pytest.mark.browser
+def test_referral_and_catchment_layers_render_and_open_popups(referral_map, tmp_path):
+    path, referral, catchments = referral_map
+    driver = chrome(tmp_path / "profile")
+    try:
+        driver.get(path.as_uri())
+        time.sleep(2)
+        got = driver.execute_script("""
+            const r = geoaccess.registry, m = r.map;
+            const before = [m.hasLayer(r.other.referral), m.hasLayer(r.other.catchments)];
+            m.addLayer(r.other.referral); m.addLayer(r.other.catchments);
+            const polys = r.other.catchments.getLayers()[0].getLayers();
+            polys[0].openPopup(polys[0].getBounds().getCenter());
+            const catchPopup = [...document.querySelectorAll('.leaflet-popup-content')].pop().innerText;
+            r.other.referral.getLayers()[0].openPopup();
+            const refPopup = [...document.querySelectorAll('.leaflet-popup-content')].pop().innerText;
+            return {before, n: r.other.referral.getLayers().length, polys: polys.length, catchPopup, refPopup};""")
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        driver.save_screenshot(str(tmp_path / "referral_catchments.png"))
+    finally:
+        driver.quit()
+    keep_artifacts(*tmp_path.glob("*.png"))
+    assert errors == [] and got["before"] == [False, False]
+    assert got["n"] == int((referral["level"] != "prefecture_hospital").sum()) and got["polys"] == len(catchments)
+    assert "服务范围 catchment: 0–30 min" in got["catchPopup"] and "people: 100" in got["catchPopup"]
+    assert "转诊 referral" in got["refPopup"] and "min" in got["refPopup"]

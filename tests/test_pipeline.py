@@ -156,6 +156,41 @@ def test_every_output_column_is_in_the_schema(tibet_run):
     assert assert_every_column_documented(tibet_run) >= 14  # 7 CSV files, 7 GeoPackage layers
 
 
+def test_gaps_writes_the_referral_table_with_every_facility_once(tibet_run, data_dir):
+    """referral.csv: every register facility exactly once, times to each higher level only; referral_chains.csv:
+    every settlement once, the chain = first leg + referral leg, the direct trip = the engine's at its position."""
+    import pyogrio
+
+    ref = pd.read_csv(tibet_run / "referral.csv", dtype={"facility_id": str, "county_code": str})
+    register = pd.read_csv(data_dir / "facilities" / "tibet_facilities.csv", dtype=str)
+    assert ref["facility_id"].is_unique and sorted(ref["facility_id"]) == sorted(register["facility_id"])
+    assert "referral.csv" in json.loads((tibet_run / "manifest.json").read_text())["outputs"]
+    level = ref.set_index("facility_id")["level"]
+    r = ref.set_index("facility_id")
+    thc = level.eq("township_health_centre")
+    county = level.isin(["county_hospital", "county_regional_centre"])
+    assert r["t_thc_min"].isna().all()  # no village clinics in the register: nobody refers to a centre
+    assert r.loc[thc, ["t_county_min", "t_pref_min"]].notna().all().all()
+    assert r.loc[county, "t_county_min"].isna().all() and r.loc[county, "t_pref_min"].notna().all()
+    assert r.loc[level.eq("prefecture_hospital"), ["t_county_min", "t_pref_min"]].isna().all().all()
+    # the nearest county-level facility of a centre is county level, and no farther than its prefecture hospital
+    assert level.reindex(r.loc[thc, "nearest_county_id"]).isin(
+        ["county_hospital", "county_regional_centre", "prefecture_hospital"]).all()
+    assert (r.loc[thc, "t_county_min"] <= r.loc[thc, "t_pref_min"] + 1e-9).all()
+    assert len(pyogrio.read_dataframe(tibet_run / "geoaccess.gpkg", layer="referral")) == len(ref)
+    c = pd.read_csv(tibet_run / "referral_chains.csv", dtype={"settlement_id": str})
+    s = pd.read_csv(tibet_run / "settlements.csv", dtype={"settlement_id": str})
+    assert c["settlement_id"].tolist() == s["settlement_id"].tolist()
+    np.testing.assert_allclose(c["t_chain_min"], c["t_thc_min"] + c["t_referral_min"], rtol=1e-12)
+    own = s["time_basis"].eq("measured").to_numpy()
+    np.testing.assert_allclose(c.loc[own, "t_county_min"], s.loc[own, "t_county_min"], rtol=1e-9)
+    first = c["nearest_thc_id"].map(r["level"]).eq("township_health_centre")
+    np.testing.assert_allclose(c.loc[first, "t_referral_min"],
+                               c.loc[first, "nearest_thc_id"].map(r["t_county_min"]), rtol=1e-12)
+    summary = json.loads((tibet_run / "summary.json").read_text())["referral"]
+    assert summary["facilities"] == len(ref) and 0 < summary["median_referral_thc_to_county_min"] < 240
+
+
 def test_shapefile_field_descriptions_carry_the_minutes_in_the_column_name():
     from geoaccess.schema import column_info
 
@@ -319,6 +354,7 @@ def test_map_command_writes_an_offline_map_and_figures(tibet_run, data_dir, tmp_
                  "--maps-dir", str(tmp_path)]) == 0
     html = (tmp_path / "tibet_coverage.html").read_text(encoding="utf-8")
     assert "<script src=\"http" not in html and "leaflet" in html.lower()
+    assert "转诊 referral: 机构到上一级机构的时间 facility → next level (709)" in html  # the gaps run's referral.csv
     assert (tmp_path / "tibet_bands_county.png").stat().st_size > 0
     assert (tmp_path / "tibet_county_coverage.png").stat().st_size > 0
 
@@ -401,6 +437,10 @@ def test_partitioned_dask_run_writes_the_same_settlement_table(data_dir, tmp_pat
     a = pd.read_csv(out / "settlements.csv", dtype=str)
     b = pd.read_csv(serial / "settlements.csv", dtype=str)
     assert a.equals(b)
+    # the referral table: the same road-only model for the facilities' pass
+    a = pd.read_csv(out / "referral.csv", dtype={"facility_id": str})
+    b = pd.read_csv(serial / "referral.csv", dtype={"facility_id": str})
+    pd.testing.assert_frame_equal(a, b, rtol=1e-9)
 
 
 def test_partition_with_several_regions_is_refused(capsys):

@@ -155,7 +155,27 @@ var geoaccess = (function () {
     registry.other.roads = group;
   }
 
+  /* Referral: each facility as a ring coloured by the band of its time to the nearest facility of the next level. */
+  function addReferral(group, d) {
+    for (var i = 0; i < d.lat.length; i++) {
+      L.circleMarker([d.lat[i], d.lon[i]], {
+        radius: 6, weight: 3, color: d.colours[d.band[i]], fillColor: d.colours[d.band[i]], fillOpacity: 0.25
+      }).bindPopup(d.popup[i]).addTo(group);
+    }
+    registry.other.referral = group;
+  }
+
+  /* Catchments: the polygons each facility serves, filled by travel-time band. */
+  function addCatchments(group, geojson) {
+    L.geoJSON(geojson, {
+      style: function (f) { return {color: "#555", weight: 0.4, fillColor: f.properties.c, fillOpacity: 0.45}; },
+      onEachFeature: function (f, layer) { layer.bindPopup(f.properties.popup); }
+    }).addTo(group);
+    registry.other.catchments = group;
+  }
+
   return {
+    addReferral: addReferral, addCatchments: addCatchments,
     registry: registry, addSettlements: addSettlements, addMarkers: addMarkers,
     addBlankSpots: addBlankSpots, keepOrder: keepOrder, legendFollows: legendFollows,
     facilitiesFollow: facilitiesFollow, compactControls: compactControls, addRoads: addRoads
