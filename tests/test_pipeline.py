@@ -354,7 +354,10 @@ def test_map_command_writes_an_offline_map_and_figures(tibet_run, data_dir, tmp_
                  "--maps-dir", str(tmp_path)]) == 0
     html = (tmp_path / "tibet_coverage.html").read_text(encoding="utf-8")
     assert "<script src=\"http" not in html and "leaflet" in html.lower()
-    assert "转诊 referral: 机构到上一级机构的时间 facility → next level (709)" in html  # the gaps run's referral.csv
+    from test_mapping import control_layers
+
+    # the gaps run's referral layer (its 709 facilities below the prefecture level), off at start
+    assert "转诊 referral: 机构到上一级机构的时间 facility → next level (709)" in control_layers(html)
     assert (tmp_path / "tibet_bands_county.png").stat().st_size > 0
     assert (tmp_path / "tibet_county_coverage.png").stat().st_size > 0
 
