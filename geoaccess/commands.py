@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api
+from . import analyses, api
 from .config import load_region, region_files, region_folders, resolve_data_dir
 from .coverage import share_column
 from .tables import clip, format_table
@@ -545,7 +545,7 @@ def coverage_command(region: str, data: str | None, out: str | None, *, level: s
     from .outputs import coverage_folder
 
     reg, cfg, data_dir, run_dir = _setup(region, data, out)
-    minutes = api.coverage_minutes(cfg, level, max_minutes, order)
+    minutes = analyses.coverage_minutes(cfg, level, max_minutes, order)
     out_dir = coverage_folder(run_dir, level, capacity, minutes, order)
     with _claim(cfg, data_dir, run_dir, out_dir, command="coverage"):
         res = api.capacity_coverage(reg, level, capacity, max_minutes=max_minutes, order=order,
@@ -600,7 +600,7 @@ def population_grid_command(region: str, data: str | None, out: str | None, *, r
 
     reg, cfg, data_dir, run_dir = _setup(region, data, out)
     out_dir = population_grid_folder(run_dir)
-    api.population_raster_path(cfg, data_dir, raster)  # a missing raster costs nothing
+    analyses.population_raster_path(cfg, data_dir, raster)  # a missing raster costs nothing
     with _claim(cfg, data_dir, run_dir, out_dir, command="population-grid"):
         res = api.population_grid(reg, raster, engine=engine or "combined")
         res.write(out_dir)
