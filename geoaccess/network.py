@@ -531,6 +531,33 @@ def graph_from_osm_file(
     return G
 
 
+#: The osmnx releases whose internals below are tested; pyproject.toml pins osmnx to this range (≥ first, < second).
+OSMNX_TESTED = ("2.0", "2.2")
+#: The osmnx internals geoaccess uses, none of them public in osmnx 2: the Overpass way filter of a network type
+#: (to filter OSM XML files as a download would be), the Overpass request and its cache lookup (offline mode
+#: answers from the cache only) and two error classes. `osmnx_internals` checks them all at once.
+OSMNX_INTERNALS = ("_overpass._get_network_filter", "_overpass._overpass_request", "_http._retrieve_from_cache",
+                   "_errors.InsufficientResponseError", "_errors.ResponseStatusCodeError")
+
+
+def osmnx_internals() -> dict[str, Any]:
+    """The osmnx internals of `OSMNX_INTERNALS` by name, or one GeoaccessError line naming the release and the
+    missing one (instead of an AttributeError deep in a run when a newer osmnx renames them)."""
+    import osmnx as ox
+
+    out = {}
+    for dotted in OSMNX_INTERNALS:
+        obj: Any = ox
+        for part in dotted.split("."):
+            obj = getattr(obj, part, None)
+        if obj is None:
+            lo, hi = OSMNX_TESTED
+            raise GeoaccessError(f"osmnx {ox.__version__} has no {dotted}: geoaccess reads OSM files and the offline "
+                                 f"cache through it and is tested with osmnx >={lo},<{hi} (pip install 'osmnx>={lo},<{hi}')")
+        out[dotted] = obj
+    return out
+
+
 def _check_network_type(network_type: str) -> None:
     if network_type not in NETWORK_TYPES:
         raise ConfigError(None, f"network_type {network_type!r} is not one of {', '.join(NETWORK_TYPES)}")
@@ -552,7 +579,7 @@ def _graph_from_xml(path: Path, network_type: str, retain_all: bool) -> nx.Multi
     """osmnx graph from OSM XML, ways filtered as osmnx's Overpass filter for the type."""
     import osmnx as ox
 
-    way_filter = ox._overpass._get_network_filter(network_type)
+    way_filter = osmnx_internals()["_overpass._get_network_filter"](network_type)
     bidirectional = network_type in ox.settings.bidirectional_network_types
     G = ox.graph_from_xml(path, bidirectional=bidirectional, simplify=False, retain_all=True)
     rules = [(key, re.compile(pattern)) for key, pattern in re.findall(r'\["([^"]+)"!~"([^"]+)"\]', way_filter)]
@@ -660,7 +687,7 @@ def graph_from_osm_online(
                         f"type {network_type!r}; run once online or point cache_dir at a filled cache"
                     ) from None
                 G = _download_with_retries(ox, polygon, network_type, retries, backoff_s, timeout)
-        except ox._errors.InsufficientResponseError as exc:
+        except osmnx_internals()["_errors.InsufficientResponseError"] as exc:
             raise GeoaccessError(f"OpenStreetMap has no {network_type!r} roads in this region ({exc})") from exc
     return _normalise_osm_graph(G)
 
@@ -677,7 +704,7 @@ def _download_with_retries(
             status_url = ox.settings.overpass_url.rstrip("/") + "/status"
             requests.get(status_url, timeout=min(timeout, 15), **ox.settings.requests_kwargs)
             return ox.graph_from_polygon(polygon, network_type=network_type, retain_all=True)
-        except (OSError, ox._errors.ResponseStatusCodeError) as exc:  # requests errors are OSErrors
+        except (OSError, osmnx_internals()["_errors.ResponseStatusCodeError"]) as exc:  # requests errors are OSErrors
             last = exc
             log.warning("OSM download attempt %d of %d failed: %s", attempt, retries, exc)
             if attempt < retries:
@@ -705,17 +732,19 @@ def _osmnx_settings(ox: Any, **values: Any) -> Iterator[None]:
 def _osmnx_cache_only(ox: Any) -> Iterator[None]:
     """Answer osmnx's Overpass requests from its cache only; raise _CacheMiss otherwise.
 
-    Relies on osmnx 2's private ``_overpass._overpass_request`` and ``_http._retrieve_from_cache``.
+    Relies on osmnx 2's private ``_overpass._overpass_request`` and ``_http._retrieve_from_cache``
+    (`osmnx_internals`).
     """
     import requests
 
-    overpass, http = ox._overpass, ox._http
+    hooks = osmnx_internals()
+    overpass, retrieve = ox._overpass, hooks["_http._retrieve_from_cache"]
     original = overpass._overpass_request
 
     def cached_request(data: Any) -> dict[str, Any]:
         url = ox.settings.overpass_url.rstrip("/") + "/interpreter"
         prepared = str(requests.Request("GET", url, params=data).prepare().url)
-        response = http._retrieve_from_cache(prepared)
+        response = retrieve(prepared)
         if not isinstance(response, dict):
             raise _CacheMiss(prepared)
         return response

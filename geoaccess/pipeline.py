@@ -1,12 +1,10 @@
 """The region run: inputs → network → terrain → travel times → coverage and blank spots → outputs."""
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -498,56 +496,17 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
              terrain: bool = True, engine: str = "combined", compute=None) -> dict:
     """The planners' command: travel times, gaps, blank spots; every output written atomically.
 
-    `compute` replaces `compute_region_times` (same arguments), e.g. the partitioned Dask run.
+    `results.gaps_result` then `GapsResult.write` (what ``geoaccess.gaps(...).write(folder)`` does), for
+    callers that pass a config: `thresholds` are `LEVEL=MIN` overrides (as --threshold), `compute` replaces
+    `compute_region_times` (e.g. the partitioned Dask run). Returns `GapsResult.report()`.
     """
-    from ._atomic import atomic_output_dir, prefetch_checksums
-    from .access import referral_summary
-    from .export import export_layers
-    from .outputs import configured_inputs, provenance_inputs
+    from .results import gaps_result
 
-    t0 = time.perf_counter()
-    prefetch_checksums(configured_inputs(config, data_dir))  # the manifest's input checksums, while the engine runs
-    th = parse_threshold_overrides(thresholds or [], config.thresholds)
-    run = (compute or compute_region_times)(config, data_dir, terrain=terrain, engine=engine, thresholds=th)
-    check_invariants(run.table, len(run.inputs.settlements))
-    audit = run_audit(run)
-    counties = county_table(run, audit)
-    prefs = prefecture_table(run, audit)
-    relocation = run.table[run.table["kind"].eq("relocation")]
-    t_ref = time.perf_counter()
-    referral, chains = gaps_referral(run)
-    run.timings["referral_s"] = time.perf_counter() - t_ref
-    t = time.perf_counter()
-    layers = {"settlements": run.table, "facilities": run.inputs.facilities,
-              "county_summary": _with_polygons(counties, run.inputs.counties),
-              "prefecture_summary": prefs, "blank_spots": audit.blank_spots, "relocation": relocation}
-    if len(audit.exemptions):
-        layers["exemptions"] = audit.exemptions
-    if len(audit.cannot_check):
-        layers["cannot_check"] = audit.cannot_check
-    layers["referral"] = referral
-    with atomic_output_dir(out_dir, inputs=provenance_inputs(config, data_dir, run.inputs.paths), command="gaps",
-                           parameters={"engine": engine, "terrain": terrain, "thresholds": th}) as tmp:
-        rasters = _write_rasters_in_background(run, tmp)  # GDAL releases the GIL: beside the vector layers
-        csv_layers = {k: v for k, v in layers.items() if k != "facilities"} | {"exemptions": audit.exemptions,
-                                                                                "cannot_check": audit.cannot_check,
-                                                                                "referral_chains": chains}
-        try:
-            export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
-            export_layers(layers, tmp, formats=("gpkg",), region=config.key)
-            export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)
-        except BaseException:
-            futures_wait([rasters])  # no thread may still write into a staging folder that is being removed
-            raise
-        rasters.result()
-        run.timings["write_s"] = time.perf_counter() - t
-        summary = summarise(run, audit, time.perf_counter() - t0)
-        summary["referral"] = referral_summary(referral, chains, float(th["county_severe"]))
-        (tmp / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=_json_default),
-                                          encoding="utf-8")
-    summary["out_dir"] = str(out_dir)
-    summary["_tables"] = {"counties": counties, "relocation": relocation, "audit": audit}
-    return summary
+    if thresholds:
+        config = config.with_overrides(thresholds=parse_threshold_overrides(thresholds, config.thresholds))
+    result = gaps_result(config, data_dir, engine=engine, terrain=terrain, compute=compute)
+    result.write(out_dir)
+    return result.report()
 
 
 def _write_rasters_in_background(run: Run, folder: Path):
@@ -582,14 +541,8 @@ def gaps_referral(run: Run) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     return gpd.GeoDataFrame(referral, geometry=run.facilities.geometry.to_numpy(), crs=run.facilities.crs), chains
 
 
-def _with_polygons(table: pd.DataFrame, counties: gpd.GeoDataFrame | None):
-    if counties is None:
-        return table
-    geo = counties[["adcode", "geometry"]].rename(columns={"adcode": "county_code"})
-    return gpd.GeoDataFrame(table.merge(geo, on="county_code", how="left"), geometry="geometry", crs=4326)
-
-
-def _json_default(o):
+def json_default(o):
+    """json.dumps `default=`: numpy numbers and arrays as Python values (NaN as null), paths and the rest as text."""
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

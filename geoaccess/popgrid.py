@@ -12,12 +12,13 @@ from .errors import InputError
 def county_cells(counties, grid) -> np.ndarray:
     """Per cell (rows, cols): index of the county polygon it lies in, -1 outside every county."""
     import shapely
-    from pyproj import CRS, Transformer
     from rasterio import features
 
+    from ._crs import WGS84, is_geographic, transformer
+
     geoms = counties.geometry.to_numpy()
-    if not CRS.from_user_input(grid.crs).is_geographic:
-        tr = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True)
+    if not is_geographic(grid.crs):
+        tr = transformer(WGS84, grid.crs)
         geoms = shapely.transform(geoms, lambda c: np.column_stack(tr.transform(c[:, 0], c[:, 1])))
     label = features.rasterize(((g, i + 1) for i, g in enumerate(geoms) if g is not None and not g.is_empty),
                                out_shape=grid.shape, transform=grid.transform, fill=0, dtype="int32")
@@ -26,13 +27,9 @@ def county_cells(counties, grid) -> np.ndarray:
 
 def _cell_of(grid, lon, lat) -> np.ndarray:
     """Flat cell index of WGS84 points on ``grid`` (-1 outside)."""
-    from pyproj import CRS, Transformer
+    from ._crs import from_wgs84
 
-    lon, lat = np.asarray(lon, float), np.asarray(lat, float)
-    if CRS.from_user_input(grid.crs).is_geographic:
-        x, y = lon, lat
-    else:
-        x, y = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(lon, lat)
+    x, y = from_wgs84(lon, lat, grid.crs)
     c, r = ~grid.transform @ (np.asarray(x), np.asarray(y))
     r, c = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
     rows, cols = grid.shape
@@ -51,9 +48,9 @@ def build_population_grid(settlements: pd.DataFrame, counties, grid, positions_c
 
     so every settlement's people stay in the grid and each county keeps its total. Returns the grid and facts.
     """
-    from pyproj import Transformer
     from scipy.spatial import cKDTree
 
+    from ._crs import WGS84, transformer
     from .positions import unit_areas
 
     rows, cols = grid.shape
@@ -86,7 +83,7 @@ def build_population_grid(settlements: pd.DataFrame, counties, grid, positions_c
     lost = 0.0
     if len(rest):
         lon, lat = grid.centres(cells) if len(cells) else (np.zeros(0), np.zeros(0))
-        tr = Transformer.from_crs("EPSG:4326", working_crs, always_xy=True)
+        tr = transformer(WGS84, working_crs)
         cx, cy = tr.transform(lon, lat)
         sx, sy = tr.transform(settlements["lon"].to_numpy(float)[rest], settlements["lat"].to_numpy(float)[rest])
         tree = cKDTree(np.column_stack([cx, cy])) if len(cells) else None

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .config import RegionConfig, resolve_project_file
 from .errors import ConfigError
-from .pipeline import Run, _json_default, compute_region_times
+from .pipeline import Run, compute_region_times, json_default
 from .outputs import provenance_inputs
 from .schema import COUNTY_HOSPITAL_LEVELS
 
@@ -106,18 +106,19 @@ def _write(out_dir: Path, layers: dict[str, pd.DataFrame], summary: dict, prefix
         (tmp / "_gpkg" / "geoaccess.gpkg").rename(tmp / f"{prefix}.gpkg")
         (tmp / "_gpkg").rmdir()
         (tmp / f"{prefix}_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1,
-                                                               default=_json_default), encoding="utf-8")
+                                                               default=json_default), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- temporary points
 
-def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, threshold_min: float | None = None,
+def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path | None, *, threshold_min: float | None = None,
                     max_sites: int | None = None, candidates=None, time_limit: float | None = None,
                     run: Run | None = None) -> dict:
     """Temporary medical points (临时医疗点) for settlements beyond the clinic threshold, relocation first.
 
     Coverage is judged at each settlement's position (the engine's own times); the result is checked by
-    re-running the engine with the proposed points added as `temporary_point` facilities.
+    re-running the engine with the proposed points added as `temporary_point` facilities. Written into
+    `out_dir` unless it is None; the returned ``write(folder)`` writes the same output set.
     """
     from .siting import run_propose_clinics
 
@@ -176,9 +177,15 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
                  "point is judged by the engine's time from the target's position",
         "warnings": run.inputs.report.warnings + run.warnings,
     }
-    _write(out_dir, {"proposed_points": points, "proposed_assignments": assign}, summary, "proposed_points",
-           config.key, provenance_inputs(config, data_dir, run.inputs.paths))
-    return {"summary": summary, "points": points, "result": res, "run": run}
+    inputs = provenance_inputs(config, data_dir, run.inputs.paths)
+
+    def write(folder: Path) -> None:
+        _write(folder, {"proposed_points": points, "proposed_assignments": assign}, summary, "proposed_points",
+               config.key, inputs)
+
+    if out_dir is not None:
+        write(out_dir)
+    return {"summary": summary, "points": points, "assignments": assign, "result": res, "run": run, "write": write}
 
 
 def _as_facilities(chosen: pd.DataFrame, id_prefix: str, name_prefix: str, level: str) -> gpd.GeoDataFrame:
@@ -223,9 +230,12 @@ def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existi
 
 # ----------------------------------------------------------------------------- regional centres
 
-def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, threshold_min: float | None = None,
+def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path | None, *, threshold_min: float | None = None,
                     time_limit: float | None = None, run: Run | None = None) -> dict:
-    """Sites for the plan's county-level regional medical centres, and the plan-versus-optimum comparison."""
+    """Sites for the plan's county-level regional medical centres, and the plan-versus-optimum comparison.
+
+    Written into `out_dir` unless it is None; the returned ``write(folder)`` writes the same output set.
+    """
     from .siting import run_propose_centres
 
     sit = config.section("siting")
@@ -284,6 +294,11 @@ def propose_centres(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
     }
     layers = {"regional_centres": _points(site_tab.assign(facility_id=new_fac["facility_id"].to_numpy())),
               "centre_assignments": assign, "optimal_centres": _points(opt_tab)}
-    _write(out_dir, layers, summary, "regional_centres", config.key,
-           provenance_inputs(config, data_dir, run.inputs.paths) | {"regional_centres_plan": centres_csv})
-    return {"summary": summary, "sites": site_tab, "optimum": opt_tab, "run": run}
+    inputs = provenance_inputs(config, data_dir, run.inputs.paths) | {"regional_centres_plan": centres_csv}
+
+    def write(folder: Path) -> None:
+        _write(folder, layers, summary, "regional_centres", config.key, inputs)
+
+    if out_dir is not None:
+        write(out_dir)
+    return {"summary": summary, "sites": site_tab, "optimum": opt_tab, "run": run, "write": write}

@@ -104,14 +104,12 @@ def cell_sizes(transform, shape: tuple[int, int], crs: str = "EPSG:4326") -> tup
     Geographic grids use the WGS84 ellipsoid lengths of a degree at each row's centre latitude
     (series to O(e^6)); projected grids use the transform's pixel size.
     """
-    from pyproj import CRS
+    from ._crs import is_geographic, metres_per_degree
 
     rows = shape[0]
-    if not CRS.from_user_input(crs).is_geographic:
+    if not is_geographic(crs):
         return np.full(rows, abs(transform.a)), np.full(rows, abs(transform.e))
-    lat = np.radians(transform.f + transform.e * (np.arange(rows) + 0.5))
-    deg_lon = 111412.84 * np.cos(lat) - 93.5 * np.cos(3 * lat) + 0.118 * np.cos(5 * lat)
-    deg_lat = 111132.954 - 559.822 * np.cos(2 * lat) + 1.175 * np.cos(4 * lat)
+    deg_lon, deg_lat = metres_per_degree(transform.f + transform.e * (np.arange(rows) + 0.5))
     return deg_lon * abs(transform.a), deg_lat * abs(transform.e)
 
 
@@ -592,12 +590,14 @@ def travel_time_raster(
 
 def _grid_xy(df, crs: str) -> tuple[np.ndarray, np.ndarray]:
     """Coordinates of a table's points in the grid's CRS: its WGS84 `lon`/`lat`, else its geometry."""
-    from pyproj import CRS, Transformer
+    from pyproj import CRS
+
+    from ._crs import WGS84, transformer
 
     if {"lon", "lat"} <= set(df.columns):
         x, y = df["lon"].to_numpy(dtype=float), df["lat"].to_numpy(dtype=float)
         if CRS.from_user_input(crs) != CRS.from_epsg(4326):
-            x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(x, y)
+            x, y = transformer(WGS84, crs).transform(x, y)
         return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     geom = df.to_crs(crs).geometry if getattr(df, "crs", None) is not None else df.geometry
     return geom.x.to_numpy(dtype=float), geom.y.to_numpy(dtype=float)

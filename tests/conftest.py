@@ -68,6 +68,22 @@ def data_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tibet_gaps(data_dir, tmp_path_factory):
+    """One real Tibet `gaps` run through the CLI, shared by the suite: its output folder and what it printed."""
+    import contextlib
+    import io
+
+    from geoaccess.cli import main
+
+    out = tmp_path_factory.mktemp("tibet")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out)])
+    assert code == 0
+    return out, printed.getvalue()
+
+
 def assert_every_column_documented(folder: Path) -> int:
     """Every column of every CSV and GeoPackage layer in `folder` has a schema entry: a non-empty
     description and a ≤10-character shapefile alias, unique within its layer. Returns the layers checked."""

@@ -536,3 +536,35 @@ def test_an_empty_road_layer_counts_as_zero_roads_of_its_class(tmp_path):
     assert G.number_of_edges() == 8
     with pytest.raises(InputError, match="no roads"):
         build([empty])  # a network of empty layers only is still an error
+
+
+# --- the osmnx internals geoaccess relies on ------------------------------------------
+
+def test_the_osmnx_internals_exist_in_the_installed_release_and_the_pin_matches():
+    import re
+
+    import osmnx as ox
+    from packaging.version import Version
+
+    from conftest import PROJECT_ROOT
+    from geoaccess.network import OSMNX_INTERNALS, OSMNX_TESTED, osmnx_internals
+
+    lo, hi = OSMNX_TESTED
+    assert Version(lo) <= Version(ox.__version__) < Version(hi)
+    assert f'"osmnx>={lo},<{hi}"' in (PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    hooks = osmnx_internals()
+    assert set(hooks) == set(OSMNX_INTERNALS)
+    drive = hooks["_overpass._get_network_filter"]("drive")
+    assert '["highway"]' in drive and re.findall(r'\["([^"]+)"!~"([^"]+)"\]', drive)  # the form _graph_from_xml parses
+
+
+def test_a_renamed_osmnx_internal_is_one_line_naming_the_tested_releases(monkeypatch):
+    import osmnx as ox
+
+    from geoaccess.network import osmnx_internals
+
+    monkeypatch.delattr(ox._http, "_retrieve_from_cache")
+    with pytest.raises(GeoaccessError) as exc:
+        osmnx_internals()
+    assert "no _http._retrieve_from_cache" in str(exc.value) and "osmnx >=2.0,<2.2" in str(exc.value)
+    assert "\n" not in str(exc.value)

@@ -16,17 +16,6 @@ OUTPUTS = ["settlements.csv", "county_summary.csv", "prefecture_summary.csv", "b
 
 
 @pytest.fixture(scope="module")
-def tibet_gaps(data_dir, tmp_path_factory):
-    """One real Tibet `gaps` run: its output folder and the planner's table it printed."""
-    out = tmp_path_factory.mktemp("tibet")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out)])
-    assert code == 0
-    return out, printed.getvalue()
-
-
-@pytest.fixture(scope="module")
 def tibet_run(tibet_gaps):
     return tibet_gaps[0]
 
