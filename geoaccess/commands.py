@@ -157,8 +157,12 @@ def _traveltime(cfg, data_dir: Path, out_dir: Path, *, engine: str, terrain: boo
 
 def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresholds: list[str] | None = None,
          engine: str | None = None, terrain: bool = True, scheduler: str | None = None, workers: int | None = None,
-         partition: str | None = None, buffer_km: float = 100.0) -> int:
-    """Run the whole pipeline (one region, several in parallel, or one partitioned) and print the report."""
+         partition: str | None = None, buffer_km: float = 100.0, scenario: str | None = None,
+         mode: str | None = None) -> int:
+    """Run the whole pipeline (one region, several in parallel, or one partitioned) and print the report.
+
+    ``scenario`` / ``mode`` (docs/scenarios.md): the run's inputs changed, outputs in a folder of their own beside
+    the baseline's; ``mode="both"`` runs motorised and walking and prints both."""
     import functools
 
     from .errors import ConfigError
@@ -170,6 +174,12 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
         raise ConfigError(None, f"--workers {workers}: need at least one worker process")
     if partition and len(regions) > 1:
         raise ConfigError(None, "--partition splits one region: give a single --region")
+    if (scenario or mode) and (len(regions) > 1 or distributed or partition):
+        raise ConfigError(None, "--scenario / --mode run one region in one process: give a single --region, "
+                                "without --partition, --workers or --scheduler")
+    if scenario or mode:
+        return _gaps_variants(regions[0], data, out, thresholds=thresholds, engine=engine or "combined",
+                              terrain=terrain, scenario=scenario, mode=mode)
     if len(regions) > 1 or (distributed and not partition):
         from . import distributed as dd
 
@@ -205,6 +215,82 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
         summary = run_gaps(cfg, data_dir, out_dir, thresholds=thresholds, terrain=terrain, engine=engine,
                            compute=compute)
     print_gaps_report(summary)
+    return 0
+
+
+def _gaps_variants(region: str, data: str | None, out: str | None, *, thresholds, engine: str, terrain: bool,
+                   scenario: str | None, mode: str | None) -> int:
+    """`gaps --scenario NAME [--mode M]`: one run per mode (both = motorised and walking), each in its own folder."""
+    from .pipeline import run_gaps
+    from .scenarios import get_mode, variant_folder, with_variant
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    modes = ["motorised", "walking"] if mode == "both" else [mode]
+    variants = []
+    for m in modes:
+        get_mode(cfg, m)
+        variants.append(with_variant(cfg, scenario, m, data_dir))  # every name and file checked before any run
+    lines = []
+    for vcfg in variants:
+        folder = variant_folder(run_dir, vcfg)
+        with _claim(vcfg, data_dir, folder):
+            summary = run_gaps(vcfg, data_dir, folder, thresholds=thresholds, terrain=terrain, engine=engine)
+        print(f"\n=== scenario {summary['scenario']['name']}, mode {summary['scenario']['mode']} ===")
+        print_gaps_report(summary)
+        lines.append(summary)
+    if len(lines) > 1:
+        print("\nModes side by side (share of settlements within the county-hospital lines; gaps):")
+        rows = []
+        for s in lines:
+            acc = s["county_hospital_access"]
+            k1, k2 = (f"share_within_{s['thresholds_min'][k]:g}_min" for k in ("county", "county_severe"))
+            rows.append([s["scenario"]["mode"], f"{acc[k1]:.1%}", f"{acc[k2]:.1%}", str(s["gaps"]["gap_county"]),
+                         str(s["gaps"]["gap_severe"]), s["out_dir"]])
+        print(format_table(["mode", f"≤{lines[0]['thresholds_min']['county']:g} min",
+                            f"≤{lines[0]['thresholds_min']['county_severe']:g} min", "gap county", "gap severe",
+                            "outputs"], rows))
+    return 0
+
+
+def compare_command(region: str, data: str | None, out: str | None, *, scenarios: list[str], mode: str | None,
+                    engine: str | None, terrain: bool) -> int:
+    """Two scenarios side by side (docs/scenarios.md): compare_{A}_{B}/ in the run folder."""
+    from .compare import compare_folder, run_compare
+    from .errors import ConfigError
+    from .scenarios import get_mode, with_variant
+
+    cfg, data_dir, run_dir = _setup(region, data, out)
+    if len(scenarios) != 2:
+        raise ConfigError(None, f"compare needs --scenario twice (got {len(scenarios)}), e.g. --scenario baseline "
+                                "--scenario winter")
+    if mode == "both":
+        raise ConfigError(None, "compare --mode both: compare one mode at a time (--mode walking)")
+    get_mode(cfg, mode)
+    a, b = scenarios
+    for name in (a, b):
+        with_variant(cfg, name, mode, data_dir)  # unknown names and missing files fail before any run
+    folder = compare_folder(run_dir, a, b)
+    with _claim(cfg, data_dir, run_dir, folder, command="compare"):
+        res = run_compare(cfg, data_dir, folder, a, b, mode=mode, engine=engine or "combined", terrain=terrain)
+    s = res["summary"]
+    lines = s["lines_min"]
+    print(f"\n{cfg.name}: {b} against {a} (mode {s['mode']}) — settlements and people crossing the lines to a "
+          f"county hospital")
+    rows = []
+    for r in s["by_prefecture"] + [dict(s["region_total"], prefecture_name="all")]:
+        row = [r.get("prefecture_name") or r.get("prefecture_code", "")]
+        for m in lines.values():
+            row += [f"{r[f'n_newly_beyond_{m:g}']} / {r[f'pop_newly_beyond_{m:g}']:,.0f}",
+                    f"{r[f'n_newly_within_{m:g}']} / {r[f'pop_newly_within_{m:g}']:,.0f}",
+                    f"{r[f'share_within_{m:g}_{a}']:.1%} → {r[f'share_within_{m:g}_{b}']:.1%}"]
+        rows.append(row)
+    head = ["prefecture"]
+    for m in lines.values():
+        head += [f"newly >{m:g} (n / people)", f"newly ≤{m:g}", f"within {m:g} min"]
+    print(format_table(head, rows))
+    print(f"  settlements faster / slower / unchanged to a county hospital: {s['no_time_shorter']['faster']} / "
+          f"{s['no_time_shorter']['slower']} / {s['no_time_shorter']['same']}")
+    print(f"  outputs: {folder}/compare_{a}_{b}.csv, _counties.csv, _prefectures.csv, compare_{a}_{b}.html")
     return 0
 
 

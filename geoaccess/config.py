@@ -64,6 +64,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "source": "",
     },
     "terrain": {},  # validated by geoaccess.terrain.TerrainParams.from_dict
+    "scenarios": {},  # [scenarios.NAME] tables, validated by geoaccess.scenarios (docs/scenarios.md)
+    "modes": {},  # [modes.NAME] travel modes beside motorised and walking, validated by geoaccess.scenarios
     "offroad": {
         "max_offroad_km": 30.0,  # legs longer than this are reported (speeds and detour: [terrain])
         "direct_km": 10.0,  # combined engine: straight off-road trips to every facility within this distance
@@ -142,6 +144,8 @@ class RegionConfig:
     source: Path
     raw: dict[str, dict[str, Any]] = field(repr=False)
     explicit_inputs: frozenset[str] = frozenset()
+    scenario: Any = None  # scenarios.Scenario applied to this run's inputs (None: the baseline)
+    mode: Any = None  # scenarios.Mode of travel (None: motorised)
 
     def section(self, name: str) -> dict[str, Any]:
         """A copy of one section of the config."""
@@ -314,7 +318,7 @@ def _check_types(raw: dict, path: Path) -> None:
             else "a string" if isinstance(v, str) else "a list" if isinstance(v, list) else "a table"
 
     for section, defaults in DEFAULTS.items():
-        if section == "terrain":
+        if section in ("terrain", "scenarios", "modes"):
             continue
         for key, default in defaults.items():
             value = raw[section][key]
@@ -355,8 +359,8 @@ def _merge_with_defaults(user: dict, path: Path) -> tuple[dict, set[str]]:
             raise ConfigError(path, f"unknown section [{section}]{_suggest(section, DEFAULTS)}")
         if not isinstance(values, dict):
             raise ConfigError(path, f"[{section}] must be a table")
-        if section == "terrain":
-            raw["terrain"] = dict(values)
+        if section in ("terrain", "scenarios", "modes"):
+            raw[section] = dict(values)
             continue
         for key, value in values.items():
             if key not in DEFAULTS[section]:
@@ -461,6 +465,11 @@ def _validate_values(raw: dict, path: Path) -> None:
             raise ConfigError(path, exc.problem) from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(path, f"[terrain] {exc}") from None
+    if raw["scenarios"] or raw["modes"]:
+        from .scenarios import parse_modes, parse_scenarios
+
+        parse_scenarios(raw, path)
+        parse_modes(raw, path)
 
 
 def _positive(path: Path, section: str, values: dict, *keys: str, allow_zero: bool = False,
