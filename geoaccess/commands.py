@@ -280,8 +280,8 @@ def compare_command(region: str, data: str | None, out: str | None, *, scenarios
     for r in s["by_prefecture"] + [dict(s["region_total"], prefecture_name="all")]:
         row = [r.get("prefecture_name") or r.get("prefecture_code", "")]
         for m in lines.values():
-            row += [f"{r[f'n_newly_beyond_{m:g}']} / {r[f'pop_newly_beyond_{m:g}']:,.0f}",
-                    f"{r[f'n_newly_within_{m:g}']} / {r[f'pop_newly_within_{m:g}']:,.0f}",
+            row += [f"{int(r[f'n_newly_beyond_{m:g}'])} / {r[f'pop_newly_beyond_{m:g}']:,.0f}",
+                    f"{int(r[f'n_newly_within_{m:g}'])} / {r[f'pop_newly_within_{m:g}']:,.0f}",
                     f"{r[f'share_within_{m:g}_{a}']:.1%} → {r[f'share_within_{m:g}_{b}']:.1%}"]
         rows.append(row)
     head = ["prefecture"]
@@ -562,20 +562,67 @@ def export_command(region: str, data: str | None, out: str | None, *, formats: l
 
 
 def propose_clinics_command(region: str, data: str | None, out: str | None, *, threshold: float | None,
-                            max_sites: int | None, candidates: list[str] | None, time_limit: float | None) -> int:
-    """Temporary medical points: the fewest that cover every target, or the best K."""
+                            max_sites: int | None, candidates: list[str] | None, time_limit: float | None,
+                            model: str | None = None, capacity: float | None = None, scenario: str | None = None,
+                            mode: str | None = None, robust: str | None = None) -> int:
+    """Temporary medical points: the fewest that cover every target, the best K, p-median or p-center."""
+    from .errors import ConfigError
     from .outputs import clinics_folder
     from .proposals import propose_clinics
+    from .scenarios import variant_folder, with_variant
 
     cfg, data_dir, run_dir = _setup(region, data, out)
+    if mode == "both":
+        raise ConfigError(None, "propose --mode both: site for one mode at a time (--mode walking)")
+    if robust and scenario:
+        raise ConfigError(None, "--robust lists the scenarios itself: leave out --scenario")
+    names = [n.strip() for n in robust.split(",") if n.strip()] if robust else None
+    cfg = with_variant(cfg, scenario, mode, data_dir)
+    for n in names or []:
+        with_variant(cfg, n, mode, data_dir)  # unknown names fail before any run
+    run_dir = variant_folder(run_dir, cfg)
     sit = cfg.section("siting")
     out_dir = clinics_folder(run_dir, float(threshold or sit["clinic_threshold_min"]), max_sites,
                              list(candidates or sit["candidates"]))
+    tail = "".join([f"_{model}" if model in ("p_median", "p_center") else "",
+                    f"_cap{capacity:g}" if capacity else "", f"_robust-{'+'.join(names)}" if names else ""])
+    out_dir = out_dir.with_name(out_dir.name + tail) if tail else out_dir
     with _claim(cfg, data_dir, run_dir, out_dir, command="propose clinics"):
         res = propose_clinics(cfg, data_dir, out_dir, threshold_min=threshold, max_sites=max_sites,
-                              candidates=candidates, time_limit=time_limit)
+                              candidates=candidates, time_limit=time_limit, model=model, capacity=capacity,
+                              robust=names)
     s = res["summary"]
     sol = s["solver"]
+    if s.get("model") in ("p_median", "p_center"):
+        b, a = sol["before"], sol["after"]
+        print(f"\n临时医疗点 temporary medical points — {cfg.name}, model {s['model']}, {s['max_sites']} new points, "
+              f"matrix limit {s['limit_min']:g} min")
+        print(f"  objective {sol['objective']:,.1f} ({sol['objective_unit']}); solver {sol['status']}, gap "
+              f"{sol['mip_gap']:.2%}, solve {s['solve_s']:.2f} s")
+        print(f"  population-weighted mean minutes to a clinic or better: {b['pop_weighted_mean_min']:.1f} → "
+              f"{a['pop_weighted_mean_min']:.1f}; worst: {b['worst_min']:.0f} → {a['worst_min']:.0f} min")
+        w = s["within_threshold_after"]
+        print(f"  within {s['threshold_min']:g} min: {w['settlements_before']} → {w['settlements_after']} settlements, "
+              f"{w['population_before']:,.0f} → {w['population_after']:,.0f} people")
+        v = s["coverage_after_engine_rerun"]
+        print(f"  checked by re-running the engine with the points added: times equal to "
+              f"{v['max_time_difference_min']:.1e} min, {v['settlements_with_a_shorter_trip_missed']} shorter trips "
+              f"missed — {'agrees' if s['verified'] else 'DISAGREES'}")
+        print(f"  outputs: {out_dir}/proposed_points.(csv|shp|gpkg), proposed_assignments.csv, proposed_points_summary.json")
+        print_warnings(s["warnings"])
+        return 0
+    if s.get("robust_over"):
+        print(f"\n临时医疗点 temporary medical points — {cfg.name}, robust over {', '.join(s['robust_over'])}, "
+              f"threshold {s['threshold_min']:.0f} min, mode {s['mode']}")
+        print(f"  points proposed: {sol['n_sites']}   solver {sol['status']}, gap {sol['mip_gap']:.2%}, "
+              f"solve {s['solve_s']:.2f} s")
+        for name, r in s["by_scenario"].items():
+            v = s["coverage_after_engine_rerun"][name]
+            print(f"  {name}: {r['newly_covered']} of {r['targets']} targets covered ({r['uncoverable']} beyond every "
+                  f"candidate); engine re-run {'agrees' if v['agrees_with_solver'] else 'DISAGREES'}")
+        print(f"  outputs: {out_dir}/proposed_points.(csv|shp|gpkg), proposed_assignments.csv, proposed_points_summary.json")
+        print_warnings(s["warnings"])
+        return 0
     print(f"\n临时医疗点 temporary medical points — {cfg.name}, threshold {s['threshold_min']:.0f} min, mode {s['mode']}")
     print(f"  targets beyond the threshold: {s['n_targets']} settlements ({s['n_relocation_targets']} relocation); "
           f"{s['n_beyond_not_sitable']} more are beyond it but have no coordinates of their own (not sited)")
@@ -586,6 +633,10 @@ def propose_clinics_command(region: str, data: str | None, out: str | None, *, t
     cov = sol["coverage"]
     print(f"  targets covered: {cov['new']['settlements']} of {sol['targets']['settlements']} "
           f"(population {cov['new']['population']:.0f} of {sol['targets']['population']:.0f})")
+    if sol.get("capacity"):
+        c = sol["capacity"]
+        print(f"  capacity {c['people_per_point']:,.0f} people per point: {c['served_population']:,.0f} of "
+              f"{c['target_population']:,.0f} target people served (largest load {c['max_load']:,.0f})")
     if sol.get("uncoverable", {}).get("settlements"):
         print(f"  no candidate within reach of {sol['uncoverable']['settlements']} target settlements")
     v = s["coverage_after_engine_rerun"]
@@ -597,12 +648,18 @@ def propose_clinics_command(region: str, data: str | None, out: str | None, *, t
 
 
 def propose_centres_command(region: str, data: str | None, out: str | None, *, threshold: float | None,
-                            time_limit: float | None) -> int:
+                            time_limit: float | None, scenario: str | None = None, mode: str | None = None) -> int:
     """The plan's county-level regional medical centres: the site in each named county, and the optimum."""
+    from .errors import ConfigError
     from .outputs import centres_folder
     from .proposals import propose_centres
+    from .scenarios import variant_folder, with_variant
 
     cfg, data_dir, run_dir = _setup(region, data, out)
+    if mode == "both":
+        raise ConfigError(None, "propose --mode both: site for one mode at a time (--mode walking)")
+    cfg = with_variant(cfg, scenario, mode, data_dir)
+    run_dir = variant_folder(run_dir, cfg)
     out_dir = centres_folder(run_dir, float(threshold or cfg.section("siting")["centre_threshold_min"]))
     with _claim(cfg, data_dir, run_dir, out_dir, command="propose centres"):
         res = propose_centres(cfg, data_dir, out_dir, threshold_min=threshold, time_limit=time_limit)

@@ -108,6 +108,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "clinic_threshold_min": 30.0,
         "time_limit_s": 60.0,
         "candidates": ["targets", "settlements"],
+        "exclusion_areas": [],  # polygon files: no candidate inside (geoaccess/suitability.py)
+        "candidate_max_slope": 0.0,  # > 0: no candidate where the DEM is steeper (rise / run)
+        "candidate_max_altitude_m": 0.0,  # > 0: no candidate higher (DEM metres)
+        "candidate_max_road_km": 0.0,  # > 0: no candidate farther from a mapped road (straight km)
     },
     "access": {  # supply–demand accessibility and capacity coverage (docs/access.md)
         "e2sfca_bands_min": [],  # E2SFCA band upper ends in minutes; empty: equal bands over the catchment
@@ -441,6 +445,10 @@ def _validate_values(raw: dict, path: Path) -> None:
     _positive(path, "standards", st, "village_share_population_below", "county_hospitals_required", allow_zero=True)
     _positive(path, "siting", raw["siting"], "centre_threshold_min", "clinic_threshold_min", hi=MAX_MINUTES)
     _positive(path, "siting", raw["siting"], "time_limit_s")
+    _positive(path, "siting", raw["siting"], "candidate_max_slope", "candidate_max_altitude_m", "candidate_max_road_km",
+              allow_zero=True)
+    if not all(isinstance(v, str) and v.strip() for v in raw["siting"]["exclusion_areas"]):
+        raise ConfigError(path, "[siting] exclusion_areas must be a list of polygon file paths")
     if raw["standards"]["county_hospital_scope"] not in ("all", "poor"):
         raise ConfigError(path, "[standards] county_hospital_scope must be 'all' or 'poor'")
     acc = raw["access"]

@@ -412,10 +412,9 @@ def apply_to_graph(config, G, dem, params):
     Each edge's ``time_profile`` already cuts it into segments of about [terrain] sample_spacing_m. Per
     segment: walking replaces the time by Tobler's speed on the segment's grade; the mode's
     speed_factor and the scenario's factors (class, named road, altitude band of the segment's middle,
-    area holding it) divide the time; closed segments are cut out, the open stretches either side
-    staying as roads of their own (dead ends at the closure). ``travel_time``, ``time_profile``,
-    ``speed_kph`` (raster engine: mean speed) and ``flat_time`` follow; a report goes to
-    ``G.graph["scenario"]``.
+    area holding it) divide the time; closed segments become
+    impassable (see _rewrite_edges). ``travel_time``, ``time_profile``, ``speed_kph`` (raster engine:
+    mean speed) and ``flat_time`` follow; a report goes to ``G.graph["scenario"]``.
     """
     sc, md = config.scenario, config.mode
     walking = md is not None and md.roads == "walking"
@@ -424,8 +423,7 @@ def apply_to_graph(config, G, dem, params):
         return G
     edges = [e for e in G.edges(keys=True, data=True)]
     report = {"scenario": sc.name if sc else BASELINE, "mode": md.name if md else "motorised", "edges": len(edges),
-              "road_km": 0.0, "km_slower": 0.0, "km_faster": 0.0, "km_closed": 0.0, "edges_split": 0,
-              "edges_removed": 0}
+              "road_km": 0.0, "km_slower": 0.0, "km_faster": 0.0, "km_closed": 0.0, "edges_with_closures": 0}
     if not edges:
         G.graph["scenario"] = report
         return G
@@ -479,9 +477,9 @@ def apply_to_graph(config, G, dem, params):
     report["km_closed"] = round(float(km[closed].sum()), 1)
     _rewrite_edges(G, edges, geo, new, closed, report)
     G.graph["scenario"] = report
-    log.info("scenario %s, mode %s: %.0f km of road slower, %.0f km faster, %.0f km closed (%d edges cut, %d removed)",
+    log.info("scenario %s, mode %s: %.0f km of road slower, %.0f km faster, %.0f km closed (on %d directed edges)",
              report["scenario"], report["mode"], report["km_slower"], report["km_faster"], report["km_closed"],
-             report["edges_split"], report["edges_removed"])
+             report["edges_with_closures"])
     return G
 
 
@@ -534,48 +532,45 @@ def _segments(G, edges, dem, working_crs) -> dict:
             "metric": metric, "inv": inv}
 
 
+#: Seconds to cross one closed ~200 m road segment: 10⁷ s (116 days), far beyond any standard (a week at most),
+#: so no search uses it while the road keeps its place in the graph (see _rewrite_edges).
+CLOSED_SEGMENT_S = 1.0e7
+
+
 def _rewrite_edges(G, edges, geo, new_time, closed, report) -> None:
-    """Write the new segment times into the edges; cut closed segments out (new dead-end nodes)."""
+    """Write the new segment times into the edges.
+
+    A closed segment keeps its place in the road graph but takes CLOSED_SEGMENT_S to cross: the graph's nodes,
+    geometries, snapping and road access points stay those of the baseline, and every time only grows, so
+    a closure can never shorten a trip (removing the segment instead would move some points' nearest-road
+    join onto another road, which the engines join by a straight leg — not monotone). The open stretches
+    either side stay usable from their own access points. The raster engine burns roads in by geometry:
+    it gets the open stretches only (``G.graph["raster_roads"]``, mean speed of each stretch).
+    """
     import shapely
     from shapely.ops import substring
 
-    seg_edge = geo["seg_edge"]
     starts = np.concatenate(([0], np.cumsum(geo["n_samp"] - 1)[:-1]))
-    cut_nodes: dict = {}
-    next_id = [max((n for n in G.nodes if isinstance(n, (int, np.integer))), default=-1) + 1]
-
-    def node_at(u, v, length, s, i):
-        """The node at sample i of edge u→v, shared with the twin edge v→u (same place, same id)."""
-        lo, hi = (u, v) if str(u) <= str(v) else (v, u)
-        d = geo["cum_d"][geo["samp_first"][s] + i]
-        from_lo = d if lo == u else length - d
-        key = (str(lo), str(hi), round(length), round(from_lo))
-        if key not in cut_nodes:
-            nid = next_id[0]
-            next_id[0] += 1
-            cut_nodes[key] = nid
-            j = geo["samp_first"][s] + i
-            G.add_node(nid, x=float(geo["samp_lon"][j]), y=float(geo["samp_lat"][j]), scenario_cut=True)
-        return cut_nodes[key]
-
-    removed = []
+    raster_roads = [] if closed.any() else None
     for s, (u, v, k, d) in enumerate(edges):
         lo, n = starts[s], geo["n_samp"][s] - 1
-        t_seg = new_time[lo:lo + n]
+        t_seg = new_time[lo:lo + n].copy()
         shut = closed[lo:lo + n]
-        old_tt = float(d["travel_time"])
+        was = geo["seg_time"][lo:lo + n]
         dist = geo["cum_d"][geo["samp_first"][s]:geo["samp_first"][s] + n + 1]
-        if not shut.any():
-            cum = np.concatenate(([0.0], np.cumsum(t_seg)))
-            tt = float(cum[-1])
-            ratio = tt / old_tt if old_tt > 0 else 1.0
-            d.update(travel_time=tt, time_profile=(dist.copy(), cum),
-                     speed_kph=float(d["speed_kph"]) / ratio if ratio > 0 else d["speed_kph"],
-                     flat_time=float(d.get("flat_time", tt)) * ratio)
+        open_old, open_new = float(was[~shut].sum()), float(t_seg[~shut].sum())
+        ratio = open_new / open_old if open_old > 0 and open_new > 0 else 1.0
+        kph = float(d["speed_kph"]) / ratio
+        if shut.any():
+            report["edges_with_closures"] = report.get("edges_with_closures", 0) + 1
+            t_seg[shut] = CLOSED_SEGMENT_S
+        cum = np.concatenate(([0.0], np.cumsum(t_seg)))
+        d.update(travel_time=float(cum[-1]), time_profile=(dist.copy(), cum), speed_kph=kph,
+                 flat_time=float(d.get("flat_time", cum[-1])) * ratio)
+        if raster_roads is None:
             continue
-        removed.append((u, v, k))
-        length = float(d["length"])
-        open_runs, i = [], 0
+        length = float(d["length"]) if float(d["length"]) > 0 else 1.0
+        i = 0
         while i < n:
             if shut[i]:
                 i += 1
@@ -583,29 +578,14 @@ def _rewrite_edges(G, edges, geo, new_time, closed, report) -> None:
             j = i
             while j < n and not shut[j]:
                 j += 1
-            open_runs.append((i, j))  # segments i..j-1 open: samples i..j
+            if dist[j] - dist[i] >= 1.0:
+                piece_was, piece_new = float(was[i:j].sum()), float(t_seg[i:j].sum())
+                g = substring(geo["metric"][s], float(dist[i] / length), float(dist[j] / length), normalized=True)
+                g = shapely.transform(g, lambda xy: np.column_stack(geo["inv"].transform(xy[:, 0], xy[:, 1])))
+                raster_roads.append((g, float(d["speed_kph"]) * (piece_was / piece_new if piece_new > 0 else 1.0)))
             i = j
-        report["edges_split" if open_runs else "edges_removed"] += 1
-        for a, b in open_runs:
-            piece_len = float(dist[b] - dist[a])
-            if piece_len < 1.0:
-                continue
-            na = u if a == 0 else node_at(u, v, length, s, a)
-            nb = v if b == n else node_at(u, v, length, s, b)
-            cum = np.concatenate(([0.0], np.cumsum(t_seg[a:b])))
-            g = substring(geo["metric"][s], float(dist[a]), float(dist[b]))
-            g = shapely.transform(g, lambda xy: np.column_stack(geo["inv"].transform(xy[:, 0], xy[:, 1])))
-            tt = float(cum[-1])
-            was = float(geo["seg_time"][lo + a:lo + b].sum())
-            kph = float(d["speed_kph"]) * (was / tt if tt > 0 and was > 0 else 1.0)
-            attrs = {**{key: val for key, val in d.items() if key not in ("time_profile", "geometry")},
-                     "length": piece_len, "geometry": g, "reversed": False, "travel_time": tt,
-                     "time_profile": (dist[a:b + 1] - dist[a], cum), "speed_kph": kph,
-                     "flat_time": piece_len / (kph / 3.6), "scenario_piece": True}
-            G.add_edge(na, nb, **attrs)
-    G.remove_edges_from(removed)
-    lone = [nid for nid in cut_nodes.values() if G.degree(nid) == 0]
-    G.remove_nodes_from(lone)
+    if raster_roads is not None:
+        G.graph["raster_roads"] = raster_roads
 
 
 def describe(config, G=None) -> dict:
