@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--model", choices=["cover", "max_cover", "p_median", "p_center"],
                     help="siting model (default: cover, or max_cover with --max-sites); p_median / p_center need "
                          "--max-sites (docs/siting.md)")
+    pc.add_argument("--limit", type=float, metavar="MIN", help="p_median / p_center: the cost matrix reaches this far; "
+                                                              "longer times count as this (default twice the threshold)")
     pc.add_argument("--capacity", type=float, metavar="PEOPLE", help="cover / max_cover: a point serves at most "
                                                                     "this many people")
     _variant(pc)
@@ -263,7 +265,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                                 max_sites=args.max_sites, candidates=args.candidates,
                                                 time_limit=args.time_limit, model=args.model,
                                                 capacity=args.capacity, scenario=args.scenario, mode=args.mode,
-                                                robust=args.robust)
+                                                robust=args.robust, limit=args.limit)
     if args.command == "propose" and args.propose_command == "centres":
         return commands.propose_centres_command(args.region, args.data, args.out, threshold=args.threshold,
                                                 time_limit=args.time_limit, scenario=args.scenario, mode=args.mode)

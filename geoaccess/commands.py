@@ -564,7 +564,7 @@ def export_command(region: str, data: str | None, out: str | None, *, formats: l
 def propose_clinics_command(region: str, data: str | None, out: str | None, *, threshold: float | None,
                             max_sites: int | None, candidates: list[str] | None, time_limit: float | None,
                             model: str | None = None, capacity: float | None = None, scenario: str | None = None,
-                            mode: str | None = None, robust: str | None = None) -> int:
+                            mode: str | None = None, robust: str | None = None, limit: float | None = None) -> int:
     """Temporary medical points: the fewest that cover every target, the best K, p-median or p-center."""
     from .errors import ConfigError
     from .outputs import clinics_folder
@@ -584,13 +584,15 @@ def propose_clinics_command(region: str, data: str | None, out: str | None, *, t
     sit = cfg.section("siting")
     out_dir = clinics_folder(run_dir, float(threshold or sit["clinic_threshold_min"]), max_sites,
                              list(candidates or sit["candidates"]))
-    tail = "".join([f"_{model}" if model in ("p_median", "p_center") else "",
+    if limit is not None and model not in ("p_median", "p_center"):
+        raise ConfigError(None, "--limit applies to --model p_median and p_center")
+    tail = "".join([f"_{model}" if model in ("p_median", "p_center") else "", f"_limit{limit:g}" if limit else "",
                     f"_cap{capacity:g}" if capacity else "", f"_robust-{'+'.join(names)}" if names else ""])
     out_dir = out_dir.with_name(out_dir.name + tail) if tail else out_dir
     with _claim(cfg, data_dir, run_dir, out_dir, command="propose clinics"):
         res = propose_clinics(cfg, data_dir, out_dir, threshold_min=threshold, max_sites=max_sites,
                               candidates=candidates, time_limit=time_limit, model=model, capacity=capacity,
-                              robust=names)
+                              robust=names, matrix_limit=limit)
     s = res["summary"]
     sol = s["solver"]
     if s.get("model") in ("p_median", "p_center"):

@@ -132,7 +132,7 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
     timings: dict[str, float] = {}
     t = time.perf_counter()
     inputs = inputs or load_inputs(config, data_dir)
-    if config.scenario is not None:  # scenario: facilities added / removed (geoaccess/scenarios.py)
+    if config.scenario is not None:  # scenario: facilities added / removed, its files recorded (geoaccess/scenarios.py)
         from .scenarios import apply_to_inputs
 
         inputs = apply_to_inputs(config, inputs)

@@ -118,7 +118,7 @@ def _write(out_dir: Path, layers: dict[str, pd.DataFrame], summary: dict, prefix
 def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, threshold_min: float | None = None,
                     max_sites: int | None = None, candidates=None, time_limit: float | None = None,
                     run: Run | None = None, model: str | None = None, capacity: float | None = None,
-                    robust: list[str] | None = None) -> dict:
+                    robust: list[str] | None = None, matrix_limit: float | None = None) -> dict:
     """Temporary medical points (临时医疗点) for settlements beyond the clinic threshold, relocation first.
 
     Coverage is judged at each settlement's position (the engine's own times); the result is checked by
@@ -139,7 +139,8 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path, *, thre
         from .siting_runs import propose_clinics_more
 
         return propose_clinics_more(config, data_dir, out_dir, threshold=threshold, max_sites=max_sites, kinds=kinds,
-                                    limit=limit, run=run, model=model, capacity=capacity, robust=robust)
+                                    limit=limit, run=run, model=model, capacity=capacity, robust=robust,
+                                    matrix_limit=matrix_limit)
     if model == "max_cover" and max_sites is None:
         raise ConfigError(None, "--model max_cover needs --max-sites K")
     if model == "cover" and max_sites is not None:

@@ -337,7 +337,13 @@ def variant_folder(run: Path, config) -> Path:
 def apply_to_inputs(config, inputs):
     """The facility table with the scenario's facilities removed and added (the load report says so)."""
     sc = config.scenario
-    if sc is None or (not sc.add_facilities and not sc.remove_facilities):
+    if sc is None:
+        return inputs
+    for i, path in enumerate([p for p, _ in sc.speed_by_area] + list(sc.close_areas)):
+        inputs.paths[f"scenario_{sc.name}_area_{i + 1}"] = Path(path)  # the manifest records every file read
+    if sc.add_facilities:
+        inputs.paths[f"scenario_{sc.name}_facilities"] = Path(sc.add_facilities)
+    if not sc.add_facilities and not sc.remove_facilities:
         return inputs
     import pandas as pd
 

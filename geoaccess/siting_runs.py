@@ -31,7 +31,7 @@ def _sitable(s: pd.DataFrame, threshold: float):
 
 
 def propose_clinics_more(config, data_dir: Path, out_dir: Path, *, threshold: float, max_sites, kinds, limit: float,
-                         run: Run | None, model: str, capacity, robust) -> dict:
+                         run: Run | None, model: str, capacity, robust, matrix_limit: float | None = None) -> dict:
     from .proposals import _as_facilities, _points, _variant_facts, _write, candidate_sites, settlement_candidate_costs
     from .outputs import provenance_inputs
 
@@ -50,13 +50,18 @@ def propose_clinics_more(config, data_dir: Path, out_dir: Path, *, threshold: fl
     s = run.table
     beyond, sitable = _sitable(s, threshold)
     rows = ~(beyond & ~sitable)
-    reach = threshold * TIME_MODEL_LIMIT_FACTOR
+    if matrix_limit is not None and not (np.isfinite(matrix_limit) and threshold <= matrix_limit <= 7 * 24 * 60):
+        raise ConfigError(None, f"--limit {matrix_limit:g}: minutes from the threshold ({threshold:g}) up to a week")
+    reach = float(matrix_limit) if matrix_limit else threshold * TIME_MODEL_LIMIT_FACTOR
     t0 = time.perf_counter()
     cand = candidate_sites(run, kinds, beyond & sitable)
     cost = settlement_candidate_costs(run, cand, reach, rows)
     t_cost = time.perf_counter() - t0
     sub = s[rows]
-    existing = sub["t_clinic_min"].to_numpy(float)
+    # existing times on the cost matrix's basis: the engine's time from each settlement's position (the reported
+    # time of an approximated settlement is its area's median, which a point at its seat would seem to "save")
+    raw = run.raw_times if run.raw_times is not None else s
+    existing = raw["t_clinic_min"].to_numpy(float)[rows]
     pop = np.nan_to_num(sub["population"].to_numpy(float))
     fn = siting.site_p_median if model == "p_median" else siting.site_p_center
     t0 = time.perf_counter()
@@ -107,8 +112,8 @@ def propose_clinics_more(config, data_dir: Path, out_dir: Path, *, threshold: fl
         "within_threshold_after": _within(assign, threshold),
         "coverage_after_engine_rerun": verify, "verified": verify["agrees_with_solver"],
         "basis": f"every settlement the clinics models see (within {threshold:g} min already, or sitable); each "
-                 f"goes to the nearer of its present clinic-or-better facility and the new points; times beyond "
-                 f"{reach:g} min count as {reach:g} min",
+                 f"goes to the nearer of its present clinic-or-better facility and the new points, both timed by the "
+                 f"engine from the settlement's position; times beyond {reach:g} min count as {reach:g} min",
         "warnings": run.inputs.report.warnings + run.warnings,
     }
     assign = assign.rename(columns={"weight": "population"})

@@ -79,7 +79,7 @@ def combined_times(config_file, data_dir):
     base = prepare_region(cfg, data_dir)
     s = base.inputs.settlements
     out = {}
-    for name in ("baseline", "winter", "shut_high"):
+    for name in ("baseline", "winter"):
         prep = base if name == "baseline" else prepare_region(with_variant(cfg, name, None, data_dir), data_dir,
                                                               inputs=base.inputs)
         out[name] = (TravelModel(prep, "combined").times(s, prep.facilities)[0], prep)
@@ -97,9 +97,10 @@ def test_a_speed_cut_never_shortens_a_time(times):
     assert (other > base + 1e-3).any()  # and it does change something
 
 
-@pytest.mark.parametrize("variant", ["winter", "shut_high"])
-def test_a_closure_never_shortens_a_time(combined_times, variant):
-    base, other = _minutes(combined_times["baseline"][0]), _minutes(combined_times[variant][0])
+def test_a_closure_never_shortens_a_time(combined_times):
+    """Winter: segments above 5,200 m closed, roads above 4,000 m and the off-road legs slower."""
+    base, other = _minutes(combined_times["baseline"][0]), _minutes(combined_times["winter"][0])
+    assert combined_times["winter"][1].graph.graph["scenario"]["km_closed"] > 100
     assert (other >= base - 1e-6).all()
     assert (other > base + 1e-3).any()
 
@@ -131,12 +132,12 @@ def test_walking_is_never_shorter_than_motorised(times):
     assert np.median(walk[ok, 2] / base[ok, 2]) > 2  # on foot several times longer to a county hospital
 
 
-def test_a_closure_closes_the_segments_not_the_whole_road(combined_times):
+def test_a_closure_closes_the_segments_not_the_whole_road(config_file, data_dir):
     """Only the segments above 4,800 m are closed: the stretches below stay drivable, and the raster engine
     burns in exactly those stretches."""
     from geoaccess.scenarios import CLOSED_SEGMENT_S
 
-    prep = combined_times["shut_high"][1]
+    prep = prepare_region(with_variant(load_region(config_file), "shut_high", None, data_dir), data_dir)
     report = prep.graph.graph["scenario"]
     assert 0 < report["km_closed"] < report["road_km"] and report["edges_with_closures"] > 0
     for *_, d in prep.graph.edges(data=True):
@@ -218,3 +219,36 @@ def test_an_unknown_road_name_is_refused_with_a_suggestion(config_file, data_dir
     with pytest.raises(ConfigError) as exc:
         prepare_region(cfg, data_dir)
     assert "no road 'G381' in the network" in str(exc.value) and "did you mean" in str(exc.value)
+
+
+def test_gaps_and_compare_write_their_own_folders_and_record_the_scenario(data_dir, tmp_path):
+    """`gaps --scenario` beside the baseline; `compare` per settlement, county, prefecture and a map (road-only
+    engine, to stay fast); a faster road moves nobody beyond a line."""
+    out = tmp_path / "tibet"
+    code, err = _cli(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out),
+                      "--scenario", "g219_upgraded", "--engine", "network"])
+    assert code == 0, err
+    folder = tmp_path / "tibet_g219_upgraded"
+    assert not out.exists() and (folder / "settlements.csv").is_file()
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["parameters"]["scenario"]["name"] == "g219_upgraded"
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    assert summary["scenario"]["roads"]["km_faster"] > 1000
+    assert any(a.startswith("scenario g219_upgraded") for a in summary["assumptions"])
+
+    code, err = _cli(["-q", "compare", "--region", "tibet", "--data", str(data_dir), "--out", str(out),
+                      "--scenario", "baseline", "--scenario", "g219_upgraded", "--engine", "network"])
+    assert code == 0, err
+    cmp_dir = out / "compare_baseline_g219_upgraded"
+    for name in ("compare_baseline_g219_upgraded.csv", "compare_baseline_g219_upgraded_counties.csv",
+                 "compare_baseline_g219_upgraded_prefectures.csv", "compare_baseline_g219_upgraded.html",
+                 "compare_summary.json", "manifest.json"):
+        assert (cmp_dir / name).is_file(), name
+    ch = pd.read_csv(cmp_dir / "compare_baseline_g219_upgraded.csv", dtype={"settlement_id": str}, keep_default_na=False)
+    assert len(ch) == 6182 and ch["settlement_id"].is_unique
+    assert (pd.to_numeric(ch["change_t_county_min"]) <= 1e-6).all()
+    assert set(ch["crosses_60"]) <= {"", "newly_within"}
+    s = json.loads((cmp_dir / "compare_summary.json").read_text(encoding="utf-8"))
+    assert s["no_time_shorter"]["slower"] == 0 and s["no_time_shorter"]["faster"] > 0
+    prefs = pd.read_csv(cmp_dir / "compare_baseline_g219_upgraded_prefectures.csv", dtype={"prefecture_code": str})
+    assert len(prefs) == 7 and prefs["n_newly_beyond_60"].sum() == 0
