@@ -602,7 +602,8 @@ def propose_clinics_command(region: str, data: str | None, out: str | None, *, t
         print(f"  objective {sol['objective']:,.1f} ({sol['objective_unit']}); solver {sol['status']}, gap "
               f"{sol['mip_gap']:.2%}, solve {s['solve_s']:.2f} s")
         print(f"  population-weighted mean minutes to a clinic or better: {b['pop_weighted_mean_min']:.1f} → "
-              f"{a['pop_weighted_mean_min']:.1f}; worst: {b['worst_min']:.0f} → {a['worst_min']:.0f} min")
+              f"{a['pop_weighted_mean_min']:.1f} (times capped at {s['limit_min']:g} min); worst over settlements with "
+              f"people: {s.get('existing_worst_min') or b['worst_min']:.0f} → {a['worst_min']:.0f} min")
         w = s["within_threshold_after"]
         print(f"  within {s['threshold_min']:g} min: {w['settlements_before']} → {w['settlements_after']} settlements, "
               f"{w['population_before']:,.0f} → {w['population_after']:,.0f} people")

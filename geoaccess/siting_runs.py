@@ -68,7 +68,8 @@ def propose_clinics_more(config, data_dir: Path, out_dir: Path, *, threshold: fl
     res = fn(cost, pop, cand["candidate_id"].to_numpy(), int(max_sites), existing_time=existing, limit_min=reach,
              settlement_ids=sub["settlement_id"].to_numpy(), time_limit=limit)
     widen_s = 0.0
-    worst = float(np.nanmax(np.where(np.isfinite(existing), existing, np.nan))) if np.isfinite(existing).any() else reach
+    with_people = np.isfinite(existing) & (pop > 0)
+    worst = float(existing[with_people].max()) if with_people.any() else reach
     final_reach = reach
     while model == "p_center" and res.objective >= final_reach - 1e-9 and final_reach < worst:
         # the worst time is at the matrix limit (times beyond it are capped): widen the limit. Only settlements at
