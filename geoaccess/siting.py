@@ -953,7 +953,7 @@ def _time_result(model: str, pb: _Problem, e: np.ndarray, chosen_cols: np.ndarra
                                                            minlength=k)})
     assignments = pd.DataFrame({"settlement_id": pb.settlement_ids,
                                 "site_id": pd.Series(np.where(got, pb.ids[np.maximum(site, 0)], None), dtype=object),
-                                "time_before_min": e, "time_min": best, "saved_min": e - best, "weight": w})
+                                "time_before_min": e, "time_after_min": best, "saved_min": e - best, "weight": w})
     people = w > 0
     summary = {"model": model, "limit_min": pb.threshold_min, "n_settlements": int(n),
                "n_candidates": int(pb.ids.size), "n_sites": int(k), "site_ids": [_py(s) for s in pb.ids[chosen_cols]],

@@ -125,7 +125,7 @@ def propose_clinics_more(config, data_dir: Path, out_dir: Path, *, threshold: fl
 
 def _within(assign: pd.DataFrame, threshold: float) -> dict:
     w = assign["weight"].to_numpy(float)
-    before, after = (assign[c].to_numpy(float) <= threshold for c in ("time_before_min", "time_min"))
+    before, after = (assign[c].to_numpy(float) <= threshold for c in ("time_before_min", "time_after_min"))
     return {"settlements_before": int(before.sum()), "settlements_after": int(after.sum()),
             "population_before": float(w[before].sum()), "population_after": float(w[after].sum())}
 
@@ -139,7 +139,7 @@ def _verify_times(run: Run, new_fac, assign: pd.DataFrame, rows: np.ndarray, lim
     times, _ = _model(run).times(run.table, facilities, groups={"new": ["temporary_point"]})
     t_new = times["t_new_min"].to_numpy(float)[rows]
     sent = assign["site_id"].notna().to_numpy()
-    t_claim = assign["time_min"].to_numpy(float)
+    t_claim = assign["time_after_min"].to_numpy(float)
     diff = np.abs(t_new[sent] - t_claim[sent]) if sent.any() else np.zeros(0)
     faster = (t_new < np.minimum(t_claim, limit) - 1e-6) & (t_new <= limit)
     out = {"settlements_sent_to_new_points": int(sent.sum()),
@@ -208,7 +208,7 @@ def _robust(config, data_dir: Path, out_dir: Path, *, threshold, max_sites, kind
                "basis": "the rows of every scenario stacked (settlement_id@scenario): a point set that covers a target "
                         "in one scenario but not in another counts only where it covers; set covering covers every "
                         "coverable target in every scenario",
-               "warnings": sum((r.inputs.report.warnings + r.warnings for r in runs), [])}
+               "warnings": list(dict.fromkeys(sum((r.inputs.report.warnings + r.warnings for r in runs), [])))}
     _write(out_dir, {"proposed_points": points, "proposed_assignments": assign}, summary, "proposed_points",
            config.key, provenance_inputs(config, data_dir, runs[0].inputs.paths))
     return {"summary": summary, "points": points, "result": res, "runs": runs}
