@@ -416,7 +416,8 @@ class ProposalResult:
 
 def propose_clinics(region: Region | str, threshold: float | None = None, *, max_sites: int | None = None,
                     candidates: Sequence[str] | None = None, time_limit: float | None = None,
-                    run: Run | None = None) -> ProposalResult:
+                    run: Run | None = None, model: str | None = None, capacity: float | None = None,
+                    robust: Sequence[str] | None = None, matrix_limit: float | None = None) -> ProposalResult:
     """Temporary medical points (临时医疗点) for settlements beyond the clinic threshold, relocation first.
 
     Parameters
@@ -431,6 +432,14 @@ def propose_clinics(region: Region | str, threshold: float | None = None, *, max
         Solver time limit in seconds.
     run : Run, optional
         A travel-time run of the same region to reuse (`pipeline.compute_region_times`).
+    model : {"cover", "p_median", "p_center"}, optional
+        Set/maximal covering (default), least population-weighted time, or smallest worst time (docs/siting.md).
+    capacity : float, optional
+        People one new point may serve (covering models).
+    robust : list of scenario names, optional
+        Cover the targets of every listed scenario at once (docs/scenarios.md).
+    matrix_limit : float, optional
+        Minutes the p-models' cost matrix reaches (times beyond count as the limit).
 
     Returns
     -------
@@ -442,7 +451,8 @@ def propose_clinics(region: Region | str, threshold: float | None = None, *, max
 
     region = as_region(region)
     res = _propose(region.config, region.data_dir, None, threshold_min=threshold, max_sites=max_sites,
-                   candidates=list(candidates) if candidates else None, time_limit=time_limit, run=run)
+                   candidates=list(candidates) if candidates else None, time_limit=time_limit, run=run, model=model,
+                   capacity=capacity, robust=list(robust) if robust else None, matrix_limit=matrix_limit)
     return ProposalResult("clinics", region, res["points"], {"assignments": res["assignments"]}, res["summary"],
                           res["run"], res["write"])
 

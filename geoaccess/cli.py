@@ -45,6 +45,14 @@ def _engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-terrain", action="store_true", help="ignore the DEM (flat travel times)")
 
 
+def _variant(p: argparse.ArgumentParser, *, scenario: bool = True) -> None:
+    if scenario:
+        p.add_argument("--scenario", metavar="NAME", help="a [scenarios.NAME] table of the region config "
+                       "(docs/scenarios.md); outputs go to a folder of their own beside the baseline's")
+    p.add_argument("--mode", metavar="MODE", help="travel mode: motorised (default), walking (Tobler's hiking "
+                   "function on and off road), a [modes.NAME] of the config, or both (gaps)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for `python cli.py` / `geoaccess`."""
     parser = argparse.ArgumentParser(prog="geoaccess", description="Travel time to health care, coverage gaps "
@@ -73,12 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     _thresholds(gaps)
     _engine(gaps)
     gaps.add_argument("--map", action="store_true", help="also write the map into maps/ of the run folder")
+    _variant(gaps)
     dist = gaps.add_argument_group("distributed runs (Dask; docs/distributed.md)")
     dist.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://host:8786")
     dist.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes")
     dist.add_argument("--partition", choices=["prefecture", "county"],
                       help="route the region's prefectures or counties in parallel (results identical)")
     dist.add_argument("--buffer-km", type=float, default=100.0, help="roads kept around each partition (km)")
+
+    cmp_ = sub.add_parser("compare", help="two scenarios side by side: per settlement, county and prefecture, and a "
+                                         "map of the change (compare_{A}_{B}/ in the run folder)")
+    _common(cmp_)
+    cmp_.add_argument("--scenario", action="append", required=True, metavar="NAME",
+                      help="give it twice: the two scenarios (baseline = the unchanged run)")
+    cmp_.add_argument("--mode", metavar="MODE", help="travel mode of both runs (default motorised)")
+    _engine(cmp_)
 
     prop = sub.add_parser("propose", help="propose sites").add_subparsers(dest="propose_command", required=True)
     pc = prop.add_parser("clinics", help="temporary medical points (临时医疗点) for settlements beyond the threshold")
@@ -88,10 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--candidates", action="append", choices=["targets", "settlements", "roads"],
                     help="candidate sites, repeatable (default: targets and settlements)")
     pc.add_argument("--time-limit", type=float, help="solver time limit in seconds (default 60)")
+    pc.add_argument("--model", choices=["cover", "max_cover", "p_median", "p_center"],
+                    help="siting model (default: cover, or max_cover with --max-sites); p_median / p_center need "
+                         "--max-sites (docs/siting.md)")
+    pc.add_argument("--limit", type=float, metavar="MIN", help="p_median / p_center: the cost matrix reaches this far; "
+                                                              "longer times count as this (default twice the threshold)")
+    pc.add_argument("--capacity", type=float, metavar="PEOPLE", help="cover / max_cover: a point serves at most "
+                                                                    "this many people")
+    _variant(pc)
+    pc.add_argument("--robust", metavar="A,B,…", help="cover the targets under every listed scenario at once "
+                                                     "(baseline allowed), e.g. winter,baseline")
     pce = prop.add_parser("centres", help="sites for the plan's county-level regional medical centres")
     _common(pce)
     pce.add_argument("--threshold", type=float, help="minutes to a centre (default: the config's, 120)")
     pce.add_argument("--time-limit", type=float, help="solver time limit in seconds (default 60)")
+    _variant(pce)
 
     ac = sub.add_parser("access", help="supply–demand accessibility (2SFCA, E2SFCA, Gaussian 2SFCA, gravity) per "
                                        "settlement and county")
@@ -225,19 +253,29 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "gaps":
         code = commands.gaps(args.region, args.data, args.out, thresholds=args.threshold, engine=args.engine,
                              terrain=not args.no_terrain, scheduler=args.scheduler, workers=args.workers,
-                             partition=args.partition, buffer_km=args.buffer_km)
+                             partition=args.partition, buffer_km=args.buffer_km, scenario=args.scenario,
+                             mode=args.mode)
+        if args.map and code == 0 and (args.scenario or args.mode):
+            from .errors import ConfigError
+
+            raise ConfigError(None, "--map with --scenario / --mode: draw the map with `map` on that run's folder")
         if args.map and code == 0:
             for region in args.region:
                 out = args.out if len(args.region) == 1 else (str(Path(args.out or "output") / region))
                 code = code or commands.map_command(region, args.data, out)
         return code
+    if args.command == "compare":
+        return commands.compare_command(args.region, args.data, args.out, scenarios=args.scenario, mode=args.mode,
+                                        engine=args.engine, terrain=not args.no_terrain)
     if args.command == "propose" and args.propose_command == "clinics":
         return commands.propose_clinics_command(args.region, args.data, args.out, threshold=args.threshold,
                                                 max_sites=args.max_sites, candidates=args.candidates,
-                                                time_limit=args.time_limit)
+                                                time_limit=args.time_limit, model=args.model,
+                                                capacity=args.capacity, scenario=args.scenario, mode=args.mode,
+                                                robust=args.robust, limit=args.limit)
     if args.command == "propose" and args.propose_command == "centres":
         return commands.propose_centres_command(args.region, args.data, args.out, threshold=args.threshold,
-                                                time_limit=args.time_limit)
+                                                time_limit=args.time_limit, scenario=args.scenario, mode=args.mode)
     if args.command == "access":
         return commands.access_command(args.region, args.data, args.out, level=args.level, method=args.method,
                                        catchment=args.catchment, supply=args.supply, write_matrix=args.write_matrix,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +132,12 @@ def traveltime(region: str, data: str | None, out: str | None, *, engine: str | 
 
 def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresholds: list[str] | None = None,
          engine: str | None = None, terrain: bool = True, scheduler: str | None = None, workers: int | None = None,
-         partition: str | None = None, buffer_km: float = 100.0) -> int:
-    """Run the whole pipeline (one region, several in parallel, or one partitioned) and print the report."""
+         partition: str | None = None, buffer_km: float = 100.0, scenario: str | None = None,
+         mode: str | None = None) -> int:
+    """Run the whole pipeline (one region, several in parallel, or one partitioned) and print the report.
+
+    ``scenario`` / ``mode`` (docs/scenarios.md): the run's inputs changed, outputs in a folder of their own beside
+    the baseline's; ``mode="both"`` runs motorised and walking and prints both."""
     import functools
 
     from .errors import ConfigError
@@ -144,6 +149,12 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
         raise ConfigError(None, f"--workers {workers}: need at least one worker process")
     if partition and len(regions) > 1:
         raise ConfigError(None, "--partition splits one region: give a single --region")
+    if (scenario or mode) and (len(regions) > 1 or distributed or partition):
+        raise ConfigError(None, "--scenario / --mode run one region in one process: give a single --region, "
+                                "without --partition, --workers or --scheduler")
+    if scenario or mode:
+        return _gaps_variants(regions[0], data, out, thresholds=thresholds, engine=engine or "combined",
+                              terrain=terrain, scenario=scenario, mode=mode)
     if len(regions) > 1 or (distributed and not partition):
         from . import distributed as dd
 
@@ -191,6 +202,82 @@ def _with_thresholds(cfg, thresholds: list[str] | None):
     if not thresholds:
         return cfg
     return cfg.with_overrides(thresholds=parse_threshold_overrides(thresholds, cfg.thresholds))
+
+
+def _gaps_variants(region: str, data: str | None, out: str | None, *, thresholds, engine: str, terrain: bool,
+                   scenario: str | None, mode: str | None) -> int:
+    """`gaps --scenario NAME [--mode M]`: one run per mode (both = motorised and walking), each in its own folder."""
+    from .pipeline import run_gaps
+    from .scenarios import get_mode, variant_folder, with_variant
+
+    _, cfg, data_dir, run_dir = _setup(region, data, out)
+    modes = ["motorised", "walking"] if mode == "both" else [mode]
+    variants = []
+    for m in modes:
+        get_mode(cfg, m)
+        variants.append(with_variant(cfg, scenario, m, data_dir))  # every name and file checked before any run
+    lines = []
+    for vcfg in variants:
+        folder = variant_folder(run_dir, vcfg)
+        with _claim(vcfg, data_dir, folder):
+            summary = run_gaps(vcfg, data_dir, folder, thresholds=thresholds, terrain=terrain, engine=engine)
+        print(f"\n=== scenario {summary['scenario']['name']}, mode {summary['scenario']['mode']} ===")
+        print_gaps_report(summary)
+        lines.append(summary)
+    if len(lines) > 1:
+        print("\nModes side by side (share of settlements within the county-hospital lines; gaps):")
+        rows = []
+        for s in lines:
+            acc = s["county_hospital_access"]
+            k1, k2 = (f"share_within_{s['thresholds_min'][k]:g}_min" for k in ("county", "county_severe"))
+            rows.append([s["scenario"]["mode"], f"{acc[k1]:.1%}", f"{acc[k2]:.1%}", str(s["gaps"]["gap_county"]),
+                         str(s["gaps"]["gap_severe"]), s["out_dir"]])
+        print(format_table(["mode", f"≤{lines[0]['thresholds_min']['county']:g} min",
+                            f"≤{lines[0]['thresholds_min']['county_severe']:g} min", "gap county", "gap severe",
+                            "outputs"], rows))
+    return 0
+
+
+def compare_command(region: str, data: str | None, out: str | None, *, scenarios: list[str], mode: str | None,
+                    engine: str | None, terrain: bool) -> int:
+    """Two scenarios side by side (docs/scenarios.md): compare_{A}_{B}/ in the run folder."""
+    from .compare import compare_folder, run_compare
+    from .errors import ConfigError
+    from .scenarios import get_mode, with_variant
+
+    _, cfg, data_dir, run_dir = _setup(region, data, out)
+    if len(scenarios) != 2:
+        raise ConfigError(None, f"compare needs --scenario twice (got {len(scenarios)}), e.g. --scenario baseline "
+                                "--scenario winter")
+    if mode == "both":
+        raise ConfigError(None, "compare --mode both: compare one mode at a time (--mode walking)")
+    get_mode(cfg, mode)
+    a, b = scenarios
+    for name in (a, b):
+        with_variant(cfg, name, mode, data_dir)  # unknown names and missing files fail before any run
+    folder = compare_folder(run_dir, a, b)
+    with _claim(cfg, data_dir, run_dir, folder, command="compare"):
+        res = run_compare(cfg, data_dir, folder, a, b, mode=mode, engine=engine or "combined", terrain=terrain)
+    s = res["summary"]
+    lines = s["lines_min"]
+    print(f"\n{cfg.name}: {b} against {a} (mode {s['mode']}) — settlements and people crossing the lines to a "
+          f"county hospital")
+    rows = []
+    for r in s["by_prefecture"] + [dict(s["region_total"], prefecture_name="all")]:
+        row = [r.get("prefecture_name") or r.get("prefecture_code", "")]
+        for m in lines.values():
+            row += [f"{int(r[f'n_newly_beyond_{m:g}'])} / {r[f'pop_newly_beyond_{m:g}']:,.0f}",
+                    f"{int(r[f'n_newly_within_{m:g}'])} / {r[f'pop_newly_within_{m:g}']:,.0f}",
+                    f"{r[f'share_within_{m:g}_{a}']:.1%} → {r[f'share_within_{m:g}_{b}']:.1%}"]
+        rows.append(row)
+    head = ["prefecture"]
+    for m in lines.values():
+        head += [f"newly >{m:g} (n / people)", f"newly ≤{m:g}", f"within {m:g} min"]
+    print(format_table(head, rows))
+    print(f"  settlements faster / slower / unchanged to a county hospital: {s['no_time_shorter']['faster']} / "
+          f"{s['no_time_shorter']['slower']} / {s['no_time_shorter']['same']}")
+    print(f"  outputs: {folder}/compare_{a}_{b}.csv, _counties.csv, _prefectures.csv, compare_{a}_{b}.html")
+    return 0
 
 
 #: Row labels of the planner's table, per level group.
@@ -417,19 +504,70 @@ def export_command(region: str, data: str | None, out: str | None, *, formats: l
 
 
 def propose_clinics_command(region: str, data: str | None, out: str | None, *, threshold: float | None,
-                            max_sites: int | None, candidates: list[str] | None, time_limit: float | None) -> int:
-    """Temporary medical points: the fewest that cover every target, or the best K."""
+                            max_sites: int | None, candidates: list[str] | None, time_limit: float | None,
+                            model: str | None = None, capacity: float | None = None, scenario: str | None = None,
+                            mode: str | None = None, robust: str | None = None, limit: float | None = None) -> int:
+    """Temporary medical points: the fewest that cover every target, the best K, p-median or p-center."""
+    from .errors import ConfigError
     from .outputs import clinics_folder
+    from .scenarios import variant_folder, with_variant
 
     reg, cfg, data_dir, run_dir = _setup(region, data, out)
+    if mode == "both":
+        raise ConfigError(None, "propose --mode both: site for one mode at a time (--mode walking)")
+    if robust and scenario:
+        raise ConfigError(None, "--robust lists the scenarios itself: leave out --scenario")
+    names = [n.strip() for n in robust.split(",") if n.strip()] if robust else None
+    cfg = with_variant(cfg, scenario, mode, data_dir)
+    for n in names or []:
+        with_variant(cfg, n, mode, data_dir)  # unknown names fail before any run
+    reg = replace(reg, config=cfg)
+    run_dir = variant_folder(run_dir, cfg)
     sit = cfg.section("siting")
     out_dir = clinics_folder(run_dir, float(threshold or sit["clinic_threshold_min"]), max_sites,
                              list(candidates or sit["candidates"]))
+    if limit is not None and model not in ("p_median", "p_center"):
+        raise ConfigError(None, "--limit applies to --model p_median and p_center")
+    tail = "".join([f"_{model}" if model in ("p_median", "p_center") else "", f"_limit{limit:g}" if limit else "",
+                    f"_cap{capacity:g}" if capacity else "", f"_robust-{'+'.join(names)}" if names else ""])
+    out_dir = out_dir.with_name(out_dir.name + tail) if tail else out_dir
     with _claim(cfg, data_dir, run_dir, out_dir, command="propose clinics"):
-        res = api.propose_clinics(reg, threshold, max_sites=max_sites, candidates=candidates, time_limit=time_limit)
+        res = api.propose_clinics(reg, threshold, max_sites=max_sites, candidates=candidates, time_limit=time_limit,
+                                  model=model, capacity=capacity, robust=names, matrix_limit=limit)
         res.write(out_dir)
     s = res.summary
     sol = s["solver"]
+    if s.get("model") in ("p_median", "p_center"):
+        b, a = sol["before"], sol["after"]
+        print(f"\n临时医疗点 temporary medical points — {cfg.name}, model {s['model']}, {s['max_sites']} new points, "
+              f"matrix limit {s['limit_min']:g} min")
+        print(f"  objective {sol['objective']:,.1f} ({sol['objective_unit']}); solver {sol['status']}, gap "
+              f"{sol['mip_gap']:.2%}, solve {s['solve_s']:.2f} s")
+        print(f"  population-weighted mean minutes to a clinic or better: {b['pop_weighted_mean_min']:.1f} → "
+              f"{a['pop_weighted_mean_min']:.1f} (times capped at {s['limit_min']:g} min); worst over settlements with "
+              f"people: {s.get('existing_worst_min') or b['worst_min']:.0f} → {a['worst_min']:.0f} min")
+        w = s["within_threshold_after"]
+        print(f"  within {s['threshold_min']:g} min: {w['settlements_before']} → {w['settlements_after']} settlements, "
+              f"{w['population_before']:,.0f} → {w['population_after']:,.0f} people")
+        v = s["coverage_after_engine_rerun"]
+        print(f"  checked by re-running the engine with the points added: times equal to "
+              f"{v['max_time_difference_min']:.1e} min, {v['settlements_with_a_shorter_trip_missed']} shorter trips "
+              f"missed — {'agrees' if s['verified'] else 'DISAGREES'}")
+        print(f"  outputs: {out_dir}/proposed_points.(csv|shp|gpkg), proposed_assignments.csv, proposed_points_summary.json")
+        print_warnings(s["warnings"])
+        return 0
+    if s.get("robust_over"):
+        print(f"\n临时医疗点 temporary medical points — {cfg.name}, robust over {', '.join(s['robust_over'])}, "
+              f"threshold {s['threshold_min']:.0f} min, mode {s['mode']}")
+        print(f"  points proposed: {sol['n_sites']}   solver {sol['status']}, gap {sol['mip_gap']:.2%}, "
+              f"solve {s['solve_s']:.2f} s")
+        for name, r in s["by_scenario"].items():
+            v = s["coverage_after_engine_rerun"][name]
+            print(f"  {name}: {r['newly_covered']} of {r['targets']} targets covered ({r['uncoverable']} beyond every "
+                  f"candidate); engine re-run {'agrees' if v['agrees_with_solver'] else 'DISAGREES'}")
+        print(f"  outputs: {out_dir}/proposed_points.(csv|shp|gpkg), proposed_assignments.csv, proposed_points_summary.json")
+        print_warnings(s["warnings"])
+        return 0
     print(f"\n临时医疗点 temporary medical points — {cfg.name}, threshold {s['threshold_min']:.0f} min, mode {s['mode']}")
     print(f"  targets beyond the threshold: {s['n_targets']} settlements ({s['n_relocation_targets']} relocation); "
           f"{s['n_beyond_not_sitable']} more are beyond it but have no coordinates of their own (not sited)")
@@ -440,6 +578,10 @@ def propose_clinics_command(region: str, data: str | None, out: str | None, *, t
     cov = sol["coverage"]
     print(f"  targets covered: {cov['new']['settlements']} of {sol['targets']['settlements']} "
           f"(population {cov['new']['population']:.0f} of {sol['targets']['population']:.0f})")
+    if sol.get("capacity"):
+        c = sol["capacity"]
+        print(f"  capacity {c['people_per_point']:,.0f} people per point: {c['served_population']:,.0f} of "
+              f"{c['target_population']:,.0f} target people served (largest load {c['max_load']:,.0f})")
     if sol.get("uncoverable", {}).get("settlements"):
         print(f"  no candidate within reach of {sol['uncoverable']['settlements']} target settlements")
     v = s["coverage_after_engine_rerun"]
@@ -451,11 +593,18 @@ def propose_clinics_command(region: str, data: str | None, out: str | None, *, t
 
 
 def propose_centres_command(region: str, data: str | None, out: str | None, *, threshold: float | None,
-                            time_limit: float | None) -> int:
+                            time_limit: float | None, scenario: str | None = None, mode: str | None = None) -> int:
     """The plan's county-level regional medical centres: the site in each named county, and the optimum."""
+    from .errors import ConfigError
     from .outputs import centres_folder
+    from .scenarios import variant_folder, with_variant
 
     reg, cfg, data_dir, run_dir = _setup(region, data, out)
+    if mode == "both":
+        raise ConfigError(None, "propose --mode both: site for one mode at a time (--mode walking)")
+    cfg = with_variant(cfg, scenario, mode, data_dir)
+    reg = replace(reg, config=cfg)
+    run_dir = variant_folder(run_dir, cfg)
     out_dir = centres_folder(run_dir, float(threshold or cfg.section("siting")["centre_threshold_min"]))
     with _claim(cfg, data_dir, run_dir, out_dir, command="propose centres"):
         res = api.propose_centres(reg, threshold, time_limit=time_limit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "source": "",
     },
     "terrain": {},  # validated by geoaccess.terrain.TerrainParams.from_dict
+    "scenarios": {},  # [scenarios.NAME] tables, validated by geoaccess.scenarios (docs/scenarios.md)
+    "modes": {},  # [modes.NAME] travel modes beside motorised and walking, validated by geoaccess.scenarios
     "offroad": {
         "max_offroad_km": 30.0,  # legs longer than this are reported (speeds and detour: [terrain])
         "direct_km": 10.0,  # combined engine: straight off-road trips to every facility within this distance
@@ -108,6 +110,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "clinic_threshold_min": 30.0,
         "time_limit_s": 60.0,
         "candidates": ["targets", "settlements"],
+        "exclusion_areas": [],  # polygon files: no candidate inside (geoaccess/suitability.py)
+        "candidate_max_slope": 0.0,  # > 0: no candidate where the DEM is steeper (rise / run)
+        "candidate_max_altitude_m": 0.0,  # > 0: no candidate higher (DEM metres)
+        "candidate_max_road_km": 0.0,  # > 0: no candidate farther from a mapped road (straight km)
     },
     "access": {  # supply–demand accessibility and capacity coverage (docs/access.md)
         "e2sfca_bands_min": [],  # E2SFCA band upper ends in minutes; empty: equal bands over the catchment
@@ -148,6 +154,8 @@ class RegionConfig:
     sections: Sections | None = field(default=None, repr=False, compare=False)
     #: The tables as the TOML file gave them, before defaults (`with_overrides` merges into these).
     given: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    scenario: Any = None  # scenarios.Scenario applied to this run's inputs (None: the baseline)
+    mode: Any = None  # scenarios.Mode of travel (None: motorised)
 
     def section(self, name: str) -> dict[str, Any]:
         """A copy of one section of the config."""
@@ -199,7 +207,7 @@ class RegionConfig:
                                             f"{_suggest(key, DEFAULTS[section])}")
             user.setdefault(section, {}).update(copy.deepcopy(values))
         try:
-            return _build(user, self.source)
+            return replace(_build(user, self.source), scenario=self.scenario, mode=self.mode)
         except ConfigError as exc:  # the file loaded before: the problem is in the overrides
             raise ConfigError(None, f"override of {self.source.name}: {exc.problem}") from None
 
@@ -366,7 +374,7 @@ def _check_types(raw: dict, path: Path) -> None:
             else "a string" if isinstance(v, str) else "a list" if isinstance(v, list) else "a table"
 
     for section, defaults in DEFAULTS.items():
-        if section == "terrain":
+        if section in ("terrain", "scenarios", "modes"):
             continue
         for key, default in defaults.items():
             value = raw[section][key]
@@ -407,8 +415,8 @@ def _merge_with_defaults(user: dict, path: Path) -> tuple[dict, set[str]]:
             raise ConfigError(path, f"unknown section [{section}]{_suggest(section, DEFAULTS)}")
         if not isinstance(values, dict):
             raise ConfigError(path, f"[{section}] must be a table")
-        if section == "terrain":
-            raw["terrain"] = dict(values)
+        if section in ("terrain", "scenarios", "modes"):
+            raw[section] = dict(values)
             continue
         for key, value in values.items():
             if key not in DEFAULTS[section]:
@@ -478,6 +486,10 @@ def _validate_values(raw: dict, path: Path) -> None:
     _positive(path, "standards", st, "village_share_population_below", "county_hospitals_required", allow_zero=True)
     _positive(path, "siting", raw["siting"], "centre_threshold_min", "clinic_threshold_min", hi=MAX_MINUTES)
     _positive(path, "siting", raw["siting"], "time_limit_s")
+    _positive(path, "siting", raw["siting"], "candidate_max_slope", "candidate_max_altitude_m", "candidate_max_road_km",
+              allow_zero=True)
+    if not all(isinstance(v, str) and v.strip() for v in raw["siting"]["exclusion_areas"]):
+        raise ConfigError(path, "[siting] exclusion_areas must be a list of polygon file paths")
     if raw["standards"]["county_hospital_scope"] not in ("all", "poor"):
         raise ConfigError(path, "[standards] county_hospital_scope must be 'all' or 'poor'")
     acc = raw["access"]
@@ -502,6 +514,11 @@ def _validate_values(raw: dict, path: Path) -> None:
             raise ConfigError(path, exc.problem) from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(path, f"[terrain] {exc}") from None
+    if raw["scenarios"] or raw["modes"]:
+        from .scenarios import parse_modes, parse_scenarios
+
+        parse_scenarios(raw, path)
+        parse_modes(raw, path)
 
 
 def _positive(path: Path, section: str, values: dict, *keys: str, allow_zero: bool = False,

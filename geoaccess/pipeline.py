@@ -142,6 +142,10 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
     timings: dict[str, float] = {}
     t = time.perf_counter()
     inputs = inputs or load_inputs(config, data_dir)
+    if config.scenario is not None:  # scenario: facilities added / removed, its files recorded (geoaccess/scenarios.py)
+        from .scenarios import apply_to_inputs
+
+        inputs = apply_to_inputs(config, inputs)
     timings["load_s"] = time.perf_counter() - t
     if inputs.facilities is None or inputs.facilities.empty:
         raise InputError(config.input_path("facilities", data_dir), "no facility register: travel times need facilities")
@@ -171,6 +175,10 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
     roads = config.section("roads")
     t = time.perf_counter()
     G = add_edge_travel_times(G, dem, params, config.working_crs)
+    if config.scenario is not None or config.mode is not None:  # scenario / travel mode: road times changed
+        from .scenarios import apply_to_graph
+
+        G = apply_to_graph(config, G, dem, params)
     timings["terrain_s"] = time.perf_counter() - t
     return PreparedRegion(config, inputs, facilities, G, dem, params, roads, speeds, timings)
 
@@ -349,11 +357,33 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
         "county_hospital_access": county_line,
         "coverage": cov,
         "blank_spots": audit.summary(),
+        "scenario": _scenario_facts(run),
         "engine": run.engine, "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
-        "warnings": rep.warnings + run.warnings, "assumptions": rep.assumptions + engine_assumptions(run), "skipped": rep.skipped,
+        "warnings": rep.warnings + run.warnings, "assumptions": rep.assumptions + engine_assumptions(run) + _scenario_lines(run), "skipped": rep.skipped,
         "repairs": rep.repairs, "software": software_versions(), "wall_time_s": round(wall_s, 2),
         "peak_memory_mb": peak_memory_mb(),
     }
+
+
+def _scenario_facts(run: Run) -> dict:
+    """The run's scenario and travel mode, and what they changed (docs/scenarios.md)."""
+    from .scenarios import describe
+
+    return describe(run.config, run.graph)
+
+
+def _scenario_lines(run: Run) -> list[str]:
+    """The scenario and mode in words, for the report's assumptions (nothing for the baseline)."""
+    f = _scenario_facts(run)
+    out = []
+    if f["name"] != "baseline":
+        r = f.get("roads", {})
+        out.append(f"scenario {f['name']}: {f.get('description', '')} ({f.get('source', '')})"
+                   + (f"; {r['km_slower']:,.0f} km of road slower, {r['km_faster']:,.0f} km faster, "
+                      f"{r['km_closed']:,.0f} km closed" if r else ""))
+    if f["mode"] != "motorised":
+        out.append(f"travel mode {f['mode']}: {f.get('mode_definition', {})}")
+    return out
 
 
 def gap_ranges(table: pd.DataFrame, thresholds: dict) -> dict:

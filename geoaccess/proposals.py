@@ -59,6 +59,10 @@ def candidate_sites(run: Run, kinds, targets: np.ndarray) -> pd.DataFrame:
             j = gpd.sjoin(pts, run.inputs.counties[["adcode", "geometry"]], predicate="within", how="left")
             j = j[~j.index.duplicated()]
             cand.loc[road, "county_code"] = j["adcode"].fillna("").to_numpy()
+    from .suitability import filter_candidates
+
+    cand, facts = filter_candidates(run, cand, getattr(run, "data_dir", None))
+    cand.attrs["suitability"] = facts
     return cand
 
 
@@ -113,7 +117,8 @@ def _write(out_dir: Path, layers: dict[str, pd.DataFrame], summary: dict, prefix
 
 def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path | None, *, threshold_min: float | None = None,
                     max_sites: int | None = None, candidates=None, time_limit: float | None = None,
-                    run: Run | None = None) -> dict:
+                    run: Run | None = None, model: str | None = None, capacity: float | None = None,
+                    robust: list[str] | None = None, matrix_limit: float | None = None) -> dict:
     """Temporary medical points (临时医疗点) for settlements beyond the clinic threshold, relocation first.
 
     Coverage is judged at each settlement's position (the engine's own times); the result is checked by
@@ -130,6 +135,19 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path | None, 
         raise ConfigError(None, f"--max-sites {max_sites}: must be a whole number of points, at least 1 (leave it out "
                                 "for the fewest points that cover every target)")
     kinds = candidates or sit["candidates"]
+    model = model or ("cover" if max_sites is None else "max_cover")
+    if model in ("p_median", "p_center") or robust:
+        from .siting_runs import propose_clinics_more
+
+        return propose_clinics_more(config, data_dir, out_dir, threshold=threshold, max_sites=max_sites, kinds=kinds,
+                                    limit=limit, run=run, model=model, capacity=capacity, robust=robust,
+                                    matrix_limit=matrix_limit)
+    if model == "max_cover" and max_sites is None:
+        raise ConfigError(None, "--model max_cover needs --max-sites K")
+    if model == "cover" and max_sites is not None:
+        raise ConfigError(None, "--model cover finds the fewest points: leave out --max-sites (or use max_cover)")
+    if capacity is not None:
+        _positive("--capacity", capacity, 1.0, "people")
     run = run or compute_region_times(config, data_dir)
     s = run.table
     beyond = ~(s["t_clinic_min"].to_numpy(dtype=float) <= threshold)  # reported times (approximations disclosed)
@@ -148,7 +166,7 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path | None, 
                          "kind": sub["kind"].to_numpy(), "county_code": sub["county_code"].to_numpy()})
     t0 = time.perf_counter()
     res = run_propose_clinics(cost, sett, cand, covered_before, threshold_min=threshold, max_sites=max_sites,
-                              time_limit=limit)
+                              time_limit=limit, capacity=capacity)
     t_solve = time.perf_counter() - t0
     sites, assign = res.to_frames()
     chosen = cand.set_index("candidate_id").loc[list(res.site_ids)].reset_index()
@@ -159,8 +177,10 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path | None, 
                      .assign(facility_id=new_fac["facility_id"].to_numpy()))
     relocation = s["kind"].eq("relocation").to_numpy()
     summary = {
-        "region": config.key, "threshold_min": threshold, "mode": "max_cover" if max_sites else "cover",
+        "region": config.key, "scenario": _variant_facts(run), "capacity": capacity,
+        "threshold_min": threshold, "mode": "max_cover" if max_sites else "cover",
         "max_sites": max_sites, "candidate_kinds": list(kinds), "n_candidates": int(len(cand)),
+        "candidate_rules": cand.attrs.get("suitability"),
         "n_targets": int(targets.sum()), "n_relocation_targets": int((targets & relocation).sum()),
         "n_beyond_not_sitable": int((beyond & ~sitable).sum()),
         "not_sitable_note": "villages beyond the threshold that have no coordinates of their own (placed at their "
@@ -188,6 +208,12 @@ def propose_clinics(config: RegionConfig, data_dir: Path, out_dir: Path | None, 
     return {"summary": summary, "points": points, "assignments": assign, "result": res, "run": run, "write": write}
 
 
+def _variant_facts(run: Run) -> dict:
+    from .scenarios import describe
+
+    return describe(run.config, run.graph)
+
+
 def _as_facilities(chosen: pd.DataFrame, id_prefix: str, name_prefix: str, level: str) -> gpd.GeoDataFrame:
     """Chosen candidate sites as register rows, ready to route to."""
     return _points(pd.DataFrame({
@@ -198,7 +224,7 @@ def _as_facilities(chosen: pd.DataFrame, id_prefix: str, name_prefix: str, level
 
 
 def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existing: np.ndarray, res,
-            rows: np.ndarray | None = None) -> dict:
+            rows: np.ndarray | None = None, block: slice | None = None) -> dict:
     """Re-run the engine with the new facilities added; check the solver's coverage and times against it.
 
     The solver's claim per settlement is "within the threshold of a chosen site, at time t". The engine,
@@ -213,6 +239,8 @@ def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existi
         t_new = t_new[rows]
     engine_cov = t_new <= threshold + 1e-9
     _, assign = res.to_frames()
+    if block is not None:  # robust siting: this scenario's rows of the stacked problem
+        assign = assign.iloc[block]
     solver_cov = assign["site_id"].notna().to_numpy()
     solver_t = assign["time_min"].to_numpy(dtype=float)
     both = engine_cov & solver_cov
@@ -223,8 +251,10 @@ def _verify(run: Run, new_facilities: gpd.GeoDataFrame, threshold: float, existi
            "newly_covered": int((after & ~existing).sum()),
            "same_settlements_covered": bool(np.array_equal(engine_cov, solver_cov)),
            "max_time_difference_min": float(np.max(np.abs(t_new[both] - solver_t[both]))) if both.any() else 0.0}
+    claimed = int(res.summary["coverage"]["after"]["settlements"]) if block is None else \
+        int(assign["cov_after"].sum())
     out["agrees_with_solver"] = (out["same_settlements_covered"] and out["max_time_difference_min"] < 1e-6
-                                 and out["covered_after"] == int(res.summary["coverage"]["after"]["settlements"]))
+                                 and out["covered_after"] == claimed)
     return out
 
 

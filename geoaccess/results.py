@@ -18,7 +18,7 @@ import geopandas as gpd
 import pandas as pd
 
 from .config import RegionConfig
-from .pipeline import (Run, _write_rasters_in_background, check_invariants, compute_region_times, county_table,
+from .pipeline import (Run, _scenario_facts, _write_rasters_in_background, check_invariants, compute_region_times, county_table,
                        gaps_referral, json_default, prefecture_table, run_audit, summarise)
 from .sections import Record
 
@@ -159,7 +159,8 @@ class GapsResult:
         layers = self.layers()
         with atomic_output_dir(out_dir, inputs=provenance_inputs(config, self.data_dir, run.inputs.paths),
                                command="gaps", parameters={"engine": self.engine, "terrain": self.terrain,
-                                                           "thresholds": self.thresholds}) as tmp:
+                                                           "thresholds": self.thresholds,
+                                                           "scenario": _scenario_facts(run)}) as tmp:
             rasters = _write_rasters_in_background(run, tmp)  # GDAL releases the GIL: beside the vector layers
             csv_layers = {k: v for k, v in layers.items() if k != "facilities"} | {"exemptions": audit.exemptions,
                                                                                     "cannot_check": audit.cannot_check}

@@ -117,6 +117,10 @@ SITE_COLUMNS = _cols(
     ("pop_catch", "pop_catch", "people", "people in the site's catchment"),
     ("n_prio_new", "n_prio_new", "count", "priority (relocation) settlements newly covered"),
     ("new_counties", "new_cnty", "", "counties where the site's gain lies (codes, ;-separated)"),
+    ("n_assigned", "n_assign", "count", "p-median / p-center: settlements for which this point is nearer than their facility"),
+    ("pop_assigned", "pop_assign", "people", "p-median / p-center: people of those settlements"),
+    ("pop_minutes_saved", "pop_min_sv", "person-minutes", "p-median / p-center: people × minutes saved by this point"),
+    ("served_people", "served", "people", "with a capacity: people this point serves (settlement: people served)"),
     ("name", "name", "", "name of the candidate site (the settlement or facility it stands at)"),
     ("lon", "lon", "degrees", "WGS84 longitude of the site"),
     ("lat", "lat", "degrees", "WGS84 latitude of the site"),
@@ -135,6 +139,11 @@ ASSIGNMENT_COLUMNS = _cols(
     ("uncoverable", "uncover", "", "no candidate within the threshold"),
     ("weight", "weight", "people", "population weight used by the model"),
     ("priority", "priority", "", "priority settlement (relocation)"),
+    ("time_before_min", "t_before", "minutes", "p-median / p-center: minutes to the nearest existing facility (capped at "
+                                                "the matrix limit)"),
+    ("time_after_min", "t_after", "minutes", "p-median / p-center: minutes to the nearer of that and the new points"),
+    ("saved_min", "saved_min", "minutes", "p-median / p-center: minutes saved by the new points"),
+    ("population", "pop", "people", "people of the settlement (the model's weight)"),
 )
 
 ACCESS_COLUMNS = _cols(

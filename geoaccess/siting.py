@@ -566,7 +566,7 @@ def propose_temporary_points(cost: sp.spmatrix, weights, candidate_ids, *, thres
                              mode: str = "cover", max_sites: int | None = None, existing_cover=None,
                              priority=None, priority_factor: float | None = None, settlement_ids=None,
                              settlement_county=None, solver=DEFAULT_SOLVER, time_limit: float | None = 60.0,
-                             mip_gap: float = 1e-4) -> SitingResult:
+                             mip_gap: float = 1e-4, capacity: float | None = None) -> SitingResult:
     """Temporary medical points (临时医疗点) for settlements beyond the threshold.
 
     Parameters
@@ -583,11 +583,22 @@ def propose_temporary_points(cost: sp.spmatrix, weights, candidate_ids, *, thres
         all population); with a number their weight is multiplied by it. "cover" covers all anyway.
     solver : "highs" (highspy, default) or a pulp solver object (e.g. ``pulp.HiGHS(msg=False)``).
     time_limit : seconds per solve (per stage when lexicographic); None for none.
+    capacity : people one point can serve (None: no limit). With a capacity the models assign people
+        to points (a settlement may be split) and ``summary["capacity"]`` reports who is served; the
+        priority rule is then a weight only (``priority_factor``, default 1).
 
     Returns
     -------
     SitingResult
     """
+    if capacity is not None:
+        if not (np.isfinite(capacity) and capacity > 0):
+            raise InputError(None, f"capacity {capacity!r}: people per point must be a positive number")
+        return _capacitated_points(cost, weights, candidate_ids, threshold_min=threshold_min, mode=mode,
+                                   max_sites=max_sites, existing_cover=existing_cover, priority=priority,
+                                   priority_factor=priority_factor, settlement_ids=settlement_ids,
+                                   settlement_county=settlement_county, solver=solver, time_limit=time_limit,
+                                   mip_gap=mip_gap, capacity=float(capacity))
     pb = _prepare(cost, weights, candidate_ids, threshold_min, existing_cover, settlement_ids)
     n = pb.weights.size
     prio = _mask(priority, n, "priority")
@@ -621,6 +632,53 @@ def propose_temporary_points(cost: sp.spmatrix, weights, candidate_ids, *, thres
     log.info("siting %s: %d points chosen from %d candidates for %d targets (%s, %.2f s)", mode,
              int(chosen.sum()), pb.ids.size, int((~pb.existing).sum()), info["status"], info["solve_seconds"])
     return _result("temporary_points", pb, cols[chosen], info, priority=prio, settlement_county=s_county)
+
+
+def _capacitated_points(cost, weights, candidate_ids, *, threshold_min, mode, max_sites, existing_cover, priority,
+                        priority_factor, settlement_ids, settlement_county, solver, time_limit, mip_gap,
+                        capacity) -> SitingResult:
+    """`propose_temporary_points` with a capacity per point (see `_capacitated`)."""
+    pb = _prepare(cost, weights, candidate_ids, threshold_min, existing_cover, settlement_ids)
+    n = pb.weights.size
+    prio = _mask(priority, n, "priority")
+    s_county = _labels(settlement_county, n, "settlement_county")
+    reachable = np.diff(pb.reach.indptr) > 0
+    w = pb.weights.copy()
+    if prio is not None and priority_factor is not None:
+        w[prio] *= priority_factor
+    if mode == "cover":
+        if max_sites is not None:
+            raise ValueError("max_sites applies to mode='max_cover'; 'cover' finds the fewest points")
+        rows = np.flatnonzero(~pb.existing & reachable)
+    elif mode == "max_cover":
+        if max_sites is None or max_sites < 0:
+            raise ValueError("mode='max_cover' needs max_sites ≥ 0")
+        rows = np.flatnonzero(~pb.existing & reachable & (w > 0))
+    else:
+        raise ValueError(f"mode must be 'cover' or 'max_cover', not {mode!r}")
+    A = pb.reach[rows].tocsr()
+    x, solve, served, per_col = _capacitated(A, pb.weights[rows], capacity, max_sites if mode == "max_cover" else None,
+                                             solver, time_limit, mip_gap)
+    cols = np.flatnonzero(x)
+    info = {"mode": mode, **solve, "capacity": capacity,
+            "priority_rule": None if prio is None else f"weight x {priority_factor if priority_factor else 1:g}"}
+    if mode == "max_cover":
+        info["max_sites"] = int(max_sites)
+    res = _result("temporary_points", pb, cols, info, priority=prio, settlement_county=s_county)
+    served_all = np.zeros(n)
+    served_all[rows] = served
+    res.assignments["served_people"] = served_all
+    load = dict(zip([_py(i) for i in pb.ids[cols]], per_col[cols].tolist()))
+    res.sites["served_people"] = res.sites["site_id"].map(load).astype(float)
+    res.summary["capacity"] = {"people_per_point": capacity, "served_population": float(served.sum()),
+                               "target_population": float(pb.weights[rows].sum()),
+                               "fully_served_settlements": int((served >= pb.weights[rows] - 1e-6).sum()),
+                               "max_load": float(per_col[cols].max()) if cols.size else 0.0,
+                               "note": "coverage counts reach (a chosen point within the threshold); served_people "
+                                       "what the capacities let each point take (a settlement may be split)"}
+    if mode == "max_cover":
+        res.summary["objective"] = float(served.sum())
+    return res
 
 
 def _centres_model(model: str, cost, weights, candidate_ids, existing_cover, threshold_min, candidate_county,
@@ -793,8 +851,9 @@ def run_propose_centres(cost: sp.spmatrix, settlements: pd.DataFrame, candidates
 def run_propose_clinics(cost: sp.spmatrix, settlements: pd.DataFrame, candidates: pd.DataFrame, existing_cover, *,
                         threshold_min: float, max_sites: int | None = None, priority_kind: str | None = "relocation",
                         priority_factor: float | None = None, solver=DEFAULT_SOLVER,
-                        time_limit: float | None = 60.0, mip_gap: float = 1e-4) -> SitingResult:
-    """Temporary points: set covering without `max_sites`, maximal covering with it.
+                        time_limit: float | None = 60.0, mip_gap: float = 1e-4,
+                        capacity: float | None = None) -> SitingResult:
+    """Temporary points: set covering without `max_sites`, maximal covering with it (``capacity``: people per point).
 
     `settlements` needs `settlement_id, population, kind, county_code`; `candidates` needs
     `candidate_id`. Settlements of `priority_kind` (relocation sites) come first.
@@ -805,4 +864,271 @@ def run_propose_clinics(cost: sp.spmatrix, settlements: pd.DataFrame, candidates
         mode="cover" if max_sites is None else "max_cover", max_sites=max_sites, existing_cover=existing_cover,
         priority=priority, priority_factor=priority_factor, settlement_ids=settlements["settlement_id"].to_numpy(),
         settlement_county=settlements["county_code"].to_numpy(), solver=solver, time_limit=time_limit,
-        mip_gap=mip_gap)
+        mip_gap=mip_gap, capacity=capacity)
+
+
+# ---------------------------------------------------------------- capacities on the covering models
+
+def _capacitated(A: sp.csr_matrix, w: np.ndarray, capacity: float, max_sites: int | None, solver, time_limit,
+                 mip_gap) -> tuple[np.ndarray, dict, np.ndarray, np.ndarray]:
+    """Covering with a capacity: each open point serves at most ``capacity`` people.
+
+    Variables x_j (open, binary) and y_p for each reach pair p = (i, j): the share of target i's people
+    served by j (continuous; a settlement's people may be split between points). Rows:
+    y_p ≤ x_j; Σ_i w_i y_ij ≤ capacity · x_j; and per target Σ_j y_ij = 1 (set covering: min Σ x) or
+    Σ_j y_ij ≤ 1 with Σ x ≤ K (maximal covering: max Σ w_i y_ij). Returns (chosen columns, solve facts,
+    people served per target, people served per column).
+    """
+    t, k = A.shape
+    coo = A.tocoo()
+    pi, pj = coo.row, coo.col
+    P = pi.size
+    link = sp.hstack([sp.csr_matrix((-np.ones(P), (np.arange(P), pj)), shape=(P, k)), sp.identity(P, format="csr")])
+    load = sp.hstack([sp.csr_matrix((-np.full(k, float(capacity)), (np.arange(k), np.arange(k))), shape=(k, k)),
+                      sp.csr_matrix((w[pi], (pj, np.arange(P))), shape=(k, P))])
+    assign = sp.hstack([sp.csr_matrix((t, k)), sp.csr_matrix((np.ones(P), (pi, np.arange(P))), shape=(t, P))])
+    blocks = [link, load, assign]
+    lo = [np.full(P, -np.inf), np.full(k, -np.inf)]
+    hi = [np.zeros(P), np.zeros(k)]
+    if max_sites is None:
+        lo.append(np.ones(t))
+        hi.append(np.ones(t))
+        c = np.r_[np.ones(k), np.zeros(P)]
+        maximize = False
+    else:
+        lo.append(np.zeros(t))
+        hi.append(np.ones(t))
+        blocks.append(sp.hstack([sp.csr_matrix(np.ones((1, k))), sp.csr_matrix((1, P))]))
+        lo.append([0.0])
+        hi.append([float(max_sites)])
+        c = np.r_[np.zeros(k), w[pi]]
+        maximize = True
+    mip = _Mip(c, sp.vstack(blocks, format="csr"), np.concatenate(lo).astype(float), np.concatenate(hi).astype(float),
+               np.ones(k + P), k, maximize=maximize)
+    sol = _solve(mip, solver, time_limit, mip_gap)
+    x = sol.v[:k] > 0.5
+    served = np.bincount(pi, weights=sol.v[k:] * w[pi], minlength=t)
+    per_site = np.bincount(pj, weights=sol.v[k:] * w[pi], minlength=k)
+    info = _combine([sol])
+    info["objective"] = int(x.sum()) if max_sites is None else float(served.sum())
+    return x, info, served, per_site
+
+
+# ---------------------------------------------------------------- p-median and p-center
+
+def _time_problem(cost, weights, candidate_ids, existing_time, limit_min, settlement_ids):
+    """Rows with people, existing times capped at the limit, and the pairs that would shorten a trip."""
+    pb = _prepare(cost, weights, candidate_ids, limit_min, None, settlement_ids)
+    n = pb.weights.size
+    e = np.full(n, float(limit_min)) if existing_time is None else np.asarray(existing_time, float)
+    if e.shape != (n,):
+        raise ValueError("existing_time must have one entry per settlement")
+    e = np.minimum(np.where(np.isnan(e), np.inf, e), float(limit_min))
+    coo = pb.times.tocoo()
+    keep = coo.data < e[coo.row] - 1e-9
+    return pb, e, coo.row[keep], coo.col[keep], coo.data[keep]
+
+
+def _time_result(model: str, pb: _Problem, e: np.ndarray, chosen_cols: np.ndarray, info: dict,
+                 pr: np.ndarray, pc: np.ndarray, pt: np.ndarray) -> SitingResult:
+    """Each settlement's time after (nearest of existing and chosen points), per-site loads, the summary."""
+    n, w = pb.weights.size, pb.weights
+    is_open = np.zeros(pb.ids.size, bool)
+    is_open[chosen_cols] = True
+    best = e.copy()
+    site = np.full(n, -1)
+    sel = is_open[pc]
+    for r, c, t in sorted(zip(pr[sel], pc[sel], pt[sel]), key=lambda x: (x[0], x[2], x[1])):
+        if t < best[r] - 1e-9:
+            best[r], site[r] = t, c
+    chosen_cols = np.sort(chosen_cols)
+    slot = np.full(pb.ids.size, -1)
+    slot[chosen_cols] = np.arange(chosen_cols.size)
+    got = site >= 0
+    k = chosen_cols.size
+    sites = pd.DataFrame({"site_id": pb.ids[chosen_cols],
+                          "n_assigned": np.bincount(slot[site[got]], minlength=k),
+                          "pop_assigned": np.bincount(slot[site[got]], weights=w[got], minlength=k),
+                          "pop_minutes_saved": np.bincount(slot[site[got]], weights=(w * (e - best))[got],
+                                                           minlength=k)})
+    assignments = pd.DataFrame({"settlement_id": pb.settlement_ids,
+                                "site_id": pd.Series(np.where(got, pb.ids[np.maximum(site, 0)], None), dtype=object),
+                                "time_before_min": e, "time_after_min": best, "saved_min": e - best, "weight": w})
+    people = w > 0
+    summary = {"model": model, "limit_min": pb.threshold_min, "n_settlements": int(n),
+               "n_candidates": int(pb.ids.size), "n_sites": int(k), "site_ids": [_py(s) for s in pb.ids[chosen_cols]],
+               **info,
+               "before": {"pop_weighted_mean_min": float(w @ e / w.sum()) if w.sum() > 0 else None,
+                          "worst_min": float(e[people].max()) if people.any() else None},
+               "after": {"pop_weighted_mean_min": float(w @ best / w.sum()) if w.sum() > 0 else None,
+                         "worst_min": float(best[people].max()) if people.any() else None},
+               "settlements_improved": int(got.sum()), "population_improved": float(w[got].sum()),
+               "sites": [{key: _py(v) for key, v in row.items()} for row in sites.to_dict("records")]}
+    return SitingResult(model, summary["site_ids"], sites, assignments, summary)
+
+
+def site_p_median(cost: sp.spmatrix, weights, candidate_ids, p: int, *, existing_time=None, limit_min: float,
+                  settlement_ids=None, solver=DEFAULT_SOLVER, time_limit: float | None = 60.0,
+                  mip_gap: float = 1e-4) -> SitingResult:
+    """p new points that minimise the population-weighted total time to the nearest facility, existing kept.
+
+    Each settlement goes to the nearer of its existing facility (``existing_time``, minutes; capped at
+    ``limit_min``, like every time beyond the cost matrix's limit) and the open points within the matrix.
+    MIP: x_j binary, y_ij ≥ 0 only for pairs shorter than the existing time, y_i0 the existing facility;
+    Σ_j y_ij + y_i0 = 1, y_ij ≤ x_j, Σ x_j ≤ p; min Σ w_i (t_ij y_ij + e_i y_i0). ``objective`` is in
+    person-minutes; ``bound`` and ``mip_gap`` are HiGHS's.
+    """
+    if p < 0:
+        raise ValueError("p must be ≥ 0")
+    pb, e, pr, pc, pt = _time_problem(cost, weights, candidate_ids, existing_time, limit_min, settlement_ids)
+    w = pb.weights
+    all_pairs = (pr, pc, pt)
+    use = w[pr] > 0
+    pr, pc, pt = pr[use], pc[use], pt[use]
+    cols, col_of = np.unique(pc, return_inverse=True)
+    rows, row_of = np.unique(pr, return_inverse=True)
+    k, P, t = cols.size, pr.size, rows.size
+    const = float(w @ e - w[rows] @ e[rows])
+    if k == 0 or p == 0:
+        info = {"status": "optimal", "mip_gap": 0.0, "bound": float(w @ e), "solve_seconds": 0.0, "stages": 0,
+                "objective": float(w @ e), "p": int(p)}
+        return _time_result("p_median", pb, e, np.zeros(0, int), info, *all_pairs)
+    link = sp.hstack([sp.csr_matrix((-np.ones(P), (np.arange(P), col_of)), shape=(P, k)),
+                      sp.identity(P, format="csr"), sp.csr_matrix((P, t))])
+    assign = sp.hstack([sp.csr_matrix((t, k)), sp.csr_matrix((np.ones(P), (row_of, np.arange(P))), shape=(t, P)),
+                        sp.identity(t, format="csr")])
+    count = sp.hstack([sp.csr_matrix(np.ones((1, k))), sp.csr_matrix((1, P + t))])
+    A = sp.vstack([link, assign, count], format="csr")
+    c = np.r_[np.zeros(k), w[pr] * pt, w[rows] * e[rows]]
+    mip = _Mip(c, A, np.r_[np.full(P, -np.inf), np.ones(t), 0.0], np.r_[np.zeros(P), np.ones(t), float(p)],
+               np.ones(k + P + t), k, maximize=False)
+    greedy = _greedy_median(row_of, col_of, pt, w[rows], e[rows], k, p)
+    mip.start = _median_start(greedy, row_of, col_of, pt, e[rows], k, P, t)
+    sol = _solve(mip, solver, time_limit, mip_gap)
+    chosen = cols[sol.v[:k] > 0.5]
+    objective, bound = float(sol.objective + const), float(sol.bound + const)
+    info = {**_combine([sol]), "objective": objective, "bound": bound, "p": int(p),
+            "mip_gap": (objective - bound) / objective if objective > 0 else 0.0,
+            "objective_unit": "person-minutes (population × minutes to the nearest facility, capped at the limit)"}
+    log.info("siting p-median: %d points, %.4g person-minutes (%s, gap %.2g, %.1f s)", chosen.size, info["objective"],
+             info["status"], info["mip_gap"], info["solve_seconds"])
+    return _time_result("p_median", pb, e, chosen, info, *all_pairs)
+
+
+def _greedy_median(row_of, col_of, pt, w, e, k, p) -> np.ndarray:
+    """Warm start: add the point saving the most person-minutes, p times."""
+    best = e.copy()
+    chosen = np.zeros(k, bool)
+    for _ in range(int(p)):
+        saving = np.bincount(col_of, weights=w[row_of] * np.maximum(best[row_of] - pt, 0.0), minlength=k)
+        saving[chosen] = -1
+        j = int(np.argmax(saving))
+        if saving[j] <= 0:
+            break
+        chosen[j] = True
+        m = col_of == j
+        np.minimum.at(best, row_of[m], pt[m])
+    return chosen
+
+
+def _median_start(chosen, row_of, col_of, pt, e, k, P, t) -> np.ndarray:
+    """The full p-median variable vector of a set of open points (each row to its nearest)."""
+    y = np.zeros(P)
+    y0 = np.ones(t)
+    best = e.copy()
+    arg = np.full(t, -1)
+    for p_ in np.flatnonzero(chosen[col_of]):
+        r = row_of[p_]
+        if pt[p_] < best[r]:
+            best[r], arg[r] = pt[p_], p_
+    y[arg[arg >= 0]] = 1.0
+    y0[arg >= 0] = 0.0
+    return np.r_[chosen.astype(float), y, y0]
+
+
+def site_p_center(cost: sp.spmatrix, weights, candidate_ids, p: int, *, existing_time=None, limit_min: float,
+                  settlement_ids=None, solver=DEFAULT_SOLVER, time_limit: float | None = 60.0,
+                  mip_gap: float = 1e-4) -> SitingResult:
+    """p new points that make the worst time (over settlements with people) as small as possible, existing kept.
+
+    Solved exactly by bisection over the candidate times T: "is there a set of ≤ p points bringing every
+    settlement whose existing time exceeds T within T?" is a set covering problem (HiGHS). Settlements
+    that no candidate can bring below their existing time set a floor the points cannot lower; it is
+    reported (``floor_min``) and the bisection starts there. ``mip_gap`` = (T − lower bound) / T, zero when
+    every 'no' of the bisection was proven by HiGHS.
+    """
+    if p < 0:
+        raise ValueError("p must be ≥ 0")
+    pb, e, pr, pc, pt = _time_problem(cost, weights, candidate_ids, existing_time, limit_min, settlement_ids)
+    w = pb.weights
+    people = w > 0
+    all_pairs = (pr, pc, pt)
+    use = people[pr]
+    pr, pc, pt = pr[use], pc[use], pt[use]
+    can_improve = np.zeros(w.size, bool)
+    can_improve[pr] = True
+    floor = float(e[people & ~can_improve].max()) if (people & ~can_improve).any() else 0.0
+    values = np.unique(np.r_[e[people], pt])
+    values = values[values >= floor]
+    t0 = time.perf_counter()
+    stages, proven = [], True
+
+    def feasible(T: float):
+        nonlocal proven
+        rows = np.flatnonzero(people & (e > T + 1e-9))
+        if not rows.size:
+            return np.zeros(0, int)
+        ok = pt <= T + 1e-9
+        row_pos = np.full(w.size, -1)
+        row_pos[rows] = np.arange(rows.size)
+        sel = ok & (row_pos[pr] >= 0)
+        if np.unique(pr[sel]).size < rows.size:
+            return None  # a settlement beyond T that no candidate brings within T
+        cols, col_of = np.unique(pc[sel], return_inverse=True)
+        A = sp.csr_matrix((np.ones(int(sel.sum())), (row_pos[pr[sel]], col_of)), shape=(rows.size, cols.size))
+        A.sum_duplicates()
+        A.data[:] = 1.0
+        red, kept, _ = _reduce(A, np.arange(rows.size), np.arange(cols.size), None, drop_empty=True)
+        x, info = _min_cover(red, solver, time_limit, mip_gap)
+        stages.append(info)
+        if x.sum() <= p:
+            return cols[kept[x]]
+        if info["bound"] <= p + 1e-9 and info["status"] != "optimal":
+            proven = False
+        return None
+
+    lo, hi = 0, values.size - 1
+    best_cols, best_T = None, float(values[-1]) if values.size else floor
+    if values.size:
+        top = feasible(float(values[-1]))
+        best_cols = top if top is not None else np.zeros(0, int)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            got = feasible(float(values[mid]))
+            if got is not None:
+                hi, best_cols, best_T = mid, got, float(values[mid])
+            else:
+                lo = mid + 1
+        best_T = float(values[hi])
+        if best_cols is None:
+            best_cols = np.zeros(0, int)
+    lower = float(values[lo]) if values.size else floor
+    info = {"status": "optimal" if proven else "feasible", "mip_gap": 0.0 if proven else float("nan"),
+            "bound": lower if proven else float("nan"), "solve_seconds": time.perf_counter() - t0,
+            "stages": len(stages), "objective": best_T, "p": int(p), "floor_min": floor,
+            "objective_unit": "minutes: the worst time to the nearest facility over settlements with people",
+            "method": "bisection over candidate times, a set covering solve (HiGHS) per step"}
+    log.info("siting p-center: worst time %.1f min with %d points (floor %.1f min; %d covering solves, %.1f s)",
+             best_T, len(best_cols), floor, len(stages), info["solve_seconds"])
+    return _time_result("p_center", pb, e, np.asarray(best_cols, int), info, *all_pairs)
+
+
+def evaluate_sites(cost: sp.spmatrix, weights, candidate_ids, *, model: str, info: dict, existing_time=None,
+                   limit_min: float, settlement_ids=None) -> SitingResult:
+    """The result table of a fixed set of open points (every column of ``cost``): each settlement to the nearer
+    of its existing facility and the points, as `site_p_median` / `site_p_center` report it."""
+    pb, e, pr, pc, pt = _time_problem(cost, weights, candidate_ids, existing_time, limit_min, settlement_ids)
+    solver_keys = ("status", "mip_gap", "bound", "solve_seconds", "stages", "objective", "p", "floor_min",
+                   "objective_unit", "method", "limit_widened_to_min")
+    return _time_result(model, pb, e, np.arange(pb.ids.size), {k: info[k] for k in solver_keys if k in info},
+                        pr, pc, pt)

@@ -168,7 +168,8 @@ class TravelModel:
 
         prep = self.prep
         G, dem = prep.graph, prep.dem
-        edges = [(d["geometry"], d["speed_kph"]) for _, _, d in G.edges(data=True) if d.get("geometry") is not None]
+        edges = G.graph.get("raster_roads") or [  # raster_roads: a scenario's open stretches (geoaccess/scenarios.py)
+            (d["geometry"], d["speed_kph"]) for _, _, d in G.edges(data=True) if d.get("geometry") is not None]
         roads = gpd.GeoDataFrame({"speed_kph": [e[1] for e in edges]}, geometry=[e[0] for e in edges], crs=4326)
         surface = raster.friction_surface(dem.array, dem.transform, roads=roads, crs=_crs_str(dem.crs),
                                           **raster.friction_params(prep.params))
