@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any, Iterator
 
 
@@ -157,6 +158,10 @@ class SitingSection(Record):
     clinic_threshold_min: float
     time_limit_s: float
     candidates: list
+    exclusion_areas: list  # polygon files: no candidate inside
+    candidate_max_slope: float  # 0: no limit
+    candidate_max_altitude_m: float  # 0: no limit
+    candidate_max_road_km: float  # 0: no limit
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,10 @@ class AccessSection(Record):
     own_township_limit_min: float
     grid_spread_km: float
 
+
+#: Sections of named tables whose keys the user chooses (scenario and mode names): read-only mappings, checked by
+#: `geoaccess.scenarios`.
+FREE_FORM_SECTIONS = ("scenarios", "modes")
 
 #: Section name → its dataclass ([terrain] is `terrain.TerrainParams`).
 SECTION_TYPES: dict[str, type[Record]] = {
@@ -195,6 +204,8 @@ class Sections:
     standards: StandardsSection
     siting: SitingSection
     access: AccessSection
+    scenarios: Mapping[str, Any] = field(default_factory=dict)  # [scenarios.NAME] tables as given (free-form)
+    modes: Mapping[str, Any] = field(default_factory=dict)  # [modes.NAME] tables as given (free-form)
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Mapping[str, Any]]) -> Sections:
@@ -202,4 +213,5 @@ class Sections:
         from .terrain import TerrainParams
 
         typed = {name: kind.from_mapping(raw[name]) for name, kind in SECTION_TYPES.items()}
-        return cls(terrain=TerrainParams.from_dict(raw["terrain"]), **typed)
+        free = {name: MappingProxyType(copy.deepcopy(dict(raw.get(name) or {}))) for name in FREE_FORM_SECTIONS}
+        return cls(terrain=TerrainParams.from_dict(raw["terrain"]), **typed, **free)
