@@ -639,6 +639,10 @@ def _other_roads_within(edges, lon, lat, nearest, working_crs: str, within_m: fl
     return ok[pi], snap
 
 
+#: Lines are checked for barriers at most this many samples at a time (memory: ~60 bytes a sample).
+BARRIER_CHUNK_SAMPLES = 4_000_000
+
+
 def clear_of_barriers(grid: TerrainGrid, flon, flat, tlon, tlat) -> np.ndarray:
     """True for the straight lines that cross no barrier cell (no elevation, or outside the region's buffer).
 
@@ -653,6 +657,13 @@ def clear_of_barriers(grid: TerrainGrid, flon, flat, tlon, tlat) -> np.ndarray:
     c0, r0 = inv @ (fx, fy)
     c1, r1 = inv @ (tx, ty)
     steps = np.maximum(np.ceil(2 * np.hypot(c1 - c0, r1 - r0)).astype(np.int64), 1)
+    total = int((steps + 1).sum())
+    if total > BARRIER_CHUNK_SAMPLES and n_lines > 1:  # lines are independent: bound the memory
+        cuts = np.searchsorted(np.cumsum(steps + 1), np.arange(BARRIER_CHUNK_SAMPLES, total, BARRIER_CHUNK_SAMPLES))
+        bounds = np.unique(np.r_[0, cuts, n_lines])
+        flon, flat, tlon, tlat = (np.asarray(a, float) for a in (flon, flat, tlon, tlat))
+        return np.concatenate([clear_of_barriers(grid, flon[a:b], flat[a:b], tlon[a:b], tlat[a:b])
+                               for a, b in zip(bounds[:-1], bounds[1:])])
     line = np.repeat(np.arange(n_lines), steps + 1)
     k = np.arange(int((steps + 1).sum())) - np.repeat(np.cumsum(steps + 1) - (steps + 1), steps + 1)
     t = k / steps[line]

@@ -543,6 +543,8 @@ def _points_along(vxy: np.ndarray, along: np.ndarray, first: np.ndarray, last: n
 #: the grid position is interpolated linearly (on Tibet's Albers grid the samples move by under 0.4 m, against
 #: DEM cells of ~900 m).
 LEG_KNOT_SPACING_M = 5000.0
+#: Off-road legs are sampled at most this many samples at a time (memory: ~100 bytes a sample).
+LEG_CHUNK_SAMPLES = 4_000_000
 
 
 def _leg_pixels(dem: Dem, crs: str, fx: np.ndarray, fy: np.ndarray, tx: np.ndarray, ty: np.ndarray,
@@ -613,11 +615,18 @@ def offroad_leg_times(from_lon: np.ndarray, from_lat: np.ndarray, to_lon: np.nda
 
     if working_crs is None:
         working_crs = _working_crs_for(np.concatenate([flon, tlon]), np.concatenate([flat_, tlat]))
+    n = _segment_counts(straight, params.sample_spacing_m)
+    if int((n + 1).sum()) > LEG_CHUNK_SAMPLES and nlegs > 1:
+        # legs are independent: a few million samples at a time bound the memory (national runs: ~40 M samples)
+        cuts = np.searchsorted(np.cumsum(n + 1), np.arange(LEG_CHUNK_SAMPLES, int((n + 1).sum()), LEG_CHUNK_SAMPLES))
+        bounds = np.unique(np.r_[0, cuts, nlegs])
+        minutes = np.concatenate([offroad_leg_times(flon[a:b], flat_[a:b], tlon[a:b], tlat[a:b], dem, params,
+                                                    working_crs)[1] for a, b in zip(bounds[:-1], bounds[1:])])
+        return walked, minutes
     wkt = _check_working_crs(working_crs)
     tr = _transformer(_crs_key("EPSG:4326"), wkt)
     fx, fy = (np.asarray(a) for a in tr.transform(flon, flat_))
     tx, ty = (np.asarray(a) for a in tr.transform(tlon, tlat))
-    n = _segment_counts(straight, params.sample_spacing_m)
     leg = np.repeat(np.arange(nlegs), n + 1)
     start = np.concatenate(([0], np.cumsum(n + 1)[:-1]))
     t = (np.arange(int((n + 1).sum())) - start[leg]) / n[leg]

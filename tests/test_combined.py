@@ -251,3 +251,16 @@ def test_where_roads_serve_every_trip_the_combined_and_road_only_engines_agree()
     np.testing.assert_allclose(out["t_county_min"].to_numpy()[far], roads_only["t_county_min"].to_numpy()[far],
                                rtol=1e-9)
     assert (out["t_county_min"].to_numpy() <= roads_only["t_county_min"].to_numpy() + 1e-9).all()
+
+
+def test_barrier_checks_in_chunks_give_the_same_answers(monkeypatch):
+    elevation = FLAT.copy()
+    elevation[5:15, 8:10] = np.nan  # a wall of cells without elevation
+    grid = combined.terrain_grid(dem(elevation), moves=16)
+    rng = np.random.default_rng(2)
+    flon, flat = LON0 + rng.uniform(0, 0.2, 500), LAT0 + rng.uniform(0, 0.2, 500)
+    tlon, tlat = LON0 + rng.uniform(0, 0.2, 500), LAT0 + rng.uniform(0, 0.2, 500)
+    whole = combined.clear_of_barriers(grid, flon, flat, tlon, tlat)
+    monkeypatch.setattr(combined, "BARRIER_CHUNK_SAMPLES", 101)
+    assert np.array_equal(combined.clear_of_barriers(grid, flon, flat, tlon, tlat), whole)
+    assert whole.any() and not whole.all()

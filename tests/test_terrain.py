@@ -680,3 +680,23 @@ def test_leg_samples_placed_by_knots_lie_within_half_a_metre_of_their_exact_proj
     assert np.abs(knot_c - exact_c).max() * cell_m < 0.5
     ends = np.r_[0, np.cumsum(n + 1)[:-1]]
     assert np.allclose(knot_c[ends], exact_c[ends], atol=1e-9)  # every leg starts exactly where it should
+
+
+def test_legs_sampled_in_chunks_give_the_same_minutes(monkeypatch):
+    """National runs sample ~40 M leg samples: they go a few million at a time, with the same answers."""
+    from affine import Affine
+
+    from geoaccess import terrain
+    from geoaccess.elevation import Dem
+
+    rng = np.random.default_rng(5)
+    z = rng.uniform(3000, 5000, (300, 300))
+    z[100:120, 50:250] = np.nan  # a hole: legs over it go the hole-filling way
+    dem = Dem(z, Affine(0.01, 0, 88.0, 0, -0.01, 32.0), rasterio.crs.CRS.from_epsg(4326), None, "(test)")
+    flon, flat = rng.uniform(88.2, 90.8, 2000), rng.uniform(29.2, 31.8, 2000)
+    tlon, tlat = flon + rng.normal(0, 0.1, 2000), flat + rng.normal(0, 0.1, 2000)
+    wcrs = "+proj=aea +lat_1=25 +lat_2=47 +lat_0=0 +lon_0=90 +datum=WGS84 +units=m"
+    whole = offroad_leg_times(flon, flat, tlon, tlat, dem, TerrainParams(), wcrs)
+    monkeypatch.setattr(terrain, "LEG_CHUNK_SAMPLES", 997)
+    chunked = offroad_leg_times(flon, flat, tlon, tlat, dem, TerrainParams(), wcrs)
+    assert np.array_equal(whole[0], chunked[0]) and np.array_equal(whole[1], chunked[1])
