@@ -18,6 +18,7 @@ from .coverage import TIME_COLS, classify, coverage_report, unit_summary
 from .errors import ConfigError, InputError
 from ._memory import peak_memory_mb
 from .loaders import Inputs, load_inputs
+from .progress import step
 
 log = logging.getLogger("geoaccess")
 
@@ -131,7 +132,8 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    inputs = inputs or load_inputs(config, data_dir)
+    with step("inputs"):
+        inputs = inputs or load_inputs(config, data_dir)
     timings["load_s"] = time.perf_counter() - t
     if inputs.facilities is None or inputs.facilities.empty:
         raise InputError(config.input_path("facilities", data_dir), "no facility register: travel times need facilities")
@@ -149,8 +151,10 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
         lon = np.r_[s["lon"].to_numpy(), facilities["lon"].to_numpy(), x0, x1]
         lat = np.r_[s["lat"].to_numpy(), facilities["lat"].to_numpy(), y0, y1]
         margin_m = config.section("roads")["clip_buffer_km"] * 1000.0 + 5000.0
-        dem = open_dem(dem_path, region_bounds=(np.nanmin(lon), np.nanmin(lat), np.nanmax(lon), np.nanmax(lat)),
-                       margin_m=margin_m)
+        box = dem_box(dem_path, (np.nanmin(lon), np.nanmin(lat), np.nanmax(lon), np.nanmax(lat)), s, facilities,
+                      inputs.report)
+        with step("DEM"):
+            dem = open_dem(dem_path, region_bounds=box, margin_m=margin_m)
         for w in dem.warnings + check_dem_at(dem, s["lon"].to_numpy(), s["lat"].to_numpy()):
             inputs.report.warn(w)
         inputs.paths["dem"] = dem_path
@@ -161,14 +165,52 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
 
     t = time.perf_counter()
     roads = config.section("roads")
-    G = net_mod.load_road_network(road_spec(config), data_dir, region_polygon(inputs), config.working_crs)
+    with step("road network"):
+        G = net_mod.load_road_network(road_spec(config), data_dir, region_polygon(inputs), config.working_crs)
     speeds = config.section("speeds")
     G = net_mod.assign_speeds(G, speeds["road_class"], speeds["default_kph"], use_maxspeed=speeds["use_maxspeed"])
     timings["network_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    G = add_edge_travel_times(G, dem, params, config.working_crs)
+    with step("terrain along the roads"):
+        G = add_edge_travel_times(G, dem, params, config.working_crs)
     timings["terrain_s"] = time.perf_counter() - t
     return PreparedRegion(config, inputs, facilities, G, dem, params, roads, speeds, timings)
+
+
+def dem_box(dem_path: Path, box: tuple, settlements: pd.DataFrame, facilities: pd.DataFrame, report) -> tuple:
+    """The lon/lat box (west, south, east, north) the DEM is read over: the region's, cut to the DEM's own extent
+    when the region reaches beyond it but at most `terrain.MAX_NODATA_SHARE` of the settlements do (islands south
+    of a national DEM); the settlements and facilities beyond it are reported (no elevation: flat legs, or cut off
+    by the grid engines). Otherwise the box is unchanged and `open_dem` refuses a DEM that misses the region."""
+    import rasterio
+
+    from .terrain import MAX_NODATA_SHARE, _bounds_to_crs
+
+    try:
+        with rasterio.open(dem_path) as src:
+            b = src.bounds
+            left, bottom, right, top = _bounds_to_crs((min(b.left, b.right), min(b.bottom, b.top), max(b.left, b.right),
+                                                       max(b.bottom, b.top)), src.crs, "EPSG:4326")
+    except Exception:  # unreadable or without a CRS: open_dem names the problem
+        return box
+    w, so, e, n = box
+    if w >= left and e <= right and so >= bottom and n <= top:
+        return box
+
+    def beyond(frame):
+        lon, lat = frame["lon"].to_numpy(float), frame["lat"].to_numpy(float)
+        ok = np.isfinite(lon) & np.isfinite(lat)
+        return ok & ~((lon >= left) & (lon <= right) & (lat >= bottom) & (lat <= top)), ok
+
+    out_s, ok_s = beyond(settlements)
+    out_f, _ = beyond(facilities)
+    if out_s.sum() > MAX_NODATA_SHARE * max(1, ok_s.sum()):
+        return box
+    report.warn(f"{dem_path}: the region (lon {w:.2f}–{e:.2f}, lat {so:.2f}–{n:.2f}) reaches beyond the DEM (lon "
+                f"{left:.2f}–{right:.2f}, lat {bottom:.2f}–{top:.2f}): {int(out_s.sum()):,} settlements and "
+                f"{int(out_f.sum()):,} facilities lie outside it and have no elevation (their rows stay; with no "
+                "terrain cell they may be unreachable); the DEM is read over its own extent")
+    return max(w, left), max(so, bottom), min(e, right), min(n, top)
 
 
 def finish_table(prepared: PreparedRegion, times: pd.DataFrame, thresholds: dict, *, model=None,
@@ -316,8 +358,29 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
         "engine": run.engine, "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
         "warnings": rep.warnings + run.warnings, "assumptions": rep.assumptions + engine_assumptions(run), "skipped": rep.skipped,
         "repairs": rep.repairs, "software": software_versions(), "wall_time_s": round(wall_s, 2),
-        "peak_memory_mb": peak_memory_mb(),
+        "peak_memory_mb": peak_memory_mb(), "machine": machine_facts(), "steps": _steps(),
     }
+
+
+def machine_facts() -> dict:
+    """CPUs, memory and load of the machine the run took its wall time on (timings depend on them)."""
+    import os
+
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    try:
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        mem_gb = None
+    return {"cpus": os.cpu_count(), "memory_gb": mem_gb, "load_average_1_5_15_min": load}
+
+
+def _steps() -> list[dict]:
+    from .progress import recorded
+
+    return recorded()
 
 
 def gap_ranges(table: pd.DataFrame, thresholds: dict) -> dict:
@@ -466,13 +529,19 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
     from .export import export_layers
     from .outputs import provenance_inputs
 
+    from . import progress
+
     t0 = time.perf_counter()
+    progress.clear()
     th = parse_threshold_overrides(thresholds or [], config.thresholds)
-    run = (compute or compute_region_times)(config, data_dir, terrain=terrain, engine=engine, thresholds=th)
+    with progress.step("travel times (all steps)"):
+        run = (compute or compute_region_times)(config, data_dir, terrain=terrain, engine=engine, thresholds=th)
     check_invariants(run.table, len(run.inputs.settlements))
-    audit = run_audit(run)
-    counties = county_table(run, audit)
-    prefs = prefecture_table(run, audit)
+    with progress.step("blank-spot audit"):
+        audit = run_audit(run)
+    with progress.step("county and prefecture tables"):
+        counties = county_table(run, audit)
+        prefs = prefecture_table(run, audit)
     relocation = run.table[run.table["kind"].eq("relocation")]
     t = time.perf_counter()
     layers = {"settlements": run.table, "facilities": run.inputs.facilities,
@@ -486,14 +555,18 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
                            parameters={"engine": engine, "terrain": terrain, "thresholds": th}) as tmp:
         csv_layers = {k: v for k, v in layers.items() if k != "facilities"} | {"exemptions": audit.exemptions,
                                                                                 "cannot_check": audit.cannot_check}
-        export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
-        export_layers(layers, tmp, formats=("gpkg",), region=config.key)
-        export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)
+        with progress.step("write CSV"):
+            export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
+        with progress.step("write GeoPackage"):
+            export_layers(layers, tmp, formats=("gpkg",), region=config.key)
+        with progress.step("write shapefile"):
+            export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)
         if run.rasters is not None:
             from .raster import write_travel_time_tif
 
-            for group, minutes in run.rasters.minutes.items():
-                write_travel_time_tif(tmp / f"traveltime_{group}.tif", minutes, run.rasters)
+            with progress.step("write travel-time rasters"):
+                for group, minutes in run.rasters.minutes.items():
+                    write_travel_time_tif(tmp / f"traveltime_{group}.tif", minutes, run.rasters)
         run.timings["write_s"] = time.perf_counter() - t
         summary = summarise(run, audit, time.perf_counter() - t0)
         (tmp / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=_json_default),
