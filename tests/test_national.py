@@ -16,33 +16,11 @@ import pytest
 
 from conftest import PROJECT_ROOT
 
+sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+from bench_national import make_bundle  # noqa: E402  (one bundle builder for the tests and the benchmark)
+
 PROVINCES = ("11", "12", "46")
 TIME_COLS = ["t_clinic_min", "t_thc_min", "t_county_min", "t_pref_min"]
-
-
-def _national_bundle(data_dir, root, provinces=PROVINCES):
-    """A data folder in the national layout holding only ``provinces``: the gazetteer files and DEM/roads as
-    links, the national boundaries, register and census filtered to those codes (same file names)."""
-    import geopandas as gpd
-
-    for sub in ("gazetteer/adcode", "boundaries", "facilities", "facts"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "dem").symlink_to(data_dir / "dem")
-    (root / "roads").symlink_to(data_dir / "roads")
-    for f in (data_dir / "gazetteer" / "adcode").glob("*.csv"):
-        if f.name.startswith(provinces):
-            (root / "gazetteer" / "adcode" / f.name).symlink_to(f)
-    for layer in ("counties", "prefectures"):
-        g = gpd.read_file(data_dir / "boundaries" / f"china_{layer}.geojson")
-        g[g["adcode"].astype(str).str.startswith(provinces)].to_file(root / "boundaries" / f"china_{layer}.geojson",
-                                                                      driver="GeoJSON")
-    for rel, code_col in (("facilities/china_facilities.csv", "admin_code"),
-                          ("facts/china_county_population_2020.csv", "adcode")):
-        lines = (data_dir / rel).read_text(encoding="utf-8").splitlines()
-        col = lines[0].split(",").index(code_col)
-        keep = [x for x in lines[1:] if x.split(",")[col].startswith(provinces)]
-        (root / rel).write_text("\n".join([lines[0]] + keep) + "\n", encoding="utf-8")
-    return root
 
 
 def _gaps(*args, timeout=900):
@@ -52,7 +30,7 @@ def _gaps(*args, timeout=900):
 
 @pytest.fixture(scope="module")
 def bundle(data_dir, tmp_path_factory):
-    return _national_bundle(data_dir, tmp_path_factory.mktemp("national") / "data")
+    return make_bundle(data_dir, tmp_path_factory.mktemp("national") / "data", PROVINCES)
 
 
 @pytest.fixture(scope="module")
