@@ -121,7 +121,12 @@ def load_gazetteer(folder: str | Path, prefix: str, *, repairs: list[str] | None
         raise InputError(folder / r["_file"], f"code '{r['code']}' is not a 12-digit statistical code", row=int(r["_line"]))
     unit = gaz["_file"].str.removesuffix(".csv").str.replace(r"(00)+$", "", regex=True)
     named = unit.str.fullmatch(r"\d+")
-    misplaced = named & ~pd.Series([c.startswith(u) for c, u in zip(gaz["code"].astype(str), unit)], index=gaz.index)
+    codes = gaz["code"].astype(str)
+    inside = pd.Series(False, index=gaz.index)
+    for n in unit.str.len().unique():  # vectorised per prefix length (a row loop costs seconds at 679,000 rows)
+        sel = unit.str.len().eq(n)
+        inside[sel] = codes[sel].str[:n].eq(unit[sel])
+    misplaced = named & ~inside
     if misplaced.any():
         r = gaz[misplaced].iloc[0]
         u = unit[misplaced].iloc[0]

@@ -116,3 +116,65 @@ def test_childless_prefecture_cities_are_county_level_census_units(data_dir):
     assert pop.loc[childless, "population_2020"].sum() > 16e6
     # a province's total and a prefecture with counties are not county-level units
     assert "110000" not in units and "110100" not in units and "110101" in units
+
+
+# --------------------------------------------------------------------------- loader rules, on small tables
+def _gaz(rows):
+    from geoaccess.loaders import GAZETTEER_COLUMNS
+
+    cols = [c for c in GAZETTEER_COLUMNS if c != "wkb"]
+    df = pd.DataFrame([dict(zip(["code", "parent", "name", "level", "lon", "lat", "ur_code"], r)) for r in rows],
+                      columns=cols).astype(object)
+    df["lon"], df["lat"] = pd.to_numeric(df["lon"]), pd.to_numeric(df["lat"])
+    df["ur_code"] = df["ur_code"].fillna("")
+    df["_file"], df["_line"] = "130400.csv", np.arange(1, len(df) + 1)
+    return df
+
+
+def test_units_without_any_seat_below_the_prefecture_take_the_prefecture_seat():
+    """130421 邯郸县: neither the town, nor the county seat has coordinates; the prefecture seat has."""
+    from geoaccess.loaders import LoadReport, settlements_from_gazetteer
+
+    gaz = _gaz([("130400000000", "130000000000", "邯郸市", "city", 114.5, 36.6, None),
+                ("130421000000", "130400000000", "邯郸县", "county", None, None, None),
+                ("130421100000", "130421000000", "尚璧镇", "town", None, None, None),
+                ("130421100201", "130421100000", "某村", "village", None, None, "220"),
+                ("130422100000", "130422000000", "甲镇", "town", 114.0, 36.0, None)])
+    report = LoadReport()
+    cc = pd.DataFrame(columns=["gaz_name", "county_code", "county_name", "method"])
+    s = settlements_from_gazetteer(gaz, "wgs84", cc, report=report)
+    assert len(s) == 3  # every town and village row, once
+    assert s.set_index("settlement_id").loc[["130421100000", "130421100201"], "loc_quality"].tolist() == \
+        ["prefecture", "prefecture"]
+    assert s.set_index("settlement_id").loc["130421100000", "lon"] == pytest.approx(114.5)
+    assert any("2 gazetteer settlements" in w and "prefecture (2)" in w for w in report.warnings)
+
+
+def test_special_area_villages_share_the_urban_population():
+    """城乡分类代码 123 (特殊区域) is urban: its villages share the county's urban population, not none."""
+    import geopandas as gpd
+
+    from geoaccess.loaders import assign_population
+
+    s = gpd.GeoDataFrame({"settlement_id": ["a", "b", "c"], "kind": ["village"] * 3,
+                          "admin_code": ["110105001001", "110105001002", "110105001003"],
+                          "county_code": ["110105"] * 3, "ur_code": ["111", "123", "220"],
+                          "pop_source": ["missing"] * 3, "population": [np.nan] * 3})
+    pop = pd.DataFrame({"population_2020": [300.0], "urban_population_2020": [200.0],
+                        "rural_population_2020": [100.0]}, index=pd.Index(["110105"], name="adcode"))
+    out = assign_population(s, pop)
+    assert out["population"].tolist() == [100.0, 100.0, 100.0]
+    assert out["pop_source"].eq("census_split").all()
+
+
+def test_a_national_config_takes_every_code(tmp_path):
+    from geoaccess.config import load_region
+    from geoaccess.errors import ConfigError
+
+    cfg = load_region("china")
+    assert cfg.admin_prefix == "" and cfg.key == "china"
+    p = tmp_path / "bad.toml"
+    p.write_text((PROJECT_ROOT / "geoaccess" / "regions" / "china.toml").read_text(encoding="utf-8")
+                 .replace('admin_prefix = ""', 'admin_prefix = "5x"'), encoding="utf-8")
+    with pytest.raises(ConfigError, match="admin_prefix must be digits"):
+        load_region(p)
