@@ -139,11 +139,13 @@ def scaling(data_dir: Path, counts, workers: int, tmp: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- the combined engine, step by step
-def combined_steps(data_dir: Path, n_provinces: int | None, tmp: Path) -> dict:
+def combined_steps(data_dir: Path, n_provinces: int | None, tmp: Path, direct_km: float | None = None) -> dict:
     """Time and peak-memory rise of each piece of the combined engine on the national (or N-province) input.
 
     Calls the same functions `combined.build_combined_graph` and `level_passes` call, in their order, so each
     is measured alone; the level passes are measured per search (one search per distinct facility set).
+    ``direct_km`` overrides [offroad] direct_km (0: no straight off-road pairs, e.g. to measure the searches
+    when the pairs do not fit in memory).
     """
     import numpy as np
 
@@ -170,6 +172,8 @@ def combined_steps(data_dir: Path, n_provinces: int | None, tmp: Path) -> dict:
 
     prep = m("prepare_region (inputs, DEM, roads, terrain)", prepare_region, load_region("china"), data_dir)
     model = TravelModel(prep, "combined")
+    if direct_km is not None:
+        model.direct_km = float(direct_km)
     grid = m("terrain_grid", model.terrain_grid)
     s, f = prep.inputs.settlements, prep.facilities
     o_lon, o_lat = s["lon"].to_numpy(float), s["lat"].to_numpy(float)
@@ -187,7 +191,7 @@ def combined_steps(data_dir: Path, n_provinces: int | None, tmp: Path) -> dict:
     m("off-road legs settlement → road", cb._nan_legs, legs, o_lon, o_lat, o_snap.snap_lon, o_snap.snap_lat,
       o_snap.valid)
     via, via_cell = m("road access points (one per road and cell)", cb._access_points, edges, grid, wcrs, None)
-    m("direct off-road pairs within direct_km", cb._clear_pairs, grid, o_lon, o_lat, d_lon, d_lat, wcrs,
+    m(f"direct off-road pairs within direct_km = {model.direct_km:g} km", cb._clear_pairs, grid, o_lon, o_lat, d_lon, d_lat, wcrs,
       model.direct_km, legs)
     pi, cell = m("settlement 3×3 cells", cb._cells_around, grid, o_lon, o_lat, np.isfinite(o_lon))
     clon, clat = grid.centre_lonlat(*np.divmod(cell, grid.shape[1]))
@@ -205,7 +209,7 @@ def combined_steps(data_dir: Path, n_provinces: int | None, tmp: Path) -> dict:
         if len(fac):
             m(f"search {group} ({len(fac):,} facilities, {graph.n_nodes:,} nodes)", graph.search, graph.dest_nodes[fac])
     return {"grid": "×".join(map(str, grid.shape)), "cells": grid.n_cells, "settlements": len(s), "facilities": len(f),
-            "steps": steps}
+            "direct_km": model.direct_km, "steps": steps}
 
 
 def main(argv=None) -> int:
@@ -217,6 +221,7 @@ def main(argv=None) -> int:
     ap.add_argument("--provinces", type=int, nargs="*", default=None)
     ap.add_argument("--json", help="write the result here")
     ap.add_argument("--keep", help="keep the run folders here (default: a temporary folder)")
+    ap.add_argument("--direct-km", type=float, help="combined-steps: override [offroad] direct_km")
     args = ap.parse_args(argv)
     data_dir = Path(args.data)
     with tempfile.TemporaryDirectory(prefix="bench_national_") as t:
@@ -229,7 +234,7 @@ def main(argv=None) -> int:
         elif args.mode == "scaling":
             result = scaling(data_dir, args.provinces or [1, 5, 10, 29], args.workers, tmp)
         else:
-            result = combined_steps(data_dir, (args.provinces or [None])[0], tmp)
+            result = combined_steps(data_dir, (args.provinces or [None])[0], tmp, args.direct_km)
     text = json.dumps({"mode": args.mode, "cpus": os.cpu_count(), "result": result}, ensure_ascii=False, indent=1,
                       default=str)
     if args.json:

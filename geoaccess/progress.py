@@ -48,15 +48,19 @@ def step(name: str) -> Iterator[dict]:
         reset_peak()  # the step's own peak (the run's overall peak is kept by _memory)
     _depth[0] += 1
     t = time.perf_counter()
+    done = False
     try:
         yield record
+        done = True
     finally:
         _depth[0] -= 1
         record["seconds"] = round(time.perf_counter() - t, 2)
         record["peak_mb"] = None if (p := status_mb("VmHWM")) is None else round(p, 1)
         record["depth"] = _depth[0]
         _steps.append(record)
-        if record["seconds"] >= QUIET_BELOW_S:
+        if not done:  # an error or an interruption: not a finished step's time
+            log.info("%s%s: stopped after %.1f s", "  " * _depth[0], name, record["seconds"])
+        elif record["seconds"] >= QUIET_BELOW_S:
             mem = f", peak {record['peak_mb'] / 1024:.1f} GB" if record["peak_mb"] is not None else ""
             log.info("%s%s: %.1f s%s", "  " * _depth[0], name, record["seconds"], mem)
 
