@@ -18,11 +18,27 @@ def status_mb(field: str) -> float | None:
     return float(line.split()[1]) / 1024.0
 
 
+#: The highest VmHWM seen before a `reset_peak` (MB): the process's peak survives per-step resets.
+_peak_before_reset = [0.0]
+
+
+def reset_peak() -> None:
+    """Reset the kernel's peak-RSS mark (to measure one step), keeping the process's peak for `peak_memory_mb`."""
+    peak = status_mb("VmHWM")
+    if peak is None:
+        return
+    _peak_before_reset[0] = max(_peak_before_reset[0], peak)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def peak_memory_mb() -> float | None:
-    """Peak resident memory of this process so far (MB): VmHWM on Linux, else ru_maxrss."""
+    """Peak resident memory of this process so far (MB): VmHWM on Linux (across `reset_peak`), else ru_maxrss."""
     peak = status_mb("VmHWM")
     if peak is not None:
-        return round(peak, 1)
+        return round(max(peak, _peak_before_reset[0]), 1)
     try:
         import resource
 
@@ -41,11 +57,8 @@ def measure(fn, *args, **kwargs) -> tuple[object, float, float | None]:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark
-        before = status_mb("VmRSS")
-    except OSError:
-        before = None
+    reset_peak()  # reset the peak-RSS mark
+    before = status_mb("VmRSS")
     t = time.perf_counter()
     out = fn(*args, **kwargs)
     seconds = time.perf_counter() - t

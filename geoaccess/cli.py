@@ -40,7 +40,7 @@ def _thresholds(p: argparse.ArgumentParser) -> None:
 
 def _engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=["combined", "network", "raster"], default=None,
-                   help="combined: roads and terrain in one search (default; network for --partition runs); "
+                   help="combined: roads and terrain in one search (default; --partition runs need network); "
                         "network: roads only, off-road legs to the nearest road; raster: friction-surface cost distance")
     p.add_argument("--no-terrain", action="store_true", help="ignore the DEM (flat travel times)")
 
@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     dist = gaps.add_argument_group("distributed runs (Dask; docs/distributed.md)")
     dist.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://host:8786")
     dist.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes")
-    dist.add_argument("--partition", choices=["prefecture", "county"],
-                      help="route the region's prefectures or counties in parallel (results identical)")
+    dist.add_argument("--partition", choices=["province", "prefecture", "county"],
+                      help="route the region's provinces, prefectures or counties in parallel (results identical)")
     dist.add_argument("--buffer-km", type=float, default=100.0, help="roads kept around each partition (km)")
 
     cmp_ = sub.add_parser("compare", help="two scenarios side by side: per settlement, county and prefecture, and a "

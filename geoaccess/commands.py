@@ -182,10 +182,11 @@ def gaps(regions: list[str] | str, data: str | None, out: str | None, *, thresho
     th = parse_threshold_overrides(thresholds, cfg.thresholds) if thresholds else None
     reg, cfg, data_dir, out_dir = _setup(regions[0], data, out, {"thresholds": th} if th else None)
     compute = None
-    engine = engine or ("network" if partition else "combined")
+    engine = engine or "combined"  # the same default with or without --partition: same flags, same engine
     if partition:
         from . import distributed as dd
 
+        dd.check_partition_options(partition, buffer_km, engine)
         compute = functools.partial(dd.partitioned_run, by=partition, buffer_km=buffer_km, scheduler=scheduler,
                                     workers=workers)
     with _claim(cfg, data_dir, out_dir):

@@ -26,7 +26,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "region": {
         "key": None,  # required: short name, e.g. "tibet"
         "name": None,  # required: display name
-        "admin_prefix": None,  # required: statistical code prefix, e.g. "54", "5328"
+        "admin_prefix": None,  # required: statistical code prefix, e.g. "54", "5328"; "" = every code (national)
         "working_crs": None,  # required: projected CRS for metric work
         "coord_note": "",
     },
@@ -423,7 +423,8 @@ def _merge_with_defaults(user: dict, path: Path) -> tuple[dict, set[str]]:
                 raise ConfigError(path, f"unknown key '{key}' in [{section}]{_suggest(key, DEFAULTS[section])}")
             raw[section][key] = value
     for section, key in REQUIRED:
-        if not raw[section].get(key):
+        value = raw[section].get(key)
+        if value is None or (value == "" and (section, key) != ("region", "admin_prefix")):
             raise ConfigError(path, f"missing required key '{key}' in [{section}]")
     _check_types(raw, path)
     explicit = {k for k in user.get("inputs", {}) if k not in ("gazetteer_crs", "facilities_crs")}
@@ -442,8 +443,9 @@ def _validate_values(raw: dict, path: Path) -> None:
     from .coords import normalise_system
 
     reg = raw["region"]
-    if not str(reg["admin_prefix"]).isdigit():
-        raise ConfigError(path, f"[region] admin_prefix must be digits, got '{reg['admin_prefix']}'")
+    if not (str(reg["admin_prefix"]).isdigit() or reg["admin_prefix"] == ""):
+        raise ConfigError(path, f"[region] admin_prefix must be digits (or \"\" for every code: a national run), "
+                                f"got '{reg['admin_prefix']}'")
     reg["admin_prefix"] = str(reg["admin_prefix"])
     check_metres(reg["working_crs"], path)
     for key in ("gazetteer_crs", "facilities_crs"):

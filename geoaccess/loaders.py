@@ -14,6 +14,7 @@ from ._io import check_unique, data_row, numeric_column, read_table, require_col
 from .config import RegionConfig
 from .coords import normalise_system, to_wgs84
 from .errors import ConfigError, InputError
+from .progress import counted, step
 from .schema import COUNTY_HOSPITAL_LEVELS, SETTLEMENT_KINDS, normalise_level
 
 log = logging.getLogger("geoaccess")
@@ -21,7 +22,8 @@ log = logging.getLogger("geoaccess")
 GAZETTEER_COLUMNS = ["code", "parent", "name", "level", "rank", "adcode", "post", "area", "ur_code", "muni",
                      "virtual", "dummy", "lon", "lat", "wkb", "province", "city", "county", "town", "village"]
 GAZETTEER_LEVELS = ("province", "city", "county", "town", "village")
-URBAN_UR_CODES = ("111", "112", "121", "122")
+#: 城乡分类代码: 111 主城区, 112 城乡结合区, 121 镇中心区, 122 镇乡结合区, 123 特殊区域 (urban); 210 乡中心区, 220 村庄.
+URBAN_UR_CODES = ("111", "112", "121", "122", "123")
 RURAL_UR_CODES = ("210", "220")
 _SUFFIXES = ("土家族苗族自治县", "苗族土家族自治县", "土家族自治县", "傣族自治州", "自治县", "自治旗", "特区", "林区",
              "县", "区", "市", "旗")
@@ -107,8 +109,8 @@ def load_gazetteer(folder: str | Path, prefix: str, *, repairs: list[str] | None
     if not files:
         raise InputError(folder, f"no gazetteer files {prefix[:2]}*.csv for admin prefix {prefix}")
     frames = []
-    for f in files:
-        df = read_table(f, header=False, names=GAZETTEER_COLUMNS, repairs=repairs)
+    for f in counted(files, "gazetteer files read"):
+        df = read_table(f, header=False, names=GAZETTEER_COLUMNS, repairs=repairs).drop(columns="wkb")  # = lon/lat
         df["_file"] = f.name
         df["_line"] = df.index.to_numpy()  # line in the file (blank lines skipped)
         frames.append(df)
@@ -119,7 +121,12 @@ def load_gazetteer(folder: str | Path, prefix: str, *, repairs: list[str] | None
         raise InputError(folder / r["_file"], f"code '{r['code']}' is not a 12-digit statistical code", row=int(r["_line"]))
     unit = gaz["_file"].str.removesuffix(".csv").str.replace(r"(00)+$", "", regex=True)
     named = unit.str.fullmatch(r"\d+")
-    misplaced = named & ~pd.Series([c.startswith(u) for c, u in zip(gaz["code"].astype(str), unit)], index=gaz.index)
+    codes = gaz["code"].astype(str)
+    inside = pd.Series(False, index=gaz.index)
+    for n in unit.str.len().unique():  # vectorised per prefix length (a row loop costs seconds at 679,000 rows)
+        sel = unit.str.len().eq(n)
+        inside[sel] = codes[sel].str[:n].eq(unit[sel])
+    misplaced = named & ~inside
     if misplaced.any():
         r = gaz[misplaced].iloc[0]
         u = unit[misplaced].iloc[0]
@@ -231,19 +238,20 @@ def reconcile_county_codes(gaz_counties: pd.DataFrame, counties: gpd.GeoDataFram
         out["method"] = "code"
         return out
     by_code = dict(zip(counties["adcode"], counties["name"]))
-    taken: set[str] = set()
-    for code in out.index:
-        if code in by_code and name_stem(by_code[code]) == name_stem(out.at[code, "gaz_name"]):
-            out.loc[code, ["county_code", "county_name", "method"]] = [code, by_code[code], "code"]
-            taken.add(code)
+    gaz_name = out["gaz_name"].to_dict()
+    same = [c for c in out.index if c in by_code and name_stem(by_code[c]) == name_stem(gaz_name[c])]
+    _assign_codes(out, same, same, [by_code[c] for c in same], "code")  # bulk: one .loc per step, not per county
+    taken: set[str] = set(same)
     free = counties[~counties["adcode"].isin(taken)]
     for method, key in (("name", lambda s: str(s).strip()), ("name_stem", name_stem)):
         lookup = free.assign(k=free["name"].map(key)).drop_duplicates("k", keep=False).set_index("k")
+        got: dict[str, tuple[str, str]] = {}
         for code in out.index[out["method"] == "unmatched"]:
-            k = key(out.at[code, "gaz_name"])
+            k = key(gaz_name[code])
             if k in lookup.index and lookup.at[k, "adcode"] not in taken:
-                out.loc[code, ["county_code", "county_name", "method"]] = [lookup.at[k, "adcode"], lookup.at[k, "name"], method]
+                got[code] = (lookup.at[k, "adcode"], lookup.at[k, "name"])
                 taken.add(lookup.at[k, "adcode"])
+        _assign_codes(out, list(got), [v[0] for v in got.values()], [v[1] for v in got.values()], method)
         free = counties[~counties["adcode"].isin(taken)]
     rest = out.index[out["method"] == "unmatched"]
     if len(rest):
@@ -252,36 +260,55 @@ def reconcile_county_codes(gaz_counties: pd.DataFrame, counties: gpd.GeoDataFram
             pts = gpd.GeoDataFrame(index=seats.index, geometry=gpd.points_from_xy(seats["lon"], seats["lat"]), crs=4326)
             hit = gpd.sjoin(pts, counties[["adcode", "name", "geometry"]], predicate="within", how="inner")
             hit = hit[~hit.index.duplicated()]
-            for code, row in hit.iterrows():
-                out.loc[code, ["county_code", "county_name", "method"]] = [row["adcode"], row["name"], "location"]
+            _assign_codes(out, list(hit.index), hit["adcode"].tolist(), hit["name"].tolist(), "location")
     # Codes whose current county is still at the same code but whose name changed (rare)
-    for code in out.index[(out["method"] == "unmatched") & out.index.isin(list(by_code))]:
-        out.loc[code, ["county_code", "county_name", "method"]] = [code, by_code[code], "code"]
+    still = [c for c in out.index[(out["method"] == "unmatched") & out.index.isin(list(by_code))]]
+    _assign_codes(out, still, still, [by_code[c] for c in still], "code")
     return out
+
+
+def _assign_codes(out: pd.DataFrame, codes: list, county_codes: list, county_names: list, method: str) -> None:
+    """Set the current county (code, name) and the matching method of the 2016 codes ``codes``, in one step."""
+    if codes:
+        out.loc[codes, ["county_code", "county_name", "method"]] = \
+            np.column_stack([np.asarray(county_codes, dtype=object), np.asarray(county_names, dtype=object),
+                             np.full(len(codes), method, dtype=object)])
 
 
 # --------------------------------------------------------------------------- settlements
 
 def settlements_from_gazetteer(gaz: pd.DataFrame, system: str, county_codes: pd.DataFrame,
-                               source: str = "gazetteer") -> gpd.GeoDataFrame:
-    """Village rows and township seats as settlements; unlocated rows take their township's, else county's seat."""
+                               source: str = "gazetteer", report: LoadReport | None = None) -> gpd.GeoDataFrame:
+    """Village rows and township seats as settlements; unlocated rows take their township's, else county's,
+    else prefecture's, else province's seat (`loc_quality` says which; the last two are reported)."""
     system = normalise_system(system)
     units = gaz[gaz["level"].isin(["town", "village"])].copy()
     seats = gaz.set_index("code")[["lon", "lat"]]
     town_of = np.where(units["level"] == "village", units["parent"], units["code"])
     county12 = units["code"].str[:6] + "000000"
-    own = units[["lon", "lat"]].to_numpy(dtype=float)
-    town_xy = seats.reindex(town_of).to_numpy(dtype=float)
-    county_xy = seats.reindex(county12).to_numpy(dtype=float)
-    has_own = np.isfinite(own).all(axis=1)
-    has_town = np.isfinite(town_xy).all(axis=1) & (units["level"] == "village").to_numpy()
-    has_county = np.isfinite(county_xy).all(axis=1)
-    quality = np.select([has_own, has_town, has_county], ["exact", "township", "county"], default="none")
-    xy = np.where(has_own[:, None], own, np.where(has_town[:, None], town_xy, county_xy))
+    # Fallback chain: own position, township seat (villages), county, prefecture, province seat.
+    chain = [("exact", units[["lon", "lat"]].to_numpy(dtype=float)),
+             ("township", np.where((units["level"] == "village").to_numpy()[:, None],
+                                   seats.reindex(town_of).to_numpy(dtype=float), np.nan)),
+             ("county", seats.reindex(county12).to_numpy(dtype=float)),
+             ("prefecture", seats.reindex(units["code"].str[:4] + "00000000").to_numpy(dtype=float)),
+             ("province", seats.reindex(units["code"].str[:2] + "0000000000").to_numpy(dtype=float))]
+    quality = np.full(len(units), "none", dtype=object)
+    xy = np.full((len(units), 2), np.nan)
+    for name, cand in chain:
+        take = (quality == "none") & np.isfinite(cand).all(axis=1)
+        quality[take], xy[take] = name, cand[take]
     if (quality == "none").any():
         r = units[quality == "none"].iloc[0]
-        raise InputError(r["_file"], f"{r['name']} ({r['code']}) has no coordinates and neither has its township or "
-                                     f"county seat", row=int(r["_line"]))
+        raise InputError(r["_file"], f"{r['name']} ({r['code']}) has no coordinates and neither has its township, "
+                                     f"county, prefecture or province seat", row=int(r["_line"]))
+    far = np.isin(quality, ["prefecture", "province"])
+    if far.any() and report is not None:
+        r = units[far].iloc[0]
+        report.warn(f"{int(far.sum())} gazetteer settlements have no coordinates and neither has their township or "
+                    f"county seat: placed at their prefecture ({int((quality == 'prefecture').sum())}) or province "
+                    f"({int((quality == 'province').sum())}) seat, loc_quality says which; their times are their "
+                    f"county's area (first: {r['_file']}, row {int(r['_line'])}, {r['name']} {r['code']})")
     lon, lat = to_wgs84(xy[:, 0], xy[:, 1], system)
     towns_with_urban_core = set(units.loc[units["ur_code"].isin(["111", "112"]), "parent"])
     kind = np.where(units["level"] == "village", "village",
@@ -306,53 +333,36 @@ def settlements_from_gazetteer(gaz: pd.DataFrame, system: str, county_codes: pd.
     return gdf
 
 
-class RowProvenance:
-    """The source file and row number of every row of a loaded frame, kept in ``frame.attrs['provenance']``.
-
-    Immutable and shared, never copied: pandas deep-copies ``attrs`` on every operation, and per-row tuples
-    there cost seconds over a run; it compares attrs when it concatenates frames, hence ``__eq__``.
-    """
+class _Provenance:
+    """Each row's file and row number, kept in a frame's attrs. Shared, never copied: pandas deep-copies attrs
+    on every operation, and a per-row tuple there costs minutes at national size (676,000 rows)."""
 
     __slots__ = ("files", "rows")
 
-    def __init__(self, files, rows) -> None:
-        self.files = tuple(files)
-        self.rows = tuple(int(r) for r in rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, RowProvenance) and self.files == other.files and self.rows == other.rows
-
-    __hash__ = None
-
-    def __copy__(self):
-        return self
+    def __init__(self, files: np.ndarray, rows: np.ndarray):
+        self.files, self.rows = files, rows
 
     def __deepcopy__(self, memo):
         return self
 
-    def under(self, folder: Path) -> "RowProvenance":
-        """The same rows with their file names taken relative to ``folder``."""
-        full = {f: str(folder / f) for f in set(self.files)}
-        return RowProvenance((full[f] for f in self.files), self.rows)
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 def _set_provenance(frame: pd.DataFrame, files, rows) -> None:
     """Remember each row's file and row number (frame.attrs), for errors that name two rows of two inputs."""
     n = len(frame)
-    frame.attrs["provenance"] = RowProvenance(np.broadcast_to(np.asarray(files, dtype=object), (n,)).tolist(),
-                                              np.asarray(rows).ravel())
+    frame.attrs["provenance"] = _Provenance(np.broadcast_to(np.asarray(files, dtype=object), (n,)).copy(),
+                                            np.asarray(rows, dtype=np.int64).ravel())
 
 
 def _provenance(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(file, row) of each row of a loaded frame; position + 1 when unknown."""
     n = len(frame)
     prov = frame.attrs.get("provenance")
-    if not isinstance(prov, RowProvenance) or len(prov) != n:
+    if prov is None or len(prov) != n or len(prov.files) != n:
         return np.full(n, "?", dtype=object), np.arange(1, n + 1)
-    return np.asarray(prov.files, dtype=object), np.asarray(prov.rows)
+    return prov.files, prov.rows
 
 
 def load_settlement_table(path: str | Path, *, system: str = "wgs84", columns: dict[str, str] | None = None,
@@ -731,6 +741,16 @@ def load_population(path: str | Path, *, repairs: list[str] | None = None) -> pd
     return df.set_index("adcode")
 
 
+def county_level_units(codes: pd.Index) -> np.ndarray:
+    """Mask of the census's county-level units: codes not ending in 00, and prefecture-level cities without
+    counties (东莞 441900, 中山 442000, 儋州 460400: a XXXX00 code with no county row under it)."""
+    codes = pd.Index(codes).astype(str)
+    county = ~codes.str.endswith("00")
+    with_counties = set(codes[county].str[:4])
+    childless = codes.str.endswith("00") & ~codes.str.endswith("0000") & ~codes.str[:4].isin(list(with_counties))
+    return np.asarray(county | childless)
+
+
 #: Census matching below this share of the region's census people (or of the settlements that need a
 #: census share) is refused: the codes are shifted or of another vintage, and coverage by population
 #: would describe a fraction of the region as if it were all of it.
@@ -783,7 +803,7 @@ def assign_population(settlements: gpd.GeoDataFrame, population: pd.DataFrame | 
         report.assume("population: each county's 2020 census rural population split equally among its rural "
                       "village units (ur 210/220) and urban population among its urban-coded units (ur 111–122); "
                       "township-seat rows carry 0 (their people are counted in their villages)")
-        unmatched = sorted(set(population.index) - set(s["county_code"]) - {c for c in population.index if c.endswith("00")})
+        unmatched = sorted(set(population.index[county_level_units(population.index)]) - set(s["county_code"]))
         if unmatched:
             report.add("population", census_units_without_settlements=unmatched)
     return s
@@ -793,7 +813,7 @@ def _check_census_match(s: pd.DataFrame, population: pd.DataFrame, need: np.ndar
                         region_codes: set[str], path: Path | None, report: LoadReport | None) -> None:
     """Report (or refuse) census units of the region that match no settlement county, and the reverse."""
     prefixes = tuple(c for c in region_codes if len(c) < 6)
-    county_rows = population[~population.index.str.endswith("00")]
+    county_rows = population[county_level_units(population.index)]
     mine = county_rows.index.isin(list(region_codes)) | county_rows.index.str.startswith(prefixes or ("\0",))
     census = county_rows[mine]["population_2020"].fillna(0)
     counties_needing = set(s.loc[need, "county_code"].astype(str))
@@ -890,14 +910,15 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
     population = load_population(pop_p, repairs=report.repairs) if pop_p else None
     if population is not None:
         population = population[population.index.str.startswith(prefix[:2])]
-        report.add("population", file=str(pop_p), units=int((~population.index.str.endswith("00")).sum()))
+        report.add("population", file=str(pop_p), units=int(county_level_units(population.index).sum()))
 
     gaz_p = optional("gazetteer")
     frames: list[gpd.GeoDataFrame] = []
     gaz = None
     county_codes = pd.DataFrame(columns=["gaz_name", "county_code", "county_name", "method"])
     if gaz_p:
-        gaz = load_gazetteer(gaz_p, prefix, repairs=report.repairs, report=report)
+        with step("gazetteer"):
+            gaz = load_gazetteer(gaz_p, prefix, repairs=report.repairs, report=report)
         county_codes = reconcile_county_codes(gaz[gaz["level"] == "county"], counties)
         if counties is not None:
             # The region's counties: its code block, plus any recoded since the gazetteer (梁平县 500228 → 500155)
@@ -906,8 +927,11 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
                 report.add("counties", outside_region_dropped=int((~mine).sum()))
             counties = counties[mine].reset_index(drop=True)
             report.add("counties", count=len(counties))
-        sett = settlements_from_gazetteer(gaz, inp["gazetteer_crs"], county_codes)
-        sett.attrs["provenance"] = sett.attrs["provenance"].under(gaz_p)
+        with step("settlements from the gazetteer"):
+            sett = settlements_from_gazetteer(gaz, inp["gazetteer_crs"], county_codes, report=report)
+        prov = sett.attrs["provenance"]
+        names, which = np.unique(prov.files.astype(str), return_inverse=True)
+        prov.files = np.array([str(gaz_p / f) for f in names], dtype=object)[which]
         frames.append(sett)
         q = sett.groupby(["kind", "loc_quality"]).size()
         report.add("gazetteer", folder=str(gaz_p), crs=f"{inp['gazetteer_crs']}→wgs84",
@@ -958,7 +982,8 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
                          row=int(rows[i]))
     region_codes = {prefix} | (set(counties["adcode"]) if counties is not None else set()) \
         | set(county_codes["county_code"].dropna().astype(str))
-    settlements = assign_population(settlements, population, report, path=pop_p, region_codes=region_codes)
+    with step("census population"):
+        settlements = assign_population(settlements, population, report, path=pop_p, region_codes=region_codes)
     settlements["prefecture_code"] = settlements["county_code"].astype(str).str[:4] + "00"
     if counties is not None:
         names = dict(zip(counties["adcode"], counties["name"]))
@@ -971,9 +996,11 @@ def load_inputs(config: RegionConfig, data_dir: Path, *, extra_settlements: list
     fac_p = optional("facilities")
     facilities = None
     if fac_p:
-        facilities = load_facilities(fac_p, default_system=inp["facilities_crs"], gazetteer=gaz, county_codes=county_codes,
-                                     repairs=report.repairs, counties=counties, locate_units=True, report=report,
-                                     region=_facility_region(counties, settlements, config))
+        with step("facilities"):
+            facilities = load_facilities(fac_p, default_system=inp["facilities_crs"], gazetteer=gaz,
+                                         county_codes=county_codes, repairs=report.repairs, counties=counties,
+                                         locate_units=True, report=report,
+                                         region=_facility_region(counties, settlements, config))
         if facilities.attrs["level_names"]:
             report.add("facilities", level_names_read=facilities.attrs["level_names"])
         if facilities.attrs["outside_region"]:

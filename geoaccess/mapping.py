@@ -20,11 +20,14 @@ from jinja2 import Template
 
 from geoaccess._atomic import atomic_file
 from geoaccess.errors import InputError
+from geoaccess.map_points import MAX_SETTLEMENT_MARKERS, settlement_band_images
 from geoaccess.schema import FACILITY_LEVEL_NAMES, FACILITY_LEVELS, LEVEL_GROUPS, column_info
 
 log = logging.getLogger("geoaccess")
 
 STATIC = Path(__file__).with_name("static")
+#: County outlines of a national map are simplified by this many degrees (~1 km) to keep the page light.
+COUNTY_SIMPLIFY_DEG = 0.01
 BANDS = (15, 30, 60, 120, 240)
 LEVELS = tuple(LEVEL_GROUPS)
 UNREACHABLE_COLOUR = "#404040"
@@ -557,6 +560,10 @@ def coverage_map(
     facilities = layers.get("facilities")
     facilities = _located(facilities, "facilities") if facilities is not None and len(facilities) else None
 
+    # A national map: settlements as one image per level, county outlines simplified (geoaccess.map_points)
+    as_image = len(settlements) > MAX_SETTLEMENT_MARKERS
+    if as_image:
+        counties = counties.assign(geometry=counties.geometry.simplify(COUNTY_SIMPLIFY_DEG, preserve_topology=True))
     m = folium.Map(tiles=None, prefer_canvas=True, control_scale=True, zoom_start=6, maxZoom=16)
     _make_offline(m)
     if tiles == "osm":
@@ -590,10 +597,18 @@ def coverage_map(
 
     groups = {lv: folium.FeatureGroup(name=f"居民点 settlements: {' '.join(LEVEL_NAMES[lv])}", overlay=False,
                                       show=lv == level).add_to(m) for lv in levels}
-    data = _settlement_data(settlements, levels, level, bands, facilities)
+    if as_image:
+        images, image_bounds = settlement_band_images(settlements, levels, bands, band_colours(bands))
+        for lv, g in groups.items():
+            folium.raster_layers.ImageOverlay(images[lv], image_bounds, name=f"settlements {lv}", opacity=1.0,
+                                              interactive=False).add_to(g)
+        data = {"relocation": [], "levelNames": {lvl: " ".join(LEVEL_NAMES[lvl]) for lvl in levels}}
+    else:
+        data = _settlement_data(settlements, levels, level, bands, facilities)
     relocation = folium.FeatureGroup(name="搬迁安置点 relocation settlements").add_to(m) if data["relocation"] else None
     group_js = "{" + ",".join(f"{_js(lv)}:{g.get_name()}" for lv, g in groups.items()) + "}"
-    code = [f"geoaccess.addSettlements({group_js},{relocation.get_name() if relocation else 'null'},{_js(data)});"]
+    code = [] if as_image else \
+        [f"geoaccess.addSettlements({group_js},{relocation.get_name() if relocation else 'null'},{_js(data)});"]
     extras, front = [], []
     if relocation:
         extras.append(('<span class="ga-swatch ga-ring" style="border:2.5px solid #6a3d9a"></span>',

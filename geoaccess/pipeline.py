@@ -18,6 +18,7 @@ from .coverage import TIME_COLS, classify, coverage_report, unit_summary
 from .errors import ConfigError, InputError
 from ._memory import peak_memory_mb
 from .loaders import Inputs, load_inputs
+from .progress import step
 
 log = logging.getLogger("geoaccess")
 
@@ -141,7 +142,8 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    inputs = inputs or load_inputs(config, data_dir)
+    with step("inputs"):
+        inputs = inputs or load_inputs(config, data_dir)
     if config.scenario is not None:  # scenario: facilities added / removed, its files recorded (geoaccess/scenarios.py)
         from .scenarios import apply_to_inputs
 
@@ -156,7 +158,7 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
 
     dem_path = config.input_path("dem", data_dir)
     outline = region_polygon(inputs)
-    with ThreadPoolExecutor(1, thread_name_prefix="geoaccess-dem") as pool:
+    with step("road network and DEM"), ThreadPoolExecutor(1, thread_name_prefix="geoaccess-dem") as pool:
         # the DEM is read (GDAL, without the GIL) while the road graph is built
         dem_job = pool.submit(_open_region_dem, config, inputs, facilities, dem_path, terrain)
         t = time.perf_counter()
@@ -174,7 +176,8 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
         log.warning("no DEM: travel times are flat")
     roads = config.section("roads")
     t = time.perf_counter()
-    G = add_edge_travel_times(G, dem, params, config.working_crs)
+    with step("terrain along the roads"):
+        G = add_edge_travel_times(G, dem, params, config.working_crs)
     if config.scenario is not None or config.mode is not None:  # scenario / travel mode: road times changed
         from .scenarios import apply_to_graph
 
@@ -195,8 +198,9 @@ def _open_region_dem(config: RegionConfig, inputs: Inputs, facilities, dem_path:
     lon = np.r_[s["lon"].to_numpy(), facilities["lon"].to_numpy(), x0, x1]
     lat = np.r_[s["lat"].to_numpy(), facilities["lat"].to_numpy(), y0, y1]
     margin_m = config.section("roads")["clip_buffer_km"] * 1000.0 + 5000.0
-    dem = open_dem(dem_path, region_bounds=(np.nanmin(lon), np.nanmin(lat), np.nanmax(lon), np.nanmax(lat)),
-                   margin_m=margin_m)
+    box = dem_box(dem_path, (np.nanmin(lon), np.nanmin(lat), np.nanmax(lon), np.nanmax(lat)), s, facilities,
+                  inputs.report)
+    dem = open_dem(dem_path, region_bounds=box, margin_m=margin_m)
     return dem, dem.warnings + check_dem_at(dem, s["lon"].to_numpy(), s["lat"].to_numpy()), time.perf_counter() - t
 
 
@@ -206,6 +210,42 @@ def region_areas(prepared: PreparedRegion, model):
 
     return unit_areas(prepared.inputs.settlements, prepared.inputs.counties, model.area_grid(),
                       prepared.config.section("positions"))
+
+
+def dem_box(dem_path: Path, box: tuple, settlements: pd.DataFrame, facilities: pd.DataFrame, report) -> tuple:
+    """The lon/lat box (west, south, east, north) the DEM is read over: the region's, cut to the DEM's own extent
+    when the region reaches beyond it but at most `terrain.MAX_NODATA_SHARE` of the settlements do (islands south
+    of a national DEM); the settlements and facilities beyond it are reported (no elevation: flat legs, or cut off
+    by the grid engines). Otherwise the box is unchanged and `open_dem` refuses a DEM that misses the region."""
+    import rasterio
+
+    from .terrain import MAX_NODATA_SHARE, _bounds_to_crs
+
+    try:
+        with rasterio.open(dem_path) as src:
+            b = src.bounds
+            left, bottom, right, top = _bounds_to_crs((min(b.left, b.right), min(b.bottom, b.top), max(b.left, b.right),
+                                                       max(b.bottom, b.top)), src.crs, "EPSG:4326")
+    except Exception:  # unreadable or without a CRS: open_dem names the problem
+        return box
+    w, so, e, n = box
+    if w >= left and e <= right and so >= bottom and n <= top:
+        return box
+
+    def beyond(frame):
+        lon, lat = frame["lon"].to_numpy(float), frame["lat"].to_numpy(float)
+        ok = np.isfinite(lon) & np.isfinite(lat)
+        return ok & ~((lon >= left) & (lon <= right) & (lat >= bottom) & (lat <= top)), ok
+
+    out_s, ok_s = beyond(settlements)
+    out_f, _ = beyond(facilities)
+    if out_s.sum() > MAX_NODATA_SHARE * max(1, ok_s.sum()):
+        return box
+    report.warn(f"{dem_path}: the region (lon {w:.2f}–{e:.2f}, lat {so:.2f}–{n:.2f}) reaches beyond the DEM (lon "
+                f"{left:.2f}–{right:.2f}, lat {bottom:.2f}–{top:.2f}): {int(out_s.sum()):,} settlements and "
+                f"{int(out_f.sum()):,} facilities lie outside it and have no elevation (their rows stay; with no "
+                "terrain cell they may be unreachable); the DEM is read over its own extent")
+    return max(w, left), max(so, bottom), min(e, right), min(n, top)
 
 
 def finish_table(prepared: PreparedRegion, times: pd.DataFrame, thresholds: dict, *, model=None,
@@ -361,7 +401,7 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
         "engine": run.engine, "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
         "warnings": rep.warnings + run.warnings, "assumptions": rep.assumptions + engine_assumptions(run) + _scenario_lines(run), "skipped": rep.skipped,
         "repairs": rep.repairs, "software": software_versions(), "wall_time_s": round(wall_s, 2),
-        "peak_memory_mb": peak_memory_mb(),
+        "peak_memory_mb": peak_memory_mb(), "machine": machine_facts(), "steps": _steps(),
     }
 
 
@@ -384,6 +424,27 @@ def _scenario_lines(run: Run) -> list[str]:
     if f["mode"] != "motorised":
         out.append(f"travel mode {f['mode']}: {f.get('mode_definition', {})}")
     return out
+
+
+def machine_facts() -> dict:
+    """CPUs, memory and load of the machine the run took its wall time on (timings depend on them)."""
+    import os
+
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    try:
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        mem_gb = None
+    return {"cpus": os.cpu_count(), "memory_gb": mem_gb, "load_average_1_5_15_min": load}
+
+
+def _steps() -> list[dict]:
+    from .progress import recorded
+
+    return recorded()
 
 
 def gap_ranges(table: pd.DataFrame, thresholds: dict) -> dict:

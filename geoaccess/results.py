@@ -149,6 +149,7 @@ class GapsResult:
         geoaccess output set, and refused (`OutputError`) when it holds files of the user's, is an input, or
         cannot be written. Returns the folder.
         """
+        from . import progress
         from ._atomic import atomic_output_dir
         from .export import export_layers
         from .outputs import provenance_inputs
@@ -167,13 +168,17 @@ class GapsResult:
             if self.referral_chains is not None:
                 csv_layers["referral_chains"] = self.referral_chains
             try:
-                export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
-                export_layers(layers, tmp, formats=("gpkg",), region=config.key)
-                export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)
+                with progress.step("write CSV"):
+                    export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
+                with progress.step("write GeoPackage"):
+                    export_layers(layers, tmp, formats=("gpkg",), region=config.key)
+                with progress.step("write shapefile"):
+                    export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)
             except BaseException:
                 futures_wait([rasters])  # no thread may still write into a staging folder that is being removed
                 raise
-            rasters.result()
+            with progress.step("write travel-time rasters (the rest, written beside the layers)"):
+                rasters.result()
             run.timings["write_s"] = time.perf_counter() - t
             summary = summarise(run, audit, time.perf_counter() - self.started)
             if "referral" in self.summary.extra:
@@ -201,13 +206,20 @@ def gaps_result(config: RegionConfig, data_dir: Path, *, engine: str = "combined
     from .access import referral_summary
     from .outputs import configured_inputs
 
+    from . import progress
+
     t0 = time.perf_counter()
+    progress.clear()
     prefetch_checksums(configured_inputs(config, data_dir))  # a manifest's input checksums, while the engine runs
     th = config.thresholds
-    run = (compute or compute_region_times)(config, data_dir, terrain=terrain, engine=engine, thresholds=th)
+    with progress.step("travel times (all steps)"):
+        run = (compute or compute_region_times)(config, data_dir, terrain=terrain, engine=engine, thresholds=th)
     check_invariants(run.table, len(run.inputs.settlements))
-    audit = run_audit(run)
-    counties = county_table(run, audit)
+    with progress.step("blank-spot audit"):
+        audit = run_audit(run)
+    with progress.step("county and prefecture tables"):
+        counties = county_table(run, audit)
+        prefectures = prefecture_table(run, audit)
     relocation = run.table[run.table["kind"].eq("relocation")]
     t_ref = time.perf_counter()
     referral, chains = gaps_referral(run)
@@ -217,7 +229,7 @@ def gaps_result(config: RegionConfig, data_dir: Path, *, engine: str = "combined
     summary = GapsSummary.from_mapping(summary)
     return GapsResult(config=config, data_dir=Path(data_dir), engine=engine, terrain=terrain, thresholds=th,
                       settlements=run.table, facilities=run.inputs.facilities,
-                      counties=_with_polygons(counties, run.inputs.counties), prefectures=prefecture_table(run, audit),
+                      counties=_with_polygons(counties, run.inputs.counties), prefectures=prefectures,
                       blank_spots=audit.blank_spots, exemptions=audit.exemptions, cannot_check=audit.cannot_check,
                       relocation=relocation, summary=summary, run=run, audit=audit, referral=referral,
                       referral_chains=chains, started=t0)

@@ -155,18 +155,6 @@ def test_worker_data_dir(tmp_path, monkeypatch):
         dd.worker_data_dir(tmp_path / "elsewhere")
 
 
-def test_national_estimate_from_measured_costs():
-    measured = dd.measure_engine_costs(None, osm_file=None, nx_grid_side=20, grid_side=60, n_points=300)
-    assert {"build_s_per_edge", "graph_bytes_per_edge", "pass_s_per_edge"} <= set(measured["costs"])
-    est = dd.estimate_national_run(costs=measured["costs"])
-    assert est["inputs"]["directed_edges"] == int(30_000_000 * dd.MEASURED_COSTS["edges_per_node"])
-    base = dd.estimate_national_run()
-    double = dd.estimate_national_run(n_nodes=60_000_000)
-    assert double["single_process"]["peak_memory_gb"] == pytest.approx(2 * base["single_process"]["peak_memory_gb"],
-                                                                      rel=0.01)
-    assert base["partitioned"]["partition_memory_gb"] < base["regions"]["largest_region_memory_gb"]
-
-
 @pytest.mark.slow
 def test_gaps_for_two_regions_write_their_outputs(client, data_dir, tmp_path):
     summaries = dd.gaps_regions(["tibet", "chongqing"], data_dir, tmp_path, client=client)

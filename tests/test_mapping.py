@@ -576,3 +576,45 @@ def test_referral_and_catchment_layers_render_and_open_popups(referral_map, tmp_
     assert got["n"] == int((referral["level"] != "prefecture_hospital").sum()) and got["polys"] == len(catchments)
     assert "服务范围 catchment: 0–30 min" in got["catchPopup"] and "people: 100" in got["catchPopup"]
     assert "转诊 referral" in got["refPopup"] and "min" in got["refPopup"]
+
+
+def test_a_national_size_map_draws_settlements_as_images_not_markers(layers, counties, monkeypatch):
+    """Above MAX_SETTLEMENT_MARKERS (a national run: 676,000 settlements) the settlements become one image per
+    level, whose pixels take the worst band of the settlements in them; no per-settlement data in the page."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    s = layers["settlements"]
+    few = mapping.map_html(mapping.coverage_map({"settlements": s}, counties=counties, title="t"))
+    monkeypatch.setattr(mapping, "MAX_SETTLEMENT_MARKERS", len(s) - 1)
+    many = mapping.map_html(mapping.coverage_map({"settlements": s}, counties=counties, title="t"))
+    assert "geoaccess.addSettlements(" in few and "geoaccess.addSettlements(" not in many
+    assert str(s["settlement_id"].iloc[0]) not in many  # no per-settlement rows in the page
+    from geoaccess.map_points import IMAGE_PIXELS
+
+    pngs = [Image.open(io.BytesIO(base64.b64decode(b))) for b in
+            re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", many)]
+    images = [np.asarray(p.convert("RGBA")) for p in pngs if p.width == IMAGE_PIXELS]
+    assert len(images) == 4  # one per level group
+    allowed = {tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in mapping.band_colours()}
+    for img in images:
+        colours = {tuple(c) for c in img[img[..., 3] > 0][:, :3].tolist()}
+        assert colours and colours <= allowed  # every drawn pixel is a band colour
+
+
+def test_settlement_image_pixel_takes_the_worst_band():
+    from geoaccess.map_points import settlement_band_images
+
+    s = pd.DataFrame({"lon": [100.0, 100.0000001, 110.0], "lat": [30.0, 30.0, 40.0],
+                      "t_county_min": [10.0, 500.0, 10.0]})
+    colours = mapping.band_colours()
+    images, bounds = settlement_band_images(s, ["county"], mapping.BANDS, colours)
+    img = images["county"]
+    drawn = img[img[..., 3] > 0][:, :3]
+    rgb = {h: tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in colours}
+    got = {tuple(c) for c in drawn.tolist()}
+    assert got == {rgb[colours[len(mapping.BANDS)]], rgb[colours[0]]}  # the shared pixel shows > 240 min, not ≤ 15
+    assert bounds[0][0] < 30.0 < 40.0 < bounds[1][0] and bounds[0][1] < 100.0 < 110.0 < bounds[1][1]

@@ -424,7 +424,7 @@ def test_partitioned_dask_run_writes_the_same_settlement_table(data_dir, tmp_pat
     pytest.importorskip("distributed")
     out = tmp_path / "part"
     assert main(["-q", "gaps", "--region", "tibet", "--data", str(data_dir), "--out", str(out),
-                 "--partition", "prefecture", "--workers", "2"]) == 0
+                 "--partition", "prefecture", "--workers", "2", "--engine", "network"]) == 0
     serial = tibet_network_gaps[0]
     a = pd.read_csv(out / "settlements.csv", dtype=str)
     b = pd.read_csv(serial / "settlements.csv", dtype=str)
@@ -433,6 +433,17 @@ def test_partitioned_dask_run_writes_the_same_settlement_table(data_dir, tmp_pat
     a = pd.read_csv(out / "referral.csv", dtype={"facility_id": str})
     b = pd.read_csv(serial / "referral.csv", dtype={"facility_id": str})
     pd.testing.assert_frame_equal(a, b, rtol=1e-9)
+
+
+def test_partition_keeps_the_engine_of_the_single_process_run(capsys, tmp_path):
+    """Same flags, same engine: --partition without --engine is the default (combined) engine, which partitioned
+    runs cannot route yet — refused in one line naming the option, not silently switched to the road network."""
+    pytest.importorskip("distributed")
+    assert main(["gaps", "--region", "tibet", "--out", str(tmp_path / "o"), "--partition", "province",
+                 "--workers", "1"]) == 2
+    line = _one_line_error(capsys)
+    assert "--engine combined" in line and "--engine network" in line
+    assert not (tmp_path / "o").exists()
 
 
 def test_partition_with_several_regions_is_refused(capsys):
