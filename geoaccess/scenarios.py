@@ -495,7 +495,8 @@ def _segments(G, edges, dem, working_crs) -> dict:
     import shapely
     from pyproj import Transformer
 
-    from .terrain import _edge_geometries, sample_dem
+    from .elevation import sample_dem
+    from .terrain import _edge_geometries
 
     geoms = _edge_geometries(G, edges)
     fwd = Transformer.from_crs("EPSG:4326", working_crs, always_xy=True)

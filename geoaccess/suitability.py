@@ -18,7 +18,7 @@ log = logging.getLogger("geoaccess")
 
 def _slope(dem, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     """Rise/run of the DEM at each point, by central differences one 30″ cell either side."""
-    from .terrain import sample_dem
+    from .elevation import sample_dem
 
     d = 1.0 / 120.0
     zx = sample_dem(dem, lon + d, lat) - sample_dem(dem, lon - d, lat)
@@ -66,7 +66,7 @@ def filter_candidates(run, cand: pd.DataFrame, data_dir: Path | None = None) -> 
         keep &= ~inside
     dem = run.dem
     if sit.get("candidate_max_altitude_m") and dem is not None:
-        from .terrain import sample_dem
+        from .elevation import sample_dem
 
         high = ~(sample_dem(dem, lon, lat) <= sit["candidate_max_altitude_m"])
         removed[f"above {sit['candidate_max_altitude_m']:g} m"] = int((high & keep).sum())
