@@ -99,7 +99,7 @@ def run_compare(config, data_dir: Path, out_dir: Path, a: str, b: str, *, mode: 
     """Run the region under scenarios ``a`` and ``b`` and write the comparison (one atomic output set)."""
     from ._atomic import atomic_output_dir
     from .outputs import provenance_inputs
-    from .pipeline import _json_default
+    from .pipeline import json_default
     from .scenarios import describe
 
     if a == b:
@@ -136,7 +136,7 @@ def run_compare(config, data_dir: Path, out_dir: Path, a: str, b: str, *, mode: 
         by_pref.to_csv(tmp / f"{name}_prefectures.csv", index=False, encoding="utf-8-sig")
         change_map(ch, counties, by_county, a, b, lines).save(str(tmp / f"{name}.html"))
         (tmp / "compare_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1,
-                                                             default=_json_default), encoding="utf-8")
+                                                             default=json_default), encoding="utf-8")
     return {"summary": summary, "settlements": ch, "counties": by_county, "prefectures": by_pref,
             "out_dir": out_dir}
 

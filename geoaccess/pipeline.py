@@ -158,8 +158,8 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
 
     dem_path = config.input_path("dem", data_dir)
     outline = region_polygon(inputs)
-    with step("road network and DEM"), ThreadPoolExecutor(1, thread_name_prefix="geoaccess-dem") as pool:
-        # the DEM is read (GDAL, without the GIL) while the road graph is built
+    with step("road network"), ThreadPoolExecutor(1, thread_name_prefix="geoaccess-dem") as pool:
+        # the DEM is read (GDAL, without the GIL) while the road graph is built: one step for both
         dem_job = pool.submit(_open_region_dem, config, inputs, facilities, dem_path, terrain)
         t = time.perf_counter()
         G = net_mod.load_road_network(road_spec(config), data_dir, outline, config.working_crs)
