@@ -397,7 +397,7 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
         "county_hospital_access": county_line,
         "coverage": cov,
         "blank_spots": audit.summary(),
-        "scenario": _scenario_facts(run),
+        "scenario": scenario_facts(run),
         "engine": run.engine, "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
         "warnings": rep.warnings + run.warnings, "assumptions": rep.assumptions + engine_assumptions(run) + _scenario_lines(run), "skipped": rep.skipped,
         "repairs": rep.repairs, "software": software_versions(), "wall_time_s": round(wall_s, 2),
@@ -405,7 +405,7 @@ def summarise(run: Run, audit, wall_s: float) -> dict:
     }
 
 
-def _scenario_facts(run: Run) -> dict:
+def scenario_facts(run: Run) -> dict:
     """The run's scenario and travel mode, and what they changed (docs/scenarios.md)."""
     from .scenarios import describe
 
@@ -414,7 +414,7 @@ def _scenario_facts(run: Run) -> dict:
 
 def _scenario_lines(run: Run) -> list[str]:
     """The scenario and mode in words, for the report's assumptions (nothing for the baseline)."""
-    f = _scenario_facts(run)
+    f = scenario_facts(run)
     out = []
     if f["name"] != "baseline":
         r = f.get("roads", {})
@@ -598,21 +598,6 @@ def run_gaps(config: RegionConfig, data_dir: Path, out_dir: Path, *, thresholds:
     result = gaps_result(config, data_dir, engine=engine, terrain=terrain, compute=compute)
     result.write(out_dir)
     return result.report()
-
-
-def _write_rasters_in_background(run: Run, folder: Path):
-    """Start writing ``traveltime_{level}.tif`` for every level in a thread; returns its future."""
-    from .raster import write_travel_time_tif
-
-    def write():
-        for group, minutes in (run.rasters.minutes.items() if run.rasters is not None else ()):
-            write_travel_time_tif(folder / f"traveltime_{group}.tif", minutes, run.rasters)
-
-    pool = ThreadPoolExecutor(1, thread_name_prefix="geoaccess-rasters")
-    try:
-        return pool.submit(write)
-    finally:
-        pool.shutdown(wait=False)
 
 
 def gaps_referral(run: Run) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:

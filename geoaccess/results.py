@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,8 @@ import geopandas as gpd
 import pandas as pd
 
 from .config import RegionConfig
-from .pipeline import (Run, _scenario_facts, _write_rasters_in_background, check_invariants, compute_region_times, county_table,
-                       gaps_referral, json_default, prefecture_table, run_audit, summarise)
+from .pipeline import (Run, check_invariants, compute_region_times, county_table, gaps_referral, json_default,
+                       prefecture_table, run_audit, scenario_facts, summarise)
 from .sections import Record
 
 
@@ -161,7 +162,7 @@ class GapsResult:
         with atomic_output_dir(out_dir, inputs=provenance_inputs(config, self.data_dir, run.inputs.paths),
                                command="gaps", parameters={"engine": self.engine, "terrain": self.terrain,
                                                            "thresholds": self.thresholds,
-                                                           "scenario": _scenario_facts(run)}) as tmp:
+                                                           "scenario": scenario_facts(run)}) as tmp:
             rasters = _write_rasters_in_background(run, tmp)  # GDAL releases the GIL: beside the vector layers
             csv_layers = {k: v for k, v in layers.items() if k != "facilities"} | {"exemptions": audit.exemptions,
                                                                                     "cannot_check": audit.cannot_check}
@@ -194,6 +195,21 @@ class GapsResult:
         return {**self.summary.to_dict(), "out_dir": str(self.out_dir),
                 "tables": {"counties": self.counties.drop(columns="geometry", errors="ignore"),
                            "relocation": self.relocation}}
+
+
+def _write_rasters_in_background(run: Run, folder: Path):
+    """Start writing ``traveltime_{level}.tif`` for every level in a thread; returns its future."""
+    from .raster import write_travel_time_tif
+
+    def write():
+        for group, minutes in (run.rasters.minutes.items() if run.rasters is not None else ()):
+            write_travel_time_tif(folder / f"traveltime_{group}.tif", minutes, run.rasters)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="geoaccess-rasters")
+    try:
+        return pool.submit(write)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def gaps_result(config: RegionConfig, data_dir: Path, *, engine: str = "combined", terrain: bool = True,
