@@ -265,8 +265,10 @@ def _search_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minute
     dist = np.full(n_nodes, np.inf)
     label = np.full(n_nodes, -1, np.int32)
     pos = np.full(n_nodes, -1, np.int32)  # heap slot; -1 never queued, -2 settled
-    hkey = np.empty(n_nodes, np.float64)
-    hnode = np.empty(n_nodes, np.int32)
+    # the heap holds the search front only (a few % of the nodes on a grid): it starts small and doubles
+    cap = min(n_nodes, max(sources.shape[0] + 1024, n_nodes // 64))
+    hkey = np.empty(cap, np.float64)
+    hnode = np.empty(cap, np.int32)
     size = 0
     for s in range(sources.shape[0]):
         node = sources[s]
@@ -283,6 +285,11 @@ def _search_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minute
         if size > 0:
             _heap_pop_fix(hkey, hnode, pos, size)
         lab = label[c]
+        need = size + nmoves + rev_indptr[c + 1] - rev_indptr[c]  # at most this many queued after c's edges
+        if need > hkey.shape[0]:
+            grown = min(n_nodes, max(2 * hkey.shape[0], need))
+            hkey = np.concatenate((hkey[:size], np.empty(grown - size, np.float64)))
+            hnode = np.concatenate((hnode[:size], np.empty(grown - size, np.int32)))
         if c < n_cells:
             for k in range(nmoves):
                 w = weights[c, k]
@@ -479,7 +486,7 @@ class CombinedGraph:
 
 
 def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem | None, *, working_crs: str,
-                         origin_lon, origin_lat, dest_lon, dest_lat, direct_km: float = 10.0,
+                         origin_lon, origin_lat, dest_lon, dest_lat, direct_km: float = 0.0,
                          road_legs_km: float = 2.0, access_spacing_m: float | None = None) -> CombinedGraph:
     """Join the road graph ``G`` (edges with ``travel_time`` s and optional ``time_profile``) to ``grid``.
 
@@ -489,7 +496,10 @@ def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem |
     grid, params, dem : the terrain grid, the off-road model, and the DEM its legs sample.
     origin_lon, origin_lat : WGS84 settlements (NaN: no coordinates, left unconnected).
     dest_lon, dest_lat : WGS84 facilities.
-    direct_km : a settlement may go straight off road to any facility within this distance.
+    direct_km : the straight off-road trips to facilities within this distance become graph edges (default 0: none).
+        The level passes check every straight trip that could beat a searched time after the search
+        (:class:`_StraightLegs`), and cost matrices merge them, so the times are the same either way: edges only
+        cost build time and memory (4.2 M pairs within 10 km at national size).
     road_legs_km : each point has a straight leg to the nearest point of every road within this distance;
         farther roads are reached over the grid. (A leg to "the nearest road" however far would vanish when a
         nearer road is added, and could make a time longer: these legs only ever grow in number.)
@@ -639,10 +649,6 @@ def _other_roads_within(edges, lon, lat, nearest, working_crs: str, within_m: fl
     return ok[pi], snap
 
 
-#: Lines are checked for barriers at most this many samples at a time (memory: ~60 bytes a sample).
-BARRIER_CHUNK_SAMPLES = 4_000_000
-
-
 def clear_of_barriers(grid: TerrainGrid, flon, flat, tlon, tlat) -> np.ndarray:
     """True for the straight lines that cross no barrier cell (no elevation, or outside the region's buffer).
 
@@ -650,34 +656,41 @@ def clear_of_barriers(grid: TerrainGrid, flon, flat, tlon, tlat) -> np.ndarray:
     """
     fx, fy = (np.asarray(a, float) for a in _to_grid_crs(grid.crs, flon, flat))
     tx, ty = (np.asarray(a, float) for a in _to_grid_crs(grid.crs, tlon, tlat))
-    n_lines = len(fx)
-    if not n_lines:
+    if not len(fx):
         return np.zeros(0, bool)
     inv = ~grid.transform
     c0, r0 = inv @ (fx, fy)
     c1, r1 = inv @ (tx, ty)
-    steps = np.maximum(np.ceil(2 * np.hypot(c1 - c0, r1 - r0)).astype(np.int64), 1)
-    total = int((steps + 1).sum())
-    if total > BARRIER_CHUNK_SAMPLES and n_lines > 1:  # lines are independent: bound the memory
-        cuts = np.searchsorted(np.cumsum(steps + 1), np.arange(BARRIER_CHUNK_SAMPLES, total, BARRIER_CHUNK_SAMPLES))
-        bounds = np.unique(np.r_[0, cuts, n_lines])
-        flon, flat, tlon, tlat = (np.asarray(a, float) for a in (flon, flat, tlon, tlat))
-        return np.concatenate([clear_of_barriers(grid, flon[a:b], flat[a:b], tlon[a:b], tlat[a:b])
-                               for a, b in zip(bounds[:-1], bounds[1:])])
-    line = np.repeat(np.arange(n_lines), steps + 1)
-    k = np.arange(int((steps + 1).sum())) - np.repeat(np.cumsum(steps + 1) - (steps + 1), steps + 1)
-    t = k / steps[line]
-    r = np.floor(r0[line] + (r1 - r0)[line] * t).astype(np.int64)
-    c = np.floor(c0[line] + (c1 - c0)[line] * t).astype(np.int64)
-    rows, cols = grid.shape
-    inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
-    bad = ~inside
-    bad[inside] = np.isnan(grid.elevation[r[inside], c[inside]])
-    return np.bincount(line, weights=bad, minlength=n_lines) == 0
+    return _lines_clear(grid.elevation, *(np.ascontiguousarray(a, np.float64) for a in (c0, r0, c1, r1)))
+
+
+@njit(cache=True, nogil=True)
+def _lines_clear(elevation, c0, r0, c1, r1):
+    """Per line (grid column/row coordinates): no sample, every half cell from start to end, falls on a NaN cell
+    or off the grid. Sample ``k`` of ``n = max(ceil(2·length), 1)`` is the cell under ``start + (end − start)·k/n``."""
+    rows, cols = elevation.shape
+    out = np.ones(c0.shape[0], np.bool_)
+    for i in range(c0.shape[0]):
+        dc = c1[i] - c0[i]
+        dr = r1[i] - r0[i]
+        if not (math.isfinite(dc) and math.isfinite(dr)):
+            out[i] = False
+            continue
+        steps = max(int(math.ceil(2.0 * math.hypot(dc, dr))), 1)
+        for k in range(steps + 1):
+            t = k / steps
+            r = math.floor(r0[i] + dr * t)
+            c = math.floor(c0[i] + dc * t)
+            if r < 0 or r >= rows or c < 0 or c >= cols or math.isnan(elevation[r, c]):
+                out[i] = False
+                break
+    return out
 
 
 def _clear_pairs(grid, o_lon, o_lat, d_lon, d_lat, working_crs, direct_km, legs):
     """Settlement–facility pairs within ``direct_km`` whose straight line crosses no barrier, with leg minutes."""
+    if not direct_km > 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     oi, di, _ = road_engine._direct_pairs(o_lon, o_lat, d_lon, d_lat, working_crs, direct_km * 1000.0,
                                           offroad_minutes=None, speed_kph=1.0, detour=1.0)
     keep = clear_of_barriers(grid, o_lon[oi], o_lat[oi], d_lon[di], d_lat[di])
@@ -787,14 +800,19 @@ def level_passes(graph: CombinedGraph, facility_levels: np.ndarray,
     def one_search(fac: np.ndarray) -> LevelResult:
         # the search, the straight trips and the cell field of one facility set (in a worker thread)
         dist, label = graph.search(graph.dest_nodes[fac])
-        nearest = np.where(label >= 0, fac[np.maximum(label, 0)], -1)
         on = graph.origin_nodes
         s_min = np.where(on >= 0, dist[np.maximum(on, 0)], np.nan)
-        s_near = np.where(on >= 0, nearest[np.maximum(on, 0)], -1)
-        s_min, s_near = legs.improve(s_min, s_near, fac)
+        s_lab = np.where(on >= 0, label[np.maximum(on, 0)], -1)
+        s_near = np.where(s_lab >= 0, fac[np.maximum(s_lab, 0)], -1)
+        # the cells' fields, without whole-graph temporaries (at national size each is 44 M nodes)
         cm = dist[:rows * cols].reshape(rows, cols).astype(np.float32)
         cm[barrier] = np.nan
-        return LevelResult(s_min, s_near, cm, nearest[:rows * cols].reshape(rows, cols).astype(np.int32))
+        cell_label = label[:rows * cols].reshape(rows, cols)
+        cn = fac.astype(np.int32)[np.maximum(cell_label, 0)]
+        cn[cell_label < 0] = -1
+        del dist, label, cell_label
+        s_min, s_near = legs.improve(s_min, s_near, fac)
+        return LevelResult(s_min, s_near, cm, cn)
 
     with ThreadPoolExecutor(n_threads) as pool:
         found = dict(zip((tuple(f.tolist()) for f in searches), pool.map(one_search, searches)))
@@ -901,7 +919,7 @@ class _StraightLegs:
 
 
 def compute_travel_times(G, dem: Dem, settlements: pd.DataFrame, facilities: pd.DataFrame, *, params: TerrainParams,
-                         working_crs: str, region=None, buffer_m: float = 30000.0, direct_km: float = 10.0,
+                         working_crs: str, region=None, buffer_m: float = 30000.0, direct_km: float = 0.0,
                          road_legs_km: float = 2.0, moves: int = 16, groups: Mapping[str, Sequence[str]] | None = None):
     """Travel-time result of the combined engine on ``dem`` (see :func:`compute_on_grid`)."""
     grid = terrain_grid(dem, region=region, buffer_m=buffer_m, working_crs=working_crs, moves=moves)
@@ -910,7 +928,7 @@ def compute_travel_times(G, dem: Dem, settlements: pd.DataFrame, facilities: pd.
 
 
 def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataFrame, facilities: pd.DataFrame, *,
-                    params: TerrainParams, working_crs: str, direct_km: float = 10.0, road_legs_km: float = 2.0,
+                    params: TerrainParams, working_crs: str, direct_km: float = 0.0, road_legs_km: float = 2.0,
                     groups: Mapping[str, Sequence[str]] | None = None):
     """Travel-time result of the combined engine for every settlement, and the per-level cell results.
 

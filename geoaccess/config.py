@@ -69,7 +69,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "modes": {},  # [modes.NAME] travel modes beside motorised and walking, validated by geoaccess.scenarios
     "offroad": {
         "max_offroad_km": 30.0,  # legs longer than this are reported (speeds and detour: [terrain])
-        "direct_km": 10.0,  # combined engine: straight off-road trips to every facility within this distance
+        # combined engine: straight off-road trips within this distance are graph edges; every straight trip that
+        # could beat a searched time is checked after the search anyway, so this only moves work (0: none are edges)
+        "direct_km": 0.0,
         "road_legs_km": 2.0,  # combined engine: a straight leg to every road within this distance (farther: the grid)
         "grid_moves": 16,  # combined engine: 8 (king's moves) or 16 (with knight's moves) per DEM cell
         "grid_buffer_km": 30.0,  # combined engine: DEM cells this far outside the region may be crossed

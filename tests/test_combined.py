@@ -181,6 +181,18 @@ def test_a_nearer_dead_end_road_never_takes_away_the_way_to_the_trunk_road():
     assert after["offroad_m"].iloc[0] < 1200  # the spur is now its nearest road, as reported
 
 
+def test_straight_trips_as_graph_edges_or_checked_after_the_search_give_the_same_times():
+    # direct_km only decides where the straight trips are taken (edges in the search, or the check after it)
+    for seed in (3, 7, 11):
+        G, elevation, s, f = small_world(seed)
+        checked, _, _ = run(G, elevation, s, f, direct_km=0)
+        as_edges, _, _ = run(G, elevation, s, f, direct_km=30.0)  # every pair in the 20 km world is an edge
+        assert as_edges.attrs["engine"]["direct_pairs"] > 50 and checked.attrs["engine"]["direct_pairs"] == 0
+        np.testing.assert_allclose(checked["t_county_min"].to_numpy(), as_edges["t_county_min"].to_numpy(), rtol=1e-12)
+        same_time = np.isclose(checked["t_county_min"], as_edges["t_county_min"], rtol=1e-12)
+        assert (checked["nearest_county_id"] == as_edges["nearest_county_id"])[same_time].all()
+
+
 def test_no_time_exceeds_the_straight_off_road_trip_to_any_facility():
     G, elevation, s, f = small_world(7)
     d = dem(elevation)
@@ -207,14 +219,17 @@ def test_bounded_cost_matrix_equals_each_facilitys_own_search():
     grid = combined.terrain_grid(d, moves=16)
     g = combined.build_combined_graph(G, grid, PARAMS, d, working_crs=WCRS, origin_lon=s["lon"], origin_lat=s["lat"],
                                       dest_lon=f["lon"], dest_lat=f["lat"])
+    # the reference: every straight trip as a graph edge (the cost matrix merges them after its searches)
+    with_edges = combined.build_combined_graph(G, grid, PARAMS, d, working_crs=WCRS, origin_lon=s["lon"],
+                                               origin_lat=s["lat"], dest_lon=f["lon"], dest_lat=f["lat"], direct_km=30.0)
     limit = 40.0
     m = g.cost_matrix(limit).toarray()
     present = np.zeros_like(m, bool)
     coo = g.cost_matrix(limit).tocoo()
     present[coo.row, coo.col] = True
-    for j, node in enumerate(g.dest_nodes):
-        dist, _ = g.search(np.array([node]))
-        t = dist[g.origin_nodes]
+    for j, node in enumerate(with_edges.dest_nodes):
+        dist, _ = with_edges.search(np.array([node]))
+        t = dist[with_edges.origin_nodes]
         assert np.array_equal(present[:, j], t <= limit)
         assert np.allclose(m[present[:, j], j], t[t <= limit], rtol=0, atol=1e-9)
 
@@ -253,14 +268,51 @@ def test_where_roads_serve_every_trip_the_combined_and_road_only_engines_agree()
     assert (out["t_county_min"].to_numpy() <= roads_only["t_county_min"].to_numpy() + 1e-9).all()
 
 
-def test_barrier_checks_in_chunks_give_the_same_answers(monkeypatch):
+def test_straight_lines_are_blocked_exactly_where_they_cross_cells_without_elevation():
     elevation = FLAT.copy()
-    elevation[5:15, 8:10] = np.nan  # a wall of cells without elevation
+    elevation[5:15, 8:10] = np.nan  # a wall of cells without elevation, columns 8–9, rows 5–14
+    grid = combined.terrain_grid(dem(elevation), moves=16)
+
+    def line(a, b):  # from the centre of cell a to the centre of cell b, (row, col); b may lie off the grid
+        (r0, c0), (r1, c1) = a, b
+        x0, y0 = grid.transform @ (c0 + 0.5, r0 + 0.5)
+        x1, y1 = grid.transform @ (c1 + 0.5, r1 + 0.5)
+        return combined.clear_of_barriers(grid, np.array([x0]), np.array([y0]), np.array([x1]), np.array([y1]))[0]
+
+    assert not line((10, 2), (10, 16))   # straight through the wall
+    assert line((2, 2), (2, 16))         # above it
+    assert line((17, 2), (17, 16))       # below it
+    assert line((6, 2), (6, 7))          # up to the cell before it
+    assert not line((3, 2), (17, 16))    # diagonally across it
+    assert line((2, 2), (4, 16))         # diagonally, above it
+    assert not line((2, 2), (2, 25))     # to a point off the grid
+    # a point without coordinates has no clear line
+    nan = np.array([np.nan])
+    assert combined.clear_of_barriers(grid, nan, np.array([LAT0]), np.array([LON0]), np.array([LAT0])).tolist() == [False]
+
+
+def test_barrier_kernel_samples_each_line_every_half_cell_as_the_array_version_did():
+    # the array formulation the compiled kernel replaced: every line sampled at k/n, n = max(ceil(2·length), 1)
+    elevation = FLAT.copy()
+    elevation[5:15, 8:10] = np.nan
+    elevation[2, 3] = np.nan
     grid = combined.terrain_grid(dem(elevation), moves=16)
     rng = np.random.default_rng(2)
-    flon, flat = LON0 + rng.uniform(0, 0.2, 500), LAT0 + rng.uniform(0, 0.2, 500)
-    tlon, tlat = LON0 + rng.uniform(0, 0.2, 500), LAT0 + rng.uniform(0, 0.2, 500)
-    whole = combined.clear_of_barriers(grid, flon, flat, tlon, tlat)
-    monkeypatch.setattr(combined, "BARRIER_CHUNK_SAMPLES", 101)
-    assert np.array_equal(combined.clear_of_barriers(grid, flon, flat, tlon, tlat), whole)
-    assert whole.any() and not whole.all()
+    flon, flat = LON0 + rng.uniform(-0.02, 0.2, 2000), LAT0 + rng.uniform(-0.02, 0.2, 2000)
+    tlon, tlat = LON0 + rng.uniform(-0.02, 0.2, 2000), LAT0 + rng.uniform(-0.02, 0.2, 2000)
+    inv = ~grid.transform
+    c0, r0 = inv @ (flon, flat)
+    c1, r1 = inv @ (tlon, tlat)
+    steps = np.maximum(np.ceil(2 * np.hypot(c1 - c0, r1 - r0)).astype(np.int64), 1)
+    line = np.repeat(np.arange(len(flon)), steps + 1)
+    k = np.arange(int((steps + 1).sum())) - np.repeat(np.cumsum(steps + 1) - (steps + 1), steps + 1)
+    t = k / steps[line]
+    r = np.floor(r0[line] + (r1 - r0)[line] * t).astype(np.int64)
+    c = np.floor(c0[line] + (c1 - c0)[line] * t).astype(np.int64)
+    inside = (r >= 0) & (r < 20) & (c >= 0) & (c < 20)
+    bad = ~inside
+    bad[inside] = np.isnan(elevation[r[inside], c[inside]])
+    reference = np.bincount(line, weights=bad, minlength=len(flon)) == 0
+    got = combined.clear_of_barriers(grid, flon, flat, tlon, tlat)
+    assert np.array_equal(got, reference)
+    assert 0.2 < got.mean() < 0.8
