@@ -15,6 +15,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from .export import write_csv
 from .config import RegionConfig
 from .errors import ConfigError, InputError
 from .loaders import Inputs
@@ -68,7 +69,7 @@ class TableResult:
                 if name.endswith(".gpkg"):
                     pyogrio.write_dataframe(self.tables[key], tmp / name, layer=Path(name).stem, driver="GPKG")
                 else:
-                    self.tables[key].to_csv(tmp / name, index=False, encoding="utf-8-sig")
+                    write_csv(self.tables[key], tmp / name)
             if self.summary_file:
                 (tmp / self.summary_file).write_text(json.dumps(self.summary, ensure_ascii=False, indent=1,
                                                                 default=self.json_default), encoding="utf-8")

@@ -29,6 +29,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from .export import write_csv
 from .analyses import (ProposalResult, TableResult, accessibility, capacity_coverage, catchment_areas,
                        own_unit, population_grid, propose_centres, propose_clinics, referral)
 from .errors import ConfigError, InputError
@@ -67,7 +68,7 @@ class TravelTimesResult:
         out_dir, run, cfg = Path(folder), self.run, self.region.config
         with atomic_output_dir(out_dir, inputs=provenance_inputs(cfg, self.region.data_dir, run.inputs.paths),
                                command="traveltime", parameters={"engine": self.engine, "terrain": self.terrain}) as tmp:
-            run.table.drop(columns="geometry").to_csv(tmp / "settlements.csv", index=False, encoding="utf-8-sig")
+            write_csv(run.table.drop(columns="geometry"), tmp / "settlements.csv")
             (tmp / "traveltime_summary.json").write_text(json.dumps(self.summary, ensure_ascii=False, indent=1,
                                                                     default=str), encoding="utf-8")
             if run.rasters is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .export import write_csv
 from .errors import ConfigError
 
 log = logging.getLogger("geoaccess")
@@ -131,9 +132,9 @@ def run_compare(config, data_dir: Path, out_dir: Path, a: str, b: str, *, mode: 
     with atomic_output_dir(out_dir, inputs=inputs, command="compare",
                            parameters={"scenarios": [a, b], "mode": mode or "motorised", "engine": engine,
                                        "terrain": terrain}) as tmp:
-        ch.to_csv(tmp / f"{name}.csv", index=False, encoding="utf-8-sig")
-        by_county.to_csv(tmp / f"{name}_counties.csv", index=False, encoding="utf-8-sig")
-        by_pref.to_csv(tmp / f"{name}_prefectures.csv", index=False, encoding="utf-8-sig")
+        write_csv(ch, tmp / f"{name}.csv")
+        write_csv(by_county, tmp / f"{name}_counties.csv")
+        write_csv(by_pref, tmp / f"{name}_prefectures.csv")
         change_map(ch, counties, by_county, a, b, lines).save(str(tmp / f"{name}.html"))
         (tmp / "compare_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1,
                                                              default=json_default), encoding="utf-8")

