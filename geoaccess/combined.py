@@ -444,7 +444,8 @@ class CombinedGraph:
     def _kernel_args(self) -> tuple:
         r = self.reverse
         weights, offset = self.move_weights
-        return (self.n_nodes, weights, offset, r.indptr.astype(np.int64), r.indices.astype(np.int64), r.data)
+        # the CSR's own index arrays, whatever their integer type: a copy per search costs 0.4 GB at national size
+        return (self.n_nodes, weights, offset, r.indptr, r.indices, r.data)
 
     def cost_matrix(self, limit_minutes: float, origin_rows: np.ndarray | None = None) -> sp.csr_matrix:
         """Sparse origins × destinations minutes, only pairs within ``limit_minutes`` (explicit zeros kept).

@@ -31,7 +31,7 @@ import shapely
 from pyproj import Transformer
 
 from .config import RegionConfig, load_region
-from .errors import ConfigError
+from .errors import ClusterError, ConfigError, GeoaccessError
 from .pipeline import PreparedRegion, Run, compute_region_times, finish_table, prepare_region
 from .schema import LEVEL_GROUPS
 
@@ -119,7 +119,7 @@ def run_regions(regions: Sequence[str | RegionConfig], data_dir: str | Path, *, 
     Workers read the inputs themselves: ``data_dir`` must exist on them (or $GEOACCESS_DATA).
     """
     configs = _configs(regions)
-    with cluster_client(scheduler, workers, client) as c:
+    with cluster_client(scheduler, workers, client) as c, _cluster_failures(c):
         futures = {k: c.submit(_region_table, cfg, str(Path(data_dir).resolve()), terrain, engine, pure=False)
                    for k, cfg in configs.items()}
         return {k: f.result() for k, f in futures.items()}
@@ -138,7 +138,7 @@ def gaps_regions(regions: Sequence[str | RegionConfig], data_dir: str | Path, ou
     configs = _configs(regions)
     root = Path(out_root) if out_root else Path("output")
     where = {k: Path((out_dirs or {}).get(k, root / k)) for k in configs}
-    with cluster_client(scheduler, workers, client) as c:
+    with cluster_client(scheduler, workers, client) as c, _cluster_failures(c):
         futures = {k: c.submit(_region_gaps, cfg, str(Path(data_dir).resolve()), str(where[k].resolve()),
                                thresholds, terrain, engine, pure=False) for k, cfg in configs.items()}
         return {k: f.result() for k, f in futures.items()}
@@ -340,7 +340,7 @@ def partitioned_run(config: RegionConfig, data_dir: str | Path, *, by: str = "pr
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     data_dir = Path(data_dir)
-    with cluster_client(scheduler, workers, client) as c:
+    with cluster_client(scheduler, workers, client) as c, _cluster_failures(c):
         addresses = list(c.scheduler_info(n_workers=-1).get("workers", {}))
         warm = [c.submit(_warm_up, workers=[a], pure=False) for a in addresses]  # imports, while the client loads
         prep = prepare_region(config, data_dir, terrain=terrain)
@@ -386,6 +386,34 @@ def partitioned_run(config: RegionConfig, data_dir: str | Path, *, by: str = "pr
                dem=prep.dem, terrain_params=prep.params, engine=eng, timings=timings, warnings=warnings,
                raw_times=times.copy(), offroad_minutes=prep.offroad_minutes, facilities=prep.facilities,
                positions=positions)
+
+
+@contextmanager
+def _cluster_failures(client):
+    """Dask's own failures (a worker killed or restarted, a result or scattered input forgotten, a lost
+    connection) as one :class:`ClusterError` line that says what to change; input errors pass unchanged."""
+    try:
+        yield
+    except GeoaccessError:
+        raise
+    except Exception as exc:
+        module = type(exc).__module__ or ""
+        if not (module.startswith("distributed") or type(exc).__name__ in ("CancelledError", "KilledWorker",
+                                                                          "FutureCancelledError")):
+            raise
+        try:
+            workers = client.scheduler_info(n_workers=-1).get("workers", {})
+            alive = f"{len(workers)} worker(s) alive"
+            limits = sorted({round(w.get("memory_limit", 0) / 2 ** 30, 1) for w in workers.values()})
+            if limits:
+                alive += f", memory limit {', '.join(map(str, limits))} GB each"
+        except Exception:  # the scheduler itself may be gone
+            alive = "the scheduler is not answering"
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ClusterError(f"the Dask cluster failed during the run ({type(exc).__name__}: {first}; {alive}): a "
+                           f"worker was lost or restarted, most often for lack of memory. Give each worker more "
+                           f"memory (docs/distributed.md: memory per worker), use fewer workers per machine, or "
+                           f"check the scheduler's log; no output was written") from exc
 
 
 def _warm_up() -> None:

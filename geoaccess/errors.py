@@ -49,6 +49,13 @@ class OutputError(InputError):
     """An output folder geoaccess must not or cannot write: names the folder and the cause."""
 
 
+class ClusterError(GeoaccessError):
+    """A distributed run whose cluster failed under it (a worker lost, its data forgotten): one line saying what
+    happened and what to change, exit 1. The inputs were fine and no output was written."""
+
+    exit_code = 1
+
+
 class Interrupted(KeyboardInterrupt):
     """The run was stopped by a signal (SIGINT, SIGTERM, SIGHUP); `signum` says which."""
 

@@ -108,23 +108,12 @@ def load_gazetteer(folder: str | Path, prefix: str, *, repairs: list[str] | None
     files = sorted(folder.glob(f"{prefix[:2]}*.csv"))
     if not files:
         raise InputError(folder, f"no gazetteer files {prefix[:2]}*.csv for admin prefix {prefix}")
-    def read(f: Path) -> tuple[pd.DataFrame, list[str]]:
-        own: list[str] = []
-        df = read_table(f, header=False, names=GAZETTEER_COLUMNS, repairs=own).drop(columns="wkb")  # = lon/lat
+    frames = []
+    for f in counted(files, "gazetteer files read"):
+        df = read_table(f, header=False, names=GAZETTEER_COLUMNS, repairs=repairs).drop(columns="wkb")  # = lon/lat
         df["_file"] = f.name
         df["_line"] = df.index.to_numpy()  # line in the file (blank lines skipped)
-        return df, own
-
-    # two files at a time (pandas' parser releases the GIL); map keeps the files' order (frames and repair
-    # notes as a serial read gives them), and the first file that fails raises its own error
-    from concurrent.futures import ThreadPoolExecutor
-
-    frames = []
-    with ThreadPoolExecutor(2, thread_name_prefix="geoaccess-gazetteer") as pool:
-        for df, own in counted(pool.map(read, files), "gazetteer files read", total=len(files)):
-            frames.append(df)
-            if repairs is not None:
-                repairs.extend(own)
+        frames.append(df)
     gaz = pd.concat(frames, ignore_index=True)
     bad_code = ~gaz["code"].astype(str).str.fullmatch(r"\d{12}")
     if bad_code.any():

@@ -208,3 +208,30 @@ def test_engine_reaches_each_region_task(client, tmp_path, data_dir):
     assert summaries["lhasa"]["engine"]["engine"] == "raster"
     tables = dd.run_regions([load_region(cfg)], d, client=client, engine="raster")
     assert tables["lhasa"]["offroad_m"].isna().all()  # the raster engine has no off-road legs
+
+
+def test_a_cluster_that_fails_under_the_run_is_one_clear_line_not_an_internal_error():
+    from geoaccess.distributed import _cluster_failures
+    from geoaccess.errors import ClusterError, InputError
+
+    class FutureCancelledError(Exception):  # as distributed raises it
+        pass
+
+    FutureCancelledError.__module__ = "distributed.client"
+
+    class Client:  # a scheduler that answers with one worker
+        def scheduler_info(self, n_workers=-1):
+            return {"workers": {"tcp://w1": {"memory_limit": 6 * 2 ** 30}}}
+
+    with pytest.raises(ClusterError) as err:
+        with _cluster_failures(Client()):
+            raise FutureCancelledError("_route_partition-3f2 cancelled for reason: already forgotten")
+    text = str(err.value)
+    assert "already forgotten" in text and "1 worker(s) alive, memory limit 6.0 GB each" in text
+    assert "memory" in text and "\n" not in text and err.value.exit_code == 1
+    with pytest.raises(InputError):  # the user's own errors pass unchanged
+        with _cluster_failures(Client()):
+            raise InputError("x.csv", "bad row", row=3)
+    with pytest.raises(ZeroDivisionError):  # and so do the program's
+        with _cluster_failures(Client()):
+            raise ZeroDivisionError("1/0")
