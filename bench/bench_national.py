@@ -198,7 +198,8 @@ def combined_steps(data_dir: Path, n_provinces: int | None, tmp: Path, direct_km
     m(f"legs settlement → its 3×3 cells ({len(pi):,})", legs, o_lon[pi], o_lat[pi], clon, clat)
     m("grid move weights (_in_move_weights)", cb._in_move_weights, grid.shape[1], grid.elevation, grid.move_dr,
       grid.move_dc, grid.move_len, cb._MIN_PER_M_AT_1_KPH * params.offroad_detour_factor, params.tobler_decay,
-      params.tobler_slope_offset, params.tobler_max_kph * params.offroad_speed_factor, params.offroad_min_kph)
+      params.tobler_slope_offset, params.tobler_max_kph * params.offroad_speed_factor, params.offroad_min_kph,
+      np.flatnonzero(np.isfinite(grid.elevation.ravel())))
     del edges, snap, via, via_cell
     graph = m("build_combined_graph (all of the above, as the engine runs it)", cb.build_combined_graph, prep.graph,
               grid, params, dem, working_crs=wcrs, origin_lon=o_lon, origin_lat=o_lat, dest_lon=d_lon,

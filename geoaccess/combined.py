@@ -217,21 +217,27 @@ def _heap_pop_fix(hkey, hnode, pos, size):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _in_move_weights(cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph_max, kph_min):
-    """Minutes of every grid move *into* each cell: ``w[c, k]`` for the move from ``c + offset[k]`` to ``c``.
+def _in_move_weights(cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph_max, kph_min, passable):
+    """Minutes of every grid move *into* each passable cell: ``w[i, k]`` for the move from ``c + offset[k]`` to
+    ``c = passable[i]``; ``row_of[c]`` is that row ``i`` (-1 for a barrier cell, which has no moves in).
 
     inf where there is no such move (off the grid, a barrier at either end, a knight's move between two
     barriers). Computed once per graph (float32) and shared by every search, so a search only adds and
-    compares.
+    compares. Rows for the passable cells only: at national size two thirds of the grid are barriers, and a
+    row for every cell would take 2.7 GB instead of 0.85 GB.
     """
     rows = z.shape[0]
     zf = z.ravel()
     nmoves = dr.shape[0]
-    w = np.full((zf.size, nmoves), np.inf, np.float32)
+    w = np.full((passable.shape[0], nmoves), np.inf, np.float32)
+    row_of = np.full(zf.size, -1, np.int32)
     offset = np.empty(nmoves, np.int64)
     for k in range(nmoves):
         offset[k] = dr[k] * cols + dc[k]
-    for c in prange(zf.size):
+    for i in range(passable.shape[0]):
+        row_of[passable[i]] = i
+    for i in prange(passable.shape[0]):
+        c = np.int64(passable[i])
         zc = zf[c]
         if math.isnan(zc):
             continue
@@ -248,19 +254,19 @@ def _in_move_weights(cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph_max, k
                 continue
             if k >= 8 and knight_blocked(zf, r, col, cols, dr[k], dc[k]):
                 continue
-            w[c, k] = _move_minutes(zn, zc, move_len[r, k], pace_k, tob_a, tob_b, kph_max, kph_min)
-    return w, offset
+            w[i, k] = _move_minutes(zn, zc, move_len[r, k], pace_k, tob_a, tob_b, kph_max, kph_min)
+    return w, offset, row_of
 
 
 @njit(cache=True, nogil=True)
-def _search_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minutes, sources):
+def _search_kernel(n_nodes, weights, offset, row_of, rev_indptr, rev_indices, rev_minutes, sources):
     """Multi-source Dijkstra on the reversed combined graph: minutes from every node to its nearest source.
 
-    Nodes ``0 .. len(weights)-1`` are grid cells, whose in-moves are ``weights`` (:func:`_in_move_weights`);
+    Nodes ``0 .. len(row_of)-1`` are grid cells, whose in-moves are ``weights[row_of[c]]`` (:func:`_in_move_weights`);
     every node may also have explicit in-edges (CSR of the reversed graph).
     Returns (minutes, index of the nearest source; -1 unreachable).
     """
-    n_cells = weights.shape[0]
+    n_cells = row_of.shape[0]
     nmoves = weights.shape[1]
     dist = np.full(n_nodes, np.inf)
     label = np.full(n_nodes, -1, np.int32)
@@ -290,9 +296,10 @@ def _search_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minute
             grown = min(n_nodes, max(2 * hkey.shape[0], need))
             hkey = np.concatenate((hkey[:size], np.empty(grown - size, np.float64)))
             hnode = np.concatenate((hnode[:size], np.empty(grown - size, np.int32)))
-        if c < n_cells:
+        row = row_of[c] if c < n_cells else -1
+        if row >= 0:
             for k in range(nmoves):
-                w = weights[c, k]
+                w = weights[row, k]
                 if w == np.inf:
                     continue
                 n = c + offset[k]
@@ -324,13 +331,13 @@ def _relax_bounded(dist, pos, hkey, hnode, size, touched, n_touched, n, cand, li
 
 
 @njit(cache=True, nogil=True)
-def _bounded_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minutes, sources, target_of, limit):
+def _bounded_kernel(n_nodes, weights, offset, row_of, rev_indptr, rev_indices, rev_minutes, sources, target_of, limit):
     """One bounded single-source search per source (reversed graph): (target, source, minutes) within ``limit``.
 
     Arrays are allocated once and only the nodes a search touched are reset, so a search costs what it
     reaches, not the size of the grid. ``target_of[node]`` is the target index of a node, -1 otherwise.
     """
-    n_cells = weights.shape[0]
+    n_cells = row_of.shape[0]
     nmoves = weights.shape[1]
     dist = np.full(n_nodes, np.inf)
     pos = np.full(n_nodes, -1, np.int32)
@@ -371,9 +378,10 @@ def _bounded_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minut
                 out_s[m] = si
                 out_m[m] = d
                 m += 1
-            if c < n_cells:
+            row = row_of[c] if c < n_cells else -1
+            if row >= 0:
                 for k in range(nmoves):
-                    w = weights[c, k]
+                    w = weights[row, k]
                     if w == np.inf:
                         continue
                     n = c + offset[k]
@@ -395,21 +403,25 @@ def _bounded_kernel(n_nodes, weights, offset, rev_indptr, rev_indices, rev_minut
 
 
 @njit(cache=True)
-def _grid_edge_arrays(weights, offset):
+def _grid_edge_arrays(weights, offset, row_of):
     """Every grid move as an explicit forward edge (from cell, to cell, minutes): for cross-checks only."""
-    n_cells, nmoves = weights.shape
-    cap = n_cells * nmoves
+    nmoves = weights.shape[1]
+    n_cells = row_of.shape[0]
+    cap = weights.shape[0] * nmoves
     src = np.empty(cap, np.int64)
     dst = np.empty(cap, np.int64)
     w = np.empty(cap, np.float64)
     m = 0
     for c in range(n_cells):
+        row = row_of[c]
+        if row < 0:
+            continue
         for k in range(nmoves):
-            if weights[c, k] == np.inf:
+            if weights[row, k] == np.inf:
                 continue
             src[m] = c + offset[k]   # forward move neighbour → c, as the kernel relaxes it
             dst[m] = c
-            w[m] = weights[c, k]
+            w[m] = weights[row, k]
             m += 1
     return src[:m], dst[:m], w[:m]
 
@@ -435,7 +447,8 @@ class CombinedGraph:
     dest_lonlat: tuple = ()
     working_crs: str = ""
     dem: object = None
-    move_weights: tuple = ()      # (float32 [n_cells, n_moves] minutes of each move into a cell, offsets)
+    move_weights: tuple = ()      # (float32 [passable cells, n_moves] minutes of each move into a cell, offsets,
+    #                               int32 [n_cells] row of each cell, -1 barrier)
 
     def search(self, source_nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Minutes from every node to the nearest of ``source_nodes``, and the index of that source."""
@@ -443,9 +456,9 @@ class CombinedGraph:
 
     def _kernel_args(self) -> tuple:
         r = self.reverse
-        weights, offset = self.move_weights
+        weights, offset, row_of = self.move_weights
         # the CSR's own index arrays, whatever their integer type: a copy per search costs 0.4 GB at national size
-        return (self.n_nodes, weights, offset, r.indptr, r.indices, r.data)
+        return (self.n_nodes, weights, offset, row_of, r.indptr, r.indices, r.data)
 
     def cost_matrix(self, limit_minutes: float, origin_rows: np.ndarray | None = None) -> sp.csr_matrix:
         """Sparse origins × destinations minutes, only pairs within ``limit_minutes`` (explicit zeros kept).
@@ -595,7 +608,7 @@ def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem |
     weights = _in_move_weights(grid.shape[1], grid.elevation, grid.move_dr, grid.move_dc, grid.move_len,
                                _MIN_PER_M_AT_1_KPH * params.offroad_detour_factor, params.tobler_decay,
                                params.tobler_slope_offset, params.tobler_max_kph * params.offroad_speed_factor,
-                               params.offroad_min_kph)
+                               params.offroad_min_kph, np.flatnonzero(np.isfinite(grid.elevation.ravel())))
     facts["build_s"] = round(time.perf_counter() - t0, 3)
     return CombinedGraph(grid, params, rev, n_nodes, origin_nodes, dest_nodes, road, facts, (o_lon, o_lat),
                          (d_lon, d_lat), working_crs, dem, weights)

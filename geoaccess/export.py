@@ -93,6 +93,32 @@ def export_layers(
     return [out_dir / n for n in written]
 
 
+#: A layer of at least this many rows has its shapefile written in a second process while the caller writes the
+#: rest (GDAL's shapefile writer holds the GIL: the national settlements take ~40 s).
+SHAPEFILE_BESIDE_ROWS = 100_000
+
+
+@contextlib.contextmanager
+def shapefile_beside(frame: pd.DataFrame, folder: str | os.PathLike, name: str, crs="EPSG:4326"):
+    """Write ``{name}.shp`` (:func:`write_shapefile`) into ``folder`` while the caller writes other files.
+
+    At :data:`SHAPEFILE_BESIDE_ROWS` rows or more it is written in a spawned process, else here and now. Yields a
+    function that waits for it and raises its error; the block never ends with the process still writing.
+    """
+    import concurrent.futures as cf
+    import multiprocessing
+
+    frame = _project(frame, output_crs(crs), name)
+    if len(frame) < SHAPEFILE_BESIDE_ROWS:
+        write_shapefile(frame, Path(folder), name)
+        yield lambda: None
+        return
+    with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        done = pool.submit(write_shapefile, frame, Path(folder), name)
+        yield done.result
+        done.result()
+
+
 @contextlib.contextmanager
 def _unsynced_sqlite():
     """GeoPackage writes without SQLite's own fsync per transaction (twice as fast).

@@ -152,7 +152,7 @@ class GapsResult:
         """
         from . import progress
         from ._atomic import atomic_output_dir
-        from .export import export_layers
+        from .export import export_layers, shapefile_beside
         from .outputs import provenance_inputs
 
         out_dir = Path(folder)
@@ -169,12 +169,14 @@ class GapsResult:
             if self.referral_chains is not None:
                 csv_layers["referral_chains"] = self.referral_chains
             try:
-                with progress.step("write CSV"):
-                    export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
-                with progress.step("write GeoPackage"):
-                    export_layers(layers, tmp, formats=("gpkg",), region=config.key)
-                with progress.step("write shapefile"):
-                    export_layers({"settlements": run.table}, tmp, formats=("shp",), region=config.key)
+                # the settlements' shapefile first: a large one is written by a second process beside the rest
+                with shapefile_beside(run.table, tmp, "settlements") as shapefile_written:
+                    with progress.step("write CSV"):
+                        export_layers(csv_layers, tmp, formats=("csv",), region=config.key)
+                    with progress.step("write GeoPackage"):
+                        export_layers(layers, tmp, formats=("gpkg",), region=config.key)
+                    with progress.step("write shapefile (the rest, when written beside)"):
+                        shapefile_written()
             except BaseException:
                 futures_wait([rasters])  # no thread may still write into a staging folder that is being removed
                 raise

@@ -251,3 +251,32 @@ def test_csv_writer_gives_the_bytes_pandas_gives_on_every_layer_of_a_real_run(tm
         assert (tmp_path / "ours.csv").read_bytes() == _pandas_bytes(frame, tmp_path), path.name
         checked += 1
     assert checked >= 8
+
+
+def test_a_large_layer_s_shapefile_written_beside_in_a_second_process_is_the_same_file(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    n = 300
+    frame = gpd.GeoDataFrame({"settlement_id": [f"S{i:05d}" for i in range(n)], "name": rng.choice(["拉萨", "a,b"], n),
+                              "t_county_min": rng.uniform(0, 500, n)},
+                             geometry=gpd.points_from_xy(rng.uniform(80, 99, n), rng.uniform(27, 36, n)), crs=4326)
+    (tmp_path / "here").mkdir()
+    (tmp_path / "beside").mkdir()
+    with export.shapefile_beside(frame, tmp_path / "here", "settlements") as wait:
+        wait()
+    monkeypatch.setattr(export, "SHAPEFILE_BESIDE_ROWS", 100)  # this layer now goes to a second process
+    with export.shapefile_beside(frame, tmp_path / "beside", "settlements") as wait:
+        assert callable(wait)
+    names = sorted(p.name for p in (tmp_path / "here").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "beside").iterdir())
+    assert {"settlements.shp", "settlements.dbf", "settlements_fields.csv"} <= set(names)
+    for name in names:
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "beside" / name).read_bytes(), name
+
+
+def test_a_shapefile_that_fails_beside_raises_its_own_error(tmp_path, monkeypatch):
+    frame = gpd.GeoDataFrame({"x": [1.0] * 5}, geometry=gpd.points_from_xy([90.0] * 5, [30.0] * 5), crs=4326)
+    monkeypatch.setattr(export, "SHAPEFILE_BESIDE_ROWS", 2)
+    with pytest.raises(Exception) as err:
+        with export.shapefile_beside(frame, tmp_path / "no such folder", "settlements") as wait:
+            wait()
+    assert "no such folder" in str(err.value) or "No such file" in str(err.value)
