@@ -681,13 +681,19 @@ def _road_label(roads: gpd.GeoDataFrame) -> str:
     return ", ".join(shown) or f"{len(roads)} lines"
 
 
+#: A facility level with more icons than this starts hidden (a layer to switch on): the national map's 2,623 county
+#: hospitals would bury the counties' shading.
+MAX_FACILITY_ICONS_SHOWN = 1_000
+
+
 def _add_facilities(m: folium.Map, facilities: gpd.GeoDataFrame, level: str, code: list[str]) -> list[str]:
-    """One toggleable icon layer per facility level; the levels counting for ``level`` show at start."""
+    """One toggleable icon layer per facility level; the levels counting for ``level`` show at start, unless they
+    hold more than :data:`MAX_FACILITY_ICONS_SHOWN` icons."""
     level_col = _column(facilities, "level").astype(str)
     ordered = [lv for lv in FACILITY_LEVELS if (level_col == lv).any()] + sorted(set(level_col) - set(FACILITY_LEVELS))
     for lv in reversed(ordered):
         sub = facilities[level_col == lv]
-        shown = lv in LEVEL_GROUPS[level] or lv not in FACILITY_LEVELS
+        shown = (lv in LEVEL_GROUPS[level] or lv not in FACILITY_LEVELS) and len(sub) <= MAX_FACILITY_ICONS_SHOWN
         group = folium.FeatureGroup(name=f"{FACILITY_NAMES.get(lv, lv)} ({len(sub)})", show=shown).add_to(m)
         d = _marker_data(sub, FACILITY_ICONS.get(lv, ("ga-other", 10)), [_facility_popup(r) for _, r in sub.iterrows()])
         code.append(f"geoaccess.addMarkers({group.get_name()},{_js(d)},'facilities',{_js(lv)});")

@@ -101,13 +101,33 @@ def unit_areas(settlements: pd.DataFrame, counties, grid: AreaGrid, positions_cf
     label = features.rasterize(((g, i + 1) for i, g in enumerate(geoms) if g is not None and not g.is_empty),
                                out_shape=(rows, cols), transform=grid.transform, fill=0, dtype="int32").ravel() - 1
     slope = _slope(grid) if grid.elevation is not None else None
-    limits = habitable_limits(settlements, grid, positions_cfg, cell_slope=slope)
+    # limits per province (the first two digits of the county codes): a province's habitable land is learnt from
+    # its own located settlements, so its figures are the same alone and inside a national run
+    province = np.array([c[:2] for c in codes], dtype=object)
+    provinces = sorted(set(province))
+    by_province = {}
+    for p in provinces:
+        mine = pd.Series(ccode).str.startswith(p).to_numpy() if len(provinces) > 1 else np.ones(n, bool)
+        by_province[p] = habitable_limits(settlements[mine], grid, positions_cfg, cell_slope=slope)
     ok = label >= 0
     if grid.elevation is not None:
+        alt_of = np.array([by_province[p]["max_altitude_m"] for p in province], float)
+        slope_of = np.array([by_province[p]["max_slope"] for p in province], float)
         z = grid.elevation.ravel()
-        ok &= np.isfinite(z) & (z <= limits["max_altitude_m"])
-        ok &= slope.ravel() <= limits["max_slope"]
+        at = np.flatnonzero(ok)
+        keep = np.isfinite(z[at]) & (z[at] <= alt_of[label[at]]) & (slope.ravel()[at] <= slope_of[label[at]])
+        ok[at[~keep]] = False
     cells = np.flatnonzero(ok)
+    if len(provinces) == 1:
+        limits = by_province[provinces[0]]
+    else:
+        alts = [v["max_altitude_m"] for v in by_province.values()]
+        slopes = [v["max_slope"] for v in by_province.values()]
+        limits = {"max_altitude_m": max(alts), "max_slope": max(slopes),
+                  "source": f"per province, each from its own exactly located settlements ({len(provinces)} provinces: "
+                            f"altitude {min(alts):.0f}–{max(alts):.0f} m, slope {min(slopes):.2f}–{max(slopes):.2f})",
+                  "by_province": {p: {"max_altitude_m": v["max_altitude_m"], "max_slope": v["max_slope"],
+                                      "source": v["source"]} for p, v in by_province.items()}}
     county_group = label[cells].astype(np.int64)
 
     # township areas: nearest located township seat of the same county (equirectangular metric, fine at this scale)

@@ -618,3 +618,23 @@ def test_settlement_image_pixel_takes_the_worst_band():
     got = {tuple(c) for c in drawn.tolist()}
     assert got == {rgb[colours[len(mapping.BANDS)]], rgb[colours[0]]}  # the shared pixel shows > 240 min, not ≤ 15
     assert bounds[0][0] < 30.0 < 40.0 < bounds[1][0] and bounds[0][1] < 100.0 < 110.0 < bounds[1][1]
+
+
+def test_a_level_with_more_icons_than_a_page_can_show_starts_hidden(layers, counties, monkeypatch):
+    """At national size (2,623 county hospitals) the icons of a level would bury the counties' shading: a level
+    with more than MAX_FACILITY_ICONS_SHOWN icons is a layer that starts off; smaller levels start on."""
+    import folium
+
+    def shown(m):
+        return {c.layer_name.split(" (")[0]: c.show for c in m._children.values()
+                if isinstance(c, folium.FeatureGroup) and c.layer_name.split(" (")[0] in mapping.FACILITY_NAMES.values()}
+
+    fac = layers["facilities"]
+    n_county = int((fac["level"] == "county_hospital").sum())
+    before = shown(mapping.coverage_map(layers, counties=counties, title="t"))
+    assert before[mapping.FACILITY_NAMES["county_hospital"]] and before[mapping.FACILITY_NAMES["prefecture_hospital"]]
+    monkeypatch.setattr(mapping, "MAX_FACILITY_ICONS_SHOWN", n_county - 1)
+    after = shown(mapping.coverage_map(layers, counties=counties, title="t"))
+    assert not after[mapping.FACILITY_NAMES["county_hospital"]]          # too many: off at start
+    assert after[mapping.FACILITY_NAMES["prefecture_hospital"]]          # 7: still on
+    assert set(after) == set(before)                                     # every level is still a layer

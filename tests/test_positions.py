@@ -131,3 +131,30 @@ def test_order_statistics_pick_the_nearest_rank_cell_and_break_ties_by_cell_orde
     assert [v[0, 0] for v in vals] == [1.0, 3.0, 5.0] and [i[0, 0] for i in idxs] == [10, 30, 50]
     # group 1 (cell 7 unreachable, left out): 2, 7; ranks ceil(q·2)-1 = 0, 0, 1
     assert [v[1, 0] for v in vals] == [2.0, 2.0, 7.0] and [i[1, 0] for i in idxs] == [20, 20, 70]
+
+
+def test_habitable_limits_are_learnt_per_province_so_a_province_is_the_same_alone_and_in_a_national_run():
+    """Two provinces side by side: a low one (villages at ~1,000 m) and a high one (villages at ~4,000 m). Run
+    together, each keeps the limit its own located settlements give; a single national quantile would cut the
+    high province's land at the low province's altitude."""
+    rows, cols = 12, 24
+    rng = np.random.default_rng(1)
+    elevation = np.where(np.arange(cols)[None, :] < 12, 1000.0, 4000.0) + rng.uniform(0, 400, (rows, cols))
+    grid = AreaGrid(GRID, (rows, cols), "EPSG:4326", elevation)
+    boxes = [shapely.box(WEST, NORTH - rows * STEP, WEST + 12 * STEP, NORTH),
+             shapely.box(WEST + 12 * STEP, NORTH - rows * STEP, WEST + cols * STEP, NORTH)]
+    counties = gpd.GeoDataFrame({"adcode": ["110101", "540101"], "name": ["低", "高"]}, geometry=boxes, crs=4326)
+    pts = [(r, c) for r in range(0, rows, 2) for c in range(0, cols, 2)]
+    s = pd.DataFrame({"settlement_id": [f"S{i}" for i in range(len(pts))], "kind": "village", "loc_quality": "exact",
+                      "township_code": "", "county_code": ["110101" if c < 12 else "540101" for _, c in pts],
+                      "lon": [centre(r, c)[0] for r, c in pts], "lat": [centre(r, c)[1] for r, c in pts]})
+    cfg = {"habitable_quantile": 0.5, "habitable_max_altitude_m": 0.0, "habitable_max_slope": 0.0}
+    both = unit_areas(s, counties, grid, cfg)
+    for code in ("110101", "540101"):
+        mine = s["county_code"] == code
+        alone = unit_areas(s[mine], counties[counties["adcode"] == code], grid, cfg)
+        assert both.limits["by_province"][code[:2]]["max_altitude_m"] == alone.limits["max_altitude_m"]
+        in_both = both.cells[both.county_group == counties.index[counties["adcode"] == code][0]]
+        assert np.array_equal(np.sort(in_both), np.sort(alone.cells))
+    assert both.limits["by_province"]["11"]["max_altitude_m"] < 1400 < 4000 < both.limits["by_province"]["54"]["max_altitude_m"]
+    assert "per province" in both.limits["source"]
