@@ -484,6 +484,7 @@ def atomic_output_dir(target: str | Path, *, inputs: dict[str, Path] | None = No
                 mpath.write_text(json.dumps(manifest, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
                 _fsync(mpath)
                 test_pause("before-swap")
+                raise_if_stopped()  # a stop signal whose exception was lost: never publish that run's outputs
                 old = real.parent / f".{real.name}.old-{os.getpid()}-{os.urandom(3).hex()}"
                 journal = real.parent / f".{real.name}.swap"
                 _swap(tmp, real, old, journal, mode)
@@ -596,6 +597,8 @@ def _keep_nested_sets(real: Path, tmp: Path) -> dict[str, str]:
 
 _held = 0
 _deferred: list[int] = []
+#: Every stop signal the CLI's handler took, in order (cleared when the handlers are installed).
+received: list[int] = []
 
 
 def stop_signal_handler(signum, frame) -> None:
@@ -603,11 +606,21 @@ def stop_signal_handler(signum, frame) -> None:
 
     During a swap the signal is recorded and raised once the swap is done, so the folder is never left
     half-swapped (a signal mask alone does not do: another thread of the process may take the signal).
+    The signal is also recorded in :data:`received`: an exception raised while the main thread runs a C
+    callback (numba's compiler calling back into Python, say) is printed and dropped by Python, so
+    :func:`raise_if_stopped` raises it again at the next step and before any output is published.
     """
+    received.append(signum)
     if _held:
         _deferred.append(signum)
         return
     raise Interrupted(signum)
+
+
+def raise_if_stopped() -> None:
+    """`Interrupted` for a stop signal taken earlier whose exception was lost (see :func:`stop_signal_handler`)."""
+    if received and not _held:
+        raise Interrupted(received[0])
 
 
 @contextlib.contextmanager

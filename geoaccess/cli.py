@@ -230,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _handle_stop_signals() -> dict:
     """SIGTERM and SIGHUP (kill, systemd, a closed terminal) stop a run the way Ctrl-C does: outputs untouched."""
+    from . import _atomic
     from ._atomic import stop_signal_handler as stop
 
+    _atomic.received.clear()
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for name in ("SIGINT", "SIGTERM", "SIGHUP"):

@@ -798,7 +798,8 @@ def level_passes(graph: CombinedGraph, facility_levels: np.ndarray,
     ``threads`` at a time (default: the CPUs available, at most the number of searches).
     """
     import os
-    from concurrent.futures import ThreadPoolExecutor
+
+    from ._pools import thread_pool
 
     rows, cols = graph.grid.shape
     levels = np.asarray(facility_levels).astype(str)
@@ -828,7 +829,7 @@ def level_passes(graph: CombinedGraph, facility_levels: np.ndarray,
         s_min, s_near = legs.improve(s_min, s_near, fac)
         return LevelResult(s_min, s_near, cm, cn)
 
-    with ThreadPoolExecutor(n_threads) as pool:
+    with thread_pool(n_threads, "geoaccess-search") as pool:
         found = dict(zip((tuple(f.tolist()) for f in searches), pool.map(one_search, searches)))
     out = {}
     n_on = len(graph.origin_nodes)

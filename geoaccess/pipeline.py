@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from .coverage import TIME_COLS, classify, coverage_report, unit_summary
 from .errors import ConfigError, InputError
 from ._memory import peak_memory_mb
 from .loaders import Inputs, load_inputs
+from ._pools import thread_pool
 from .progress import step
 
 log = logging.getLogger("geoaccess")
@@ -158,7 +158,7 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
 
     dem_path = config.input_path("dem", data_dir)
     outline = region_polygon(inputs)
-    with step("road network"), ThreadPoolExecutor(1, thread_name_prefix="geoaccess-dem") as pool:
+    with step("road network"), thread_pool(1, "geoaccess-dem") as pool:
         # the DEM is read (GDAL, without the GIL) while the road graph is built: one step for both
         dem_job = pool.submit(_open_region_dem, config, inputs, facilities, dem_path, terrain)
         t = time.perf_counter()
@@ -313,7 +313,7 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
     th = thresholds or config.thresholds
     s = prep.inputs.settlements
     t = time.perf_counter()
-    with ThreadPoolExecutor(1, thread_name_prefix="geoaccess-areas") as pool:
+    with thread_pool(1, "geoaccess-areas") as pool:
         # the units' areas need only the grid: drawn while the engine searches (its kernels release the GIL)
         areas = pool.submit(region_areas, prep, model) if engine == "combined" else None
         # the facilities ride along as extra origins, for the referral table (issue 14; no second search)

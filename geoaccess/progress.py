@@ -42,6 +42,9 @@ def clear() -> None:
 @contextmanager
 def step(name: str) -> Iterator[dict]:
     """Time one step and record its peak memory; log a line when it took more than a second."""
+    from ._atomic import raise_if_stopped
+
+    raise_if_stopped()  # a stop signal taken inside a C callback (its exception lost) stops the run here
     record = {"step": name, "seconds": None, "peak_mb": None}
     outer = _depth[0] == 0
     if outer:
@@ -51,6 +54,7 @@ def step(name: str) -> Iterator[dict]:
     done = False
     try:
         yield record
+        raise_if_stopped()
         done = True
     finally:
         _depth[0] -= 1

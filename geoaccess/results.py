@@ -19,7 +19,8 @@ import geopandas as gpd
 import pandas as pd
 
 from .config import RegionConfig
-from .pipeline import (Run, check_invariants, compute_region_times, county_table, gaps_referral, json_default,
+from . import pipeline
+from .pipeline import (Run, check_invariants, county_table, gaps_referral, json_default,
                        prefecture_table, run_audit, scenario_facts, summarise)
 from .sections import Record
 
@@ -231,7 +232,9 @@ def gaps_result(config: RegionConfig, data_dir: Path, *, engine: str = "combined
     prefetch_checksums(configured_inputs(config, data_dir))  # a manifest's input checksums, while the engine runs
     th = config.thresholds
     with progress.step("travel times (all steps)"):
-        run = (compute or compute_region_times)(config, data_dir, terrain=terrain, engine=engine, thresholds=th)
+        # looked up on the module at call time (a test's stand-in for it must not outlive the test)
+        run = (compute or pipeline.compute_region_times)(config, data_dir, terrain=terrain, engine=engine,
+                                                           thresholds=th)
     check_invariants(run.table, len(run.inputs.settlements))
     with progress.step("blank-spot audit"):
         audit = run_audit(run)

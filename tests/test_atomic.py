@@ -304,3 +304,30 @@ def test_a_checksum_prefetched_before_a_file_changed_is_not_used(tmp_path):
     after = _atomic.sha256_inputs({"folder": src, "file": src / "a.csv"})
     assert after["folder"]["sha256"] != before["folder"]["sha256"]
     assert after["file"]["sha256"] == _atomic.sha256_file(src / "a.csv")
+
+
+def test_a_stop_signal_whose_exception_was_lost_still_stops_the_run_before_anything_is_published(tmp_path,
+                                                                                                   monkeypatch):
+    """Python prints and drops an exception raised while the main thread runs a C callback (numba's compiler calls
+    back into Python): a SIGTERM taken there was lost and the run went on to publish its outputs. The handler also
+    records the signal; the next step and the publishing raise it."""
+    from geoaccess import progress
+    from geoaccess.errors import Interrupted
+
+    target = tmp_path / "out"
+    write_set(target, {"a.csv": "old"})
+    monkeypatch.setattr(_atomic, "received", [])
+    with pytest.raises(Interrupted):
+        with atomic_output_dir(target) as d:
+            (d / "a.csv").write_text("new")
+            try:  # as inside a ctypes callback: the handler's exception goes nowhere
+                _atomic.stop_signal_handler(15, None)
+            except Interrupted:
+                pass
+    assert (target / "a.csv").read_text() == "old"  # the previous outputs stay, the new ones never appear
+    with pytest.raises(Interrupted):
+        with progress.step("next step"):
+            pass
+    _atomic.received.clear()
+    with progress.step("a step after the run"):  # no signal: nothing raised
+        pass
