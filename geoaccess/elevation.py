@@ -683,13 +683,7 @@ def _working_crs_for(lon: np.ndarray, lat: np.ndarray) -> str:
 
 
 def _check_working_crs(working_crs: Any) -> str:
-    from pyproj import CRS
-    from pyproj.exceptions import CRSError
+    """The working CRS as WKT, checked as the config checks it (:func:`geoaccess._crs.check_metres`)."""
+    from ._crs import check_metres
 
-    try:
-        crs = CRS.from_user_input(working_crs)
-    except CRSError as exc:
-        raise ConfigError(None, f"working_crs {working_crs!r} is not a CRS: {exc}") from None
-    if not crs.is_projected:
-        raise ConfigError(None, f"working_crs {working_crs!r} must be a projected CRS in metres")
-    return crs.to_wkt()
+    return check_metres(working_crs, where=f"working_crs {working_crs!r}").to_wkt()
