@@ -236,11 +236,9 @@ def _in_move_weights(cols, z, dr, dc, move_len, pace_k, tob_a, tob_b, kph_max, k
         offset[k] = dr[k] * cols + dc[k]
     for i in range(passable.shape[0]):
         row_of[passable[i]] = i
-    for i in prange(passable.shape[0]):
+    for i in prange(passable.shape[0]):  # passable cells have an elevation
         c = np.int64(passable[i])
         zc = zf[c]
-        if math.isnan(zc):
-            continue
         r = c // cols
         col = c - r * cols
         for k in range(nmoves):

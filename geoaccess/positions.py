@@ -105,9 +105,10 @@ def unit_areas(settlements: pd.DataFrame, counties, grid: AreaGrid, positions_cf
     # its own located settlements, so its figures are the same alone and inside a national run
     province = np.array([c[:2] for c in codes], dtype=object)
     provinces = sorted(set(province))
+    settlement_province = np.array([c[:2] for c in ccode], dtype=object)
     by_province = {}
-    for p in provinces:
-        mine = pd.Series(ccode).str.startswith(p).to_numpy() if len(provinces) > 1 else np.ones(n, bool)
+    for p in provinces:  # one province (a regional run): every settlement, as before provinces were told apart
+        mine = settlement_province == p if len(provinces) > 1 else np.ones(n, bool)
         by_province[p] = habitable_limits(settlements[mine], grid, positions_cfg, cell_slope=slope)
     ok = label >= 0
     if grid.elevation is not None:
