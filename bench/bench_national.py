@@ -2,8 +2,8 @@
 
 Run (never in CI; each national case takes minutes):
 
-    python bench/bench_national.py single [--engine network|combined]      # python cli.py gaps --region china
-    python bench/bench_national.py dask [--workers 2]                       # --partition province --workers N
+    python bench/bench_national.py single [--engine combined|network]      # python cli.py gaps --region china
+    python bench/bench_national.py dask [--workers 2] [--engine ...]        # --partition province --workers N
     python bench/bench_national.py scaling [--provinces 1 5 10 29]          # both modes on the first N provinces
     python bench/bench_national.py combined-steps [--provinces 29]          # the combined engine's build and
                                                                             # level passes, step by step
@@ -106,33 +106,40 @@ def single(data_dir: Path, engine: str, tmp: Path) -> dict:
     return run_gaps(data_dir, tmp / f"single_{engine}", "--engine", engine)
 
 
-def dask(data_dir: Path, workers: int, tmp: Path, buffer_km: float = 100.0) -> dict:
-    return run_gaps(data_dir, tmp / f"dask_{workers}", "--engine", "network", "--partition", "province",
+def dask(data_dir: Path, workers: int, tmp: Path, buffer_km: float = 100.0, engine: str = "combined") -> dict:
+    return run_gaps(data_dir, tmp / f"dask_{workers}_{engine}", "--engine", engine, "--partition", "province",
                     "--workers", str(workers), "--buffer-km", str(buffer_km))
 
 
 def same_outputs(a: Path, b: Path) -> dict:
-    """Which CSV outputs of two run folders are identical (as text, after reading)."""
-    import pandas as pd
-
+    """Which outputs of two run folders are identical: every CSV byte for byte, every travel-time raster's cells."""
     out = {}
-    for name in ("settlements.csv", "county_summary.csv", "prefecture_summary.csv", "blank_spots.csv"):
-        if (a / name).exists() and (b / name).exists():
-            out[name] = bool(pd.read_csv(a / name, dtype=str).equals(pd.read_csv(b / name, dtype=str)))
+    for f in sorted(a.glob("*.csv")):
+        if (b / f.name).exists():
+            out[f.name] = f.read_bytes() == (b / f.name).read_bytes()
+    tifs = sorted(a.glob("traveltime_*.tif"))
+    if tifs:
+        import numpy as np
+        import rasterio
+
+        for f in tifs:
+            if (b / f.name).exists():
+                with rasterio.open(f) as x, rasterio.open(b / f.name) as y:
+                    out[f.name] = bool(np.array_equal(x.read(), y.read(), equal_nan=True))
     return out
 
 
-def scaling(data_dir: Path, counts, workers: int, tmp: Path) -> list[dict]:
+def scaling(data_dir: Path, counts, workers: int, tmp: Path, engine: str = "combined") -> list[dict]:
     """Single process and Dask on the first N provinces, for each N: time, memory, outputs equal."""
     provs = provinces_in(data_dir)
     rows = []
     for n in counts:
         chosen = provs[: int(n)]
         bundle = data_dir if len(chosen) == len(provs) else make_bundle(data_dir, tmp / f"bundle_{n}", chosen)
-        s = run_gaps(bundle, tmp / f"s{n}", "--engine", "network")
-        d = run_gaps(bundle, tmp / f"d{n}", "--engine", "network", "--partition", "province", "--workers",
+        s = run_gaps(bundle, tmp / f"s{n}", "--engine", engine)
+        d = run_gaps(bundle, tmp / f"d{n}", "--engine", engine, "--partition", "province", "--workers",
                      str(workers))
-        rows.append({"provinces": len(chosen), "codes": chosen, "single": s, "dask": d,
+        rows.append({"provinces": len(chosen), "codes": chosen, "engine": engine, "single": s, "dask": d,
                      "identical": same_outputs(tmp / f"s{n}", tmp / f"d{n}")})
         print(json.dumps({k: rows[-1][k] for k in ("provinces", "identical")}), flush=True)
     return rows
@@ -217,7 +224,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mode", choices=["single", "dask", "scaling", "combined-steps"])
     ap.add_argument("--data", default=os.environ.get("GEOACCESS_DATA", str(ROOT.parent / "shared" / "data")))
-    ap.add_argument("--engine", default="network", choices=["network", "combined"])
+    ap.add_argument("--engine", default="combined", choices=["combined", "network"])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--provinces", type=int, nargs="*", default=None)
     ap.add_argument("--json", help="write the result here")
@@ -231,9 +238,9 @@ def main(argv=None) -> int:
         if args.mode == "single":
             result = single(data_dir, args.engine, tmp)
         elif args.mode == "dask":
-            result = dask(data_dir, args.workers, tmp)
+            result = dask(data_dir, args.workers, tmp, engine=args.engine)
         elif args.mode == "scaling":
-            result = scaling(data_dir, args.provinces or [1, 5, 10, 29], args.workers, tmp)
+            result = scaling(data_dir, args.provinces or [1, 5, 10, 29], args.workers, tmp, args.engine)
         else:
             result = combined_steps(data_dir, (args.provinces or [None])[0], tmp, args.direct_km)
     text = json.dumps({"mode": args.mode, "cpus": os.cpu_count(), "result": result}, ensure_ascii=False, indent=1,

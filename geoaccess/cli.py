@@ -40,7 +40,7 @@ def _thresholds(p: argparse.ArgumentParser) -> None:
 
 def _engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=["combined", "network", "raster"], default=None,
-                   help="combined: roads and terrain in one search (default; --partition runs need network); "
+                   help="combined: roads and terrain in one search (default); "
                         "network: roads only, off-road legs to the nearest road; raster: friction-surface cost distance")
     p.add_argument("--no-terrain", action="store_true", help="ignore the DEM (flat travel times)")
 
@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://host:8786")
     dist.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes")
     dist.add_argument("--partition", choices=["province", "prefecture", "county"],
-                      help="route the region's provinces, prefectures or counties in parallel (results identical)")
-    dist.add_argument("--buffer-km", type=float, default=100.0, help="roads kept around each partition (km)")
+                      help="search the region's provinces, prefectures or counties in parallel windows (results identical)")
+    dist.add_argument("--buffer-km", type=float, default=100.0, help="grid and roads kept around each partition's window (km; default 100)")
 
     cmp_ = sub.add_parser("compare", help="two scenarios side by side: per settlement, county and prefecture, and a "
                                          "map of the change (compare_{A}_{B}/ in the run folder)")

@@ -787,13 +787,15 @@ class LevelResult:
 
 
 def level_passes(graph: CombinedGraph, facility_levels: np.ndarray,
-                 groups: Mapping[str, Sequence[str]] = LEVEL_GROUPS, *, threads: int | None = None
-                 ) -> dict[str, LevelResult]:
+                 groups: Mapping[str, Sequence[str]] = LEVEL_GROUPS, *, threads: int | None = None,
+                 search_all=None) -> dict[str, LevelResult]:
     """One multi-source search per level group from all its located facilities.
 
     Groups with the same facilities (e.g. clinic and township centre when a register lists no village
     clinics) share one search; the searches run in parallel threads (the compiled kernel releases the GIL),
     ``threads`` at a time (default: the CPUs available, at most the number of searches).
+    ``search_all(graph, [source nodes per search])`` replaces the searches (e.g.
+    :class:`geoaccess.windows.WindowedSearch`): per search what :func:`at_nodes` takes from one, the same values.
     """
     import os
 
@@ -810,25 +812,35 @@ def level_passes(graph: CombinedGraph, facility_levels: np.ndarray,
     n_threads = max(1, min(len(searches), threads or len(os.sched_getaffinity(0)))) if searches else 1
     legs = _StraightLegs(graph)
 
-    def one_search(fac: np.ndarray) -> LevelResult:
-        # the search, the straight trips and the cell field of one facility set (in a worker thread)
-        dist, label = graph.search(graph.dest_nodes[fac])
-        on = graph.origin_nodes
-        s_min = np.where(on >= 0, dist[np.maximum(on, 0)], np.nan)
-        s_lab = np.where(on >= 0, label[np.maximum(on, 0)], -1)
-        s_near = np.where(s_lab >= 0, fac[np.maximum(s_lab, 0)], -1)
-        # the cells' fields, without whole-graph temporaries (at national size each is 44 M nodes)
-        cm = dist[:rows * cols].reshape(rows, cols).astype(np.float32)
+    def finish(fac: np.ndarray, o_min, o_lab, c_min, c_lab) -> LevelResult:
+        # one facility set's search as the level passes read it (see at_nodes): its cell fields and the origins'
+        # times improved by straight trips (in a worker thread)
+        s_near = np.where(o_lab >= 0, fac[np.maximum(o_lab, 0)], -1)
+        cm = c_min.reshape(rows, cols)
         cm[barrier] = np.nan
-        cell_label = label[:rows * cols].reshape(rows, cols)
+        cell_label = c_lab.reshape(rows, cols)
         cn = fac.astype(np.int32)[np.maximum(cell_label, 0)]
         cn[cell_label < 0] = -1
-        del dist, label, cell_label
-        s_min, s_near = legs.improve(s_min, s_near, fac)
+        del c_lab, cell_label
+        s_min, s_near = legs.improve(o_min, s_near, fac)
         return LevelResult(s_min, s_near, cm, cn)
 
+    def one_search(fac: np.ndarray) -> LevelResult:
+        return finish(fac, *at_nodes(graph, *graph.search(graph.dest_nodes[fac])))
+
     with thread_pool(n_threads, "geoaccess-search") as pool:
-        found = dict(zip((tuple(f.tolist()) for f in searches), pool.map(one_search, searches)))
+        if search_all is None:
+            done = list(pool.map(one_search, searches))
+        else:
+            raw = list(search_all(graph, [graph.dest_nodes[fac] for fac in searches]))
+
+            def finish_one(i: int) -> LevelResult:
+                found_i = raw[i]
+                raw[i] = None  # each search's arrays are freed as soon as they are read
+                return finish(searches[i], *found_i)
+
+            done = list(pool.map(finish_one, range(len(searches))))
+    found = dict(zip((tuple(f.tolist()) for f in searches), done))
     out = {}
     n_on = len(graph.origin_nodes)
     for group, fac in members_of.items():
@@ -842,6 +854,17 @@ def level_passes(graph: CombinedGraph, facility_levels: np.ndarray,
              "checked against the searched times, %d shorter", len(groups), len(searches), n_threads,
              legs.n_checked, legs.n_improved)
     return out
+
+
+def at_nodes(graph: CombinedGraph, dist: np.ndarray, label: np.ndarray):
+    """What the level passes read of one search (minutes and source index of every node): (minutes of each origin
+    (NaN: no node), its source index (-1 none), float32 minutes of every grid cell, int32 source index of every
+    cell)."""
+    nc = graph.grid.n_cells
+    on = graph.origin_nodes
+    o_min = np.where(on >= 0, dist[np.maximum(on, 0)], np.nan)
+    o_lab = np.where(on >= 0, label[np.maximum(on, 0)], -1)
+    return o_min, o_lab, dist[:nc].astype(np.float32), label[:nc]
 
 
 class _StraightLegs:
@@ -942,7 +965,7 @@ def compute_travel_times(G, dem: Dem, settlements: pd.DataFrame, facilities: pd.
 
 def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataFrame, facilities: pd.DataFrame, *,
                     params: TerrainParams, working_crs: str, direct_km: float = 0.0, road_legs_km: float = 2.0,
-                    groups: Mapping[str, Sequence[str]] | None = None):
+                    groups: Mapping[str, Sequence[str]] | None = None, search_all=None):
     """Travel-time result of the combined engine for every settlement, and the per-level cell results.
 
     Parameters
@@ -952,6 +975,7 @@ def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataF
     settlements, facilities : WGS84 tables (facilities need ``facility_id`` and ``level``).
     params : the off-road model; direct_km : straight off-road trips to facilities within this distance;
     road_legs_km : straight legs to every road within this distance (see :func:`build_combined_graph`).
+    search_all : replaces the level searches (see :func:`level_passes`), e.g. windows searched on a cluster.
 
     Returns
     -------
@@ -969,7 +993,7 @@ def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataF
     graph = build_combined_graph(G, grid, params, dem, working_crs=working_crs, origin_lon=s_lon, origin_lat=s_lat,
                                  dest_lon=f_lon, dest_lat=f_lat, direct_km=direct_km, road_legs_km=road_legs_km)
     t1 = time.perf_counter()
-    results = level_passes(graph, facilities["level"].to_numpy(), groups)
+    results = level_passes(graph, facilities["level"].to_numpy(), groups, search_all=search_all)
     t2 = time.perf_counter()
     ids = np.r_[facilities["facility_id"].to_numpy(), None].astype(object)  # row -1 (none) → None
     out = level_table(settlements.index, {g: r.settlement_minutes for g, r in results.items()},

@@ -2,10 +2,11 @@
 
 * `run_regions` / `gaps_regions`: one task per region, each the ordinary `compute_region_times`
   (or `run_gaps`, writing the region's outputs).
-* `run_partitioned` / `partitioned_run`: the prefectures (or counties) of one region, each routed on
-  the roads within a buffer around it. A per-settlement certificate proves that a partition's time
-  equals the single-process run's; settlements it cannot certify are routed again with a wider
-  buffer, finally on the whole graph. The argument is in docs/distributed.md.
+* `run_partitioned` / `partitioned_run`: the provinces, prefectures or counties of one region, each searched
+  in a window around it: the combined engine's grid and roads within a buffer (:mod:`geoaccess.windows`), or
+  with ``engine="network"`` the roads alone. A per-node certificate proves that a window's time equals the
+  single-process run's; what it cannot certify is searched again with a wider buffer, finally in the whole
+  graph. The argument is in docs/distributed.md.
 
 Measurements of national runs (single process and Dask, time and memory per step): bench/bench_national.py;
 the per-edge engine costs of the earlier paper estimate: bench/bench_engine_costs.py.
@@ -295,10 +296,10 @@ def check_partition_options(by: str, buffer_km: float, engine: str) -> None:
         raise ConfigError(None, f"partition by '{by}': use {', '.join(PARTITION_KEYS)}")
     if not buffer_km > 0:
         raise ConfigError(None, f"partition buffer {buffer_km} km: must be positive")
-    if engine != "network":
-        raise ConfigError(None, f"--partition with --engine {engine}: partitioned runs route on the road graph only "
-                                "(the grid engines are not partitioned yet): add --engine network, and compare with a "
-                                "single-process run of --engine network (docs/distributed.md)")
+    if engine not in ("combined", "network"):
+        raise ConfigError(None, f"--partition with --engine {engine}: partitioned runs use the combined engine "
+                                "(windows of its grid and roads) or the road-only network engine; the raster engine "
+                                "runs in one process (docs/distributed.md)")
 
 
 def _unit_polygons(inputs, by: str) -> dict[str, object]:
@@ -316,25 +317,30 @@ def _snap_dict(snap, idx) -> dict:
 
 def partitioned_run(config: RegionConfig, data_dir: str | Path, *, by: str = "prefecture", buffer_km: float = 100.0,
                     rounds: int = 1, scheduler: str | None = None, workers: int | None = None, client=None,
-                    terrain: bool = True, thresholds: dict | None = None, engine: str = "network") -> Run:
-    """`compute_region_times` with the prefectures (or counties) of the region routed in parallel.
+                    terrain: bool = True, thresholds: dict | None = None, engine: str = "combined") -> Run:
+    """`compute_region_times` with the prefectures (or counties, provinces) of the region searched in parallel.
 
-    The client loads the inputs and builds the road graph with its travel times once (as the serial
-    run does) and snaps every settlement and facility to it; the workers compute the off-road legs
-    in chunks, then route each partition on the roads within ``buffer_km`` of it. A settlement's
-    times are accepted when each is shorter than the time it needs to reach a road left out of its
-    partition (then no shorter route can leave the partition); the others are routed again with
-    the buffer doubled, ``rounds`` times, then on the whole graph. The table is identical to the
-    single-process run's, every settlement once, in input order.
+    ``engine="combined"`` (the default, as in a single process): the client loads the inputs and builds the
+    combined graph once, as the serial run does; each partition's window of it (the grid cells and roads within
+    ``buffer_km`` of the partition, :mod:`geoaccess.windows`) is searched on a worker, which needs only its
+    window, not the whole grid. ``engine="network"``: the road graph only, routed per partition on the
+    roads within ``buffer_km`` (the off-road legs computed on the workers).
 
-    Takes `compute_region_times`'s arguments (``engine`` must be "network") plus the partitioning
-    and the cluster, so `pipeline.run_gaps` can use it in its place.
+    Either way each time is accepted only with a certificate that no route leaving the partition's window is
+    shorter; the rest are searched again with the buffer doubled, ``rounds`` times, then in the whole graph
+    (on the client). The table is identical to the single-process run's, every settlement once, in input order.
+
+    Takes `compute_region_times`'s arguments plus the partitioning and the cluster, so `pipeline.run_gaps` can use
+    it in its place.
 
     Returns
     -------
     Run : as `compute_region_times`; ``run.engine["partitions"]`` records the rounds.
     """
     check_partition_options(by, buffer_km, engine)
+    if engine == "combined":
+        return _windowed_run(config, data_dir, by=by, buffer_km=buffer_km, rounds=rounds, scheduler=scheduler,
+                             workers=workers, client=client, terrain=terrain, thresholds=thresholds)
     from .engine import _warnings
 
     timings: dict[str, float] = {}
@@ -388,6 +394,74 @@ def partitioned_run(config: RegionConfig, data_dir: str | Path, *, by: str = "pr
                positions=positions)
 
 
+def _windowed_run(config: RegionConfig, data_dir: str | Path, *, by: str, buffer_km: float, rounds: int,
+                  scheduler: str | None, workers: int | None, client, terrain: bool, thresholds: dict | None) -> Run:
+    """The combined engine's partitioned run: `compute_region_times` whose level searches are windows on workers."""
+    from .windows import WindowedSearch
+
+    searches: list[WindowedSearch] = []
+    t_start = time.perf_counter()
+    with cluster_client(scheduler, workers, client) as c, _cluster_failures(c):
+        n_workers = len(c.scheduler_info(n_workers=-1).get("workers", {}))
+        warm = [c.submit(_warm_up, workers=[a], pure=False) for a in c.scheduler_info(n_workers=-1).get("workers", {})]
+
+        def searcher(prep: PreparedRegion) -> WindowedSearch:
+            c.gather(warm)
+            polygons = _unit_polygons(prep.inputs, by)
+            search = WindowedSearch(list(polygons.values()), names=list(polygons), buffer_km=buffer_km, rounds=rounds,
+                                    runner=dask_runner(c, in_flight=max(1, n_workers) + 1))
+            searches.append(search)
+            return search
+
+        run = compute_region_times(config, Path(data_dir), terrain=terrain, engine="combined", thresholds=thresholds,
+                                   searcher=searcher)
+    run.engine["partitions"] = {"by": by, "buffer_km": buffer_km, "workers": n_workers, "engine": "combined",
+                                "rounds": searches[0].log if searches else []}
+    run.timings["total_s"] = time.perf_counter() - t_start
+    return run
+
+
+def dask_runner(client, in_flight: int = 3):
+    """A runner for :class:`geoaccess.windows.WindowedSearch` on a Dask client: windows are cut as workers free up,
+    at most ``in_flight`` at once (each cut window is held by the client until its worker has it)."""
+    from distributed import as_completed
+
+    def run(jobs):
+        jobs = iter(jobs)
+        keys = {}
+        queue = as_completed()
+
+        def submit_next() -> bool:
+            for key, args in jobs:
+                # the window goes straight to a worker (not inside the task graph through the scheduler)
+                [data] = client.scatter([args], direct=True)
+                fut = client.submit(_search_window, data, pure=False)
+                keys[fut.key] = (key, data)
+                queue.add(fut)
+                return True
+            return False
+
+        for _ in range(max(1, in_flight)):
+            if not submit_next():
+                break
+        for fut in queue:
+            result = fut.result()
+            key, data = keys.pop(fut.key)
+            fut.release()
+            data.release()
+            submit_next()
+            yield key, result
+
+    return run
+
+
+def _search_window(args: tuple):
+    """A worker's task: :func:`geoaccess.windows.search_window` on one scattered window."""
+    from .windows import search_window
+
+    return search_window(*args)
+
+
 @contextmanager
 def _cluster_failures(client):
     """Dask's own failures (a worker killed or restarted, a result or scattered input forgotten, a lost
@@ -420,7 +494,7 @@ def _warm_up() -> None:
     """Import the routing modules on a worker (a few seconds, once per process)."""
     import scipy.sparse.csgraph  # noqa: F401
 
-    from . import engine, terrain  # noqa: F401
+    from . import engine, terrain, windows  # noqa: F401
 
 
 class _Points:
@@ -541,11 +615,11 @@ def _partition_job(own: np.ndarray, buffer_km: float | None, unit: np.ndarray, p
 
 def run_partitioned(region: str | RegionConfig, data_dir: str | Path, *, by: str = "prefecture",
                     buffer_km: float = 100.0, scheduler: str | None = None, workers: int | None = None,
-                    client=None, terrain: bool = True) -> gpd.GeoDataFrame:
-    """The settlement table of one region, its prefectures (or counties) routed in parallel.
+                    client=None, terrain: bool = True, engine: str = "combined") -> gpd.GeoDataFrame:
+    """The settlement table of one region, its prefectures (or counties, provinces) searched in parallel.
 
-    Identical to `compute_region_times(...).table` (see `partitioned_run`).
+    Identical to `compute_region_times(..., engine=engine).table` (see `partitioned_run`).
     """
     config = region if isinstance(region, RegionConfig) else load_region(region)
     return partitioned_run(config, data_dir, by=by, buffer_km=buffer_km, scheduler=scheduler, workers=workers,
-                           client=client, terrain=terrain).table
+                           client=client, terrain=terrain, engine=engine).table

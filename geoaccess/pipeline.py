@@ -299,17 +299,24 @@ def finish_table(prepared: PreparedRegion, times: pd.DataFrame, thresholds: dict
 
 def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool = True,
                          engine: str = "combined", thresholds: dict | None = None,
-                         inputs: Inputs | None = None, extra_facilities: gpd.GeoDataFrame | None = None) -> Run:
+                         inputs: Inputs | None = None, extra_facilities: gpd.GeoDataFrame | None = None,
+                         searcher=None) -> Run:
     """Load a region and compute travel times from every settlement to each facility level.
 
     ``engine``: ``combined`` (roads and terrain in one search, the default), ``network`` (roads only) or
-    ``raster`` (friction surface); see :mod:`geoaccess.travel`.
+    ``raster`` (friction surface); see :mod:`geoaccess.travel`. ``searcher(prepared region)`` gives what runs the
+    combined engine's level searches in its place for this run (the partitioned run's windows on a cluster,
+    :func:`geoaccess.distributed.partitioned_run`); the times are the same.
     """
     from .access import times_with_facility_origins
     from .travel import TravelModel
 
     prep = prepare_region(config, data_dir, terrain=terrain, inputs=inputs, extra_facilities=extra_facilities)
     model = TravelModel(prep, engine)
+    if searcher is not None:
+        if engine != "combined":
+            raise ConfigError(None, f"a searcher replaces the combined engine's searches, not --engine {engine}'s")
+        model.search_all = searcher(prep)
     th = thresholds or config.thresholds
     s = prep.inputs.settlements
     t = time.perf_counter()
@@ -321,6 +328,7 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
         prep.timings["engine_s"] = time.perf_counter() - t
         t = time.perf_counter()
         areas = areas.result() if areas is not None else None
+    model.search_all = None  # later uses of the model (proposals, point times) search in this process
     table, positions = finish_table(prep, times, th, model=model, cells=cells, areas=areas)
     prep.timings["positions_s"] = time.perf_counter() - t
     eng = {**times.attrs.get("engine", {}), **prep.engine_facts()}

@@ -102,6 +102,8 @@ class TravelModel:
                 raise InputError(prep.dem.path, "--engine raster needs the whole DEM window in memory and this one "
                                                 "exceeds GEOACCESS_DEM_MAX_CELLS: use --engine network or a coarser DEM")
         self._grid = None
+        #: replaces the combined engine's level searches when set (the partitioned run's windows on a cluster)
+        self.search_all = None
 
     # ----------------------------------------------------------------------- the grid
     @property
@@ -155,7 +157,8 @@ class TravelModel:
             out, (results, grid) = compute_on_grid(prep.graph, self.terrain_grid(), self.dem if prep.dem is not None
                                                    else None, settlements, facilities, params=prep.params,
                                                    working_crs=cfg.working_crs, direct_km=self.direct_km,
-                                                   road_legs_km=self.road_legs_km, groups=groups)
+                                                   road_legs_km=self.road_legs_km, groups=groups,
+                                                   search_all=self.search_all)
             cells = CellTimes(self._combined_area_grid(), {g: r.cell_minutes for g, r in results.items()},
                               {g: r.cell_nearest for g, r in results.items()})
             return out, cells

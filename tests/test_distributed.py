@@ -31,13 +31,13 @@ def client():
 
 @pytest.fixture(scope="module")
 def serial(data_dir):
-    """The single-process settlement table of a region, computed once."""
-    tables = {}
+    """The single-process settlement table of a region (or with ``run=True`` the whole Run), computed once."""
+    runs = {}
 
-    def table(region: str, engine: str = "combined"):
-        if (region, engine) not in tables:
-            tables[region, engine] = compute_region_times(load_region(region), data_dir, engine=engine).table
-        return tables[region, engine]
+    def table(region: str, engine: str = "combined", run: bool = False):
+        if (region, engine) not in runs:
+            runs[region, engine] = compute_region_times(load_region(region), data_dir, engine=engine)
+        return runs[region, engine] if run else runs[region, engine].table
 
     return table
 
@@ -63,8 +63,27 @@ def test_two_regions_on_a_local_cluster_equal_the_serial_runs(client, serial, da
         assert_same_table(table, serial(region))
 
 
-def test_tibet_by_prefecture_equals_the_serial_run(client, serial, data_dir):
+def test_tibet_by_prefecture_in_windows_of_the_combined_graph_equals_the_serial_run(client, serial, data_dir):
+    """The default engine on the cluster: each prefecture's window of the grid and roads searched on a worker."""
     run = dd.partitioned_run(load_region("tibet"), data_dir, by="prefecture", buffer_km=100.0, client=client)
+    single = serial("tibet", "combined", run=True)
+    assert_same_table(run.table, single.table)
+    for level in single.rasters.minutes:  # every cell of every level's travel-time raster, and its nearest
+        assert np.array_equal(run.rasters.minutes[level], single.rasters.minutes[level], equal_nan=True), level
+        assert np.array_equal(run.rasters.nearest[level], single.rasters.nearest[level]), level
+    pd.testing.assert_frame_equal(run.facility_times, single.facility_times)  # the referral table's origins too
+    parts = run.engine["partitions"]
+    assert parts["engine"] == "combined" and parts["workers"] == 2
+    first, whole = parts["rounds"][0], parts["rounds"][-1]
+    assert first["windows"] == single.table["prefecture_code"].nunique()
+    assert first["certified"] + whole["node_levels"] == first["node_levels"]  # each node-level once
+    assert first["certified"] > 0.8 * first["node_levels"]  # most are settled inside their window
+    assert first["max_window_cells"] < single.rasters.minutes["pref"].size  # a worker holds part of the grid
+
+
+def test_tibet_by_prefecture_on_the_road_network_equals_the_serial_run(client, serial, data_dir):
+    run = dd.partitioned_run(load_region("tibet"), data_dir, by="prefecture", buffer_km=100.0, client=client,
+                             engine="network")
     expected = serial("tibet", "network")  # partitions route on the road network
     assert_same_table(run.table, expected)
     rounds = run.engine["partitions"]["rounds"]

@@ -105,6 +105,30 @@ def test_partitioned_by_province_on_dask_equals_the_single_process_run(bundle, s
     assert parts["by"] == "province" and parts["rounds"][0]["partitions"] == len(PROVINCES)
 
 
+def test_partitioned_combined_run_by_province_on_dask_equals_the_single_process_run(bundle, tmp_path):
+    """The default engine: each province's window of the national grid and roads on a worker; every output the
+    single process writes, byte for byte (Beijing and Tianjin share a border: trips cross it)."""
+    pytest.importorskip("distributed")
+    single, part = tmp_path / "single", tmp_path / "part"
+    r = _gaps("--data", str(bundle), "--out", str(single))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _gaps("--data", str(bundle), "--out", str(part), "--partition", "province", "--workers", "2",
+              "--buffer-km", "50")
+    assert r.returncode == 0, r.stderr[-3000:]
+    csvs = sorted(p.name for p in single.glob("*.csv"))
+    assert {"settlements.csv", "county_summary.csv", "blank_spots.csv", "referral.csv"} <= set(csvs)
+    for name in csvs:
+        assert (part / name).read_bytes() == (single / name).read_bytes(), name
+    import rasterio
+
+    for tif in sorted(single.glob("traveltime_*.tif")):
+        with rasterio.open(tif) as a, rasterio.open(part / tif.name) as b:
+            assert np.array_equal(a.read(), b.read(), equal_nan=True), tif.name
+    parts = json.loads((part / "summary.json").read_text(encoding="utf-8"))["engine"]["partitions"]
+    assert parts["by"] == "province" and parts["engine"] == "combined"
+    assert parts["rounds"][0]["windows"] == len(PROVINCES)
+
+
 def test_childless_prefecture_cities_are_county_level_census_units(data_dir):
     """东莞, 中山, 儋州, 嘉峪关 and 三沙 appear in the national census only under XXXX00 codes."""
     from geoaccess.loaders import county_level_units, load_population

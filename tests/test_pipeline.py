@@ -436,13 +436,14 @@ def test_partitioned_dask_run_writes_the_same_settlement_table(data_dir, tmp_pat
 
 
 def test_partition_keeps_the_engine_of_the_single_process_run(capsys, tmp_path):
-    """Same flags, same engine: --partition without --engine is the default (combined) engine, which partitioned
-    runs cannot route yet — refused in one line naming the option, not silently switched to the road network."""
+    """Same flags, same engine: --partition takes the combined engine by default (windows of its graph, tested
+    in test_national / test_distributed); the raster engine, which is not partitioned, is refused in one line
+    naming the option, not silently switched to another engine."""
     pytest.importorskip("distributed")
     assert main(["gaps", "--region", "tibet", "--out", str(tmp_path / "o"), "--partition", "province",
-                 "--workers", "1"]) == 2
+                 "--workers", "1", "--engine", "raster"]) == 2
     line = _one_line_error(capsys)
-    assert "--engine combined" in line and "--engine network" in line
+    assert "--engine raster" in line and "combined" in line and "network" in line
     assert not (tmp_path / "o").exists()
 
 
