@@ -515,7 +515,8 @@ def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem |
     road_legs_km : each point has a straight leg to the nearest point of every road within this distance;
         farther roads are reached over the grid. (A leg to "the nearest road" however far would vanish when a
         nearer road is added, and could make a time longer: these legs only ever grow in number.)
-    access_spacing_m : spacing of candidate access points along roads (default: a third of a cell).
+    access_spacing_m : spacing of candidate access points along roads (default: a third of the smaller side of
+        the cells where each road is, :func:`_access_spacing`).
     """
     t0 = time.perf_counter()
     o_lon, o_lat, d_lon, d_lat = (np.asarray(a, float) for a in (origin_lon, origin_lat, dest_lon, dest_lat))
@@ -736,12 +737,31 @@ def _cells_around(grid: TerrainGrid, lon, lat, ok) -> tuple[np.ndarray, np.ndarr
     return pi[keep], cell[keep]
 
 
+def _access_spacing(lines, crs, grid: TerrainGrid) -> np.ndarray:
+    """Metres between candidate access points along each road: a third of the smaller side of the grid's cells
+    where the road is (on a geographic grid, at the road's latitude farthest from the equator, where cells are
+    narrowest). Each road's own, so a road gets the same points whatever the extent of the run (a province alone
+    or inside the national grid)."""
+    from ._crs import metres_per_degree
+
+    a, e = abs(grid.transform.a), abs(grid.transform.e)
+    if not _is_geographic(grid.crs):
+        return np.full(len(lines), min(a, e) / 3.0)
+    if not _is_geographic(str(crs)):
+        tr = road_engine._transformer(crs, "EPSG:4326")
+        lines = shapely.transform(lines, lambda c: np.column_stack(tr.transform(c[:, 0], c[:, 1])))
+    bounds = shapely.bounds(lines)
+    lat = np.maximum(np.abs(bounds[:, 1]), np.abs(bounds[:, 3]))
+    deg_lon, deg_lat = metres_per_degree(lat)
+    return np.minimum(deg_lon * a, deg_lat * e) / 3.0
+
+
 def _access_points(edges, grid: TerrainGrid, working_crs: str, spacing_m: float | None):
     """One point per road and passable cell it crosses (the sample nearest the cell centre), as a Snap."""
     lines = road_engine._project(edges.geometry[edges.canon], road_engine._transformer(edges.crs, working_crs))
     length = shapely.length(lines)
     if spacing_m is None:
-        spacing_m = float(np.nanmin(grid.move_len[:, :4])) / 3.0
+        spacing_m = _access_spacing(edges.geometry[edges.canon], edges.crs, grid)
     n = np.maximum(np.ceil(length / spacing_m).astype(np.int64), 1)
     road_of = np.repeat(np.arange(len(lines)), n + 1)
     k = np.arange(int((n + 1).sum())) - np.repeat(np.cumsum(n + 1) - (n + 1), n + 1)

@@ -434,7 +434,7 @@ def dask_runner(client, in_flight: int = 3):
         def submit_next() -> bool:
             for key, args in jobs:
                 # the window goes straight to a worker (not inside the task graph through the scheduler)
-                [data] = client.scatter([args], direct=True)
+                [data] = client.scatter([args], hash=False)
                 fut = client.submit(_search_window, data, pure=False)
                 keys[fut.key] = (key, data)
                 queue.add(fut)
