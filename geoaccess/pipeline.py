@@ -498,7 +498,25 @@ def engine_assumptions(run: Run) -> list[str]:
             text += (f"; altitude derating above {p.altitude_threshold_m:.0f} m ({high:,.0f} km of road lie above "
                      "it)")
         out.append(text + " (docs/terrain.md)")
+    parts = run.engine.get("partitions")
+    if parts:
+        out.append(_partition_words(parts))
     return out
+
+
+def _partition_words(parts: dict) -> str:
+    """The partitioned run in one line: what was searched where, and how much the windows certified."""
+    first, last = parts["rounds"][0] if parts["rounds"] else {}, parts["rounds"][-1] if parts["rounds"] else {}
+    if parts.get("engine") == "combined":
+        total = first.get("node_levels", 0)
+        share = f"{first.get('certified', 0) / total:.1%}" if total else "—"
+        return (f"run on Dask ({parts['workers']} workers): each {parts['by']}'s window of the graph (grid and roads "
+                f"within {parts['buffer_km']:g} km) searched on a worker; {share} of the cells' and settlements' "
+                f"level times certified there, {last.get('node_levels', 0):,} searched again in the whole graph; "
+                "the same times as one process (docs/distributed.md)")
+    return (f"run on Dask ({parts['workers']} workers): each {parts['by']} routed on the roads within "
+            f"{parts['buffer_km']:g} km of it, uncertified settlements routed again on the whole graph; the same "
+            "times as one process (docs/distributed.md)")
 
 
 def _road_km_above(G, metres: float) -> float:

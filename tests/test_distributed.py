@@ -79,6 +79,10 @@ def test_tibet_by_prefecture_in_windows_of_the_combined_graph_equals_the_serial_
     assert first["certified"] + whole["node_levels"] == first["node_levels"]  # each node-level once
     assert first["certified"] > 0.8 * first["node_levels"]  # most are settled inside their window
     assert first["max_window_cells"] < single.rasters.minutes["pref"].size  # a worker holds part of the grid
+    from geoaccess.pipeline import engine_assumptions
+
+    said = [a for a in engine_assumptions(run) if a.startswith("run on Dask")]  # the report says how it ran
+    assert len(said) == 1 and "prefecture's window" in said[0] and "certified" in said[0]
 
 
 def test_tibet_by_prefecture_on_the_road_network_equals_the_serial_run(client, serial, data_dir):
