@@ -748,8 +748,7 @@ def _access_spacing(lines, crs, grid: TerrainGrid) -> np.ndarray:
     if not _is_geographic(grid.crs):
         return np.full(len(lines), min(a, e) / 3.0)
     if not _is_geographic(str(crs)):
-        tr = road_engine._transformer(crs, "EPSG:4326")
-        lines = shapely.transform(lines, lambda c: np.column_stack(tr.transform(c[:, 0], c[:, 1])))
+        lines = road_engine._project(lines, road_engine._transformer(crs, "EPSG:4326"))
     bounds = shapely.bounds(lines)
     lat = np.maximum(np.abs(bounds[:, 1]), np.abs(bounds[:, 3]))
     deg_lon, deg_lat = metres_per_degree(lat)

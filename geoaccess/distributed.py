@@ -402,8 +402,9 @@ def _windowed_run(config: RegionConfig, data_dir: str | Path, *, by: str, buffer
     searches: list[WindowedSearch] = []
     t_start = time.perf_counter()
     with cluster_client(scheduler, workers, client) as c, _cluster_failures(c):
-        n_workers = len(c.scheduler_info(n_workers=-1).get("workers", {}))
-        warm = [c.submit(_warm_up, workers=[a], pure=False) for a in c.scheduler_info(n_workers=-1).get("workers", {})]
+        addresses = list(c.scheduler_info(n_workers=-1).get("workers", {}))
+        n_workers = len(addresses)
+        warm = [c.submit(_warm_up, workers=[a], pure=False) for a in addresses]  # imports, while the client loads
 
         def searcher(prep: PreparedRegion) -> WindowedSearch:
             c.gather(warm)
@@ -432,14 +433,16 @@ def dask_runner(client, in_flight: int = 3):
         queue = as_completed()
 
         def submit_next() -> bool:
-            for key, args in jobs:
-                # the window goes straight to a worker (not inside the task graph through the scheduler)
-                [data] = client.scatter([args], hash=False)
-                fut = client.submit(_search_window, data, pure=False)
-                keys[fut.key] = (key, data)
-                queue.add(fut)
-                return True
-            return False
+            job = next(jobs, None)
+            if job is None:
+                return False
+            key, args = job
+            # the window goes to a worker as data of its own, not inside the task graph through the scheduler
+            [data] = client.scatter([args], hash=False)
+            fut = client.submit(_search_window, data, pure=False)
+            keys[fut.key] = (key, data)
+            queue.add(fut)
+            return True
 
         for _ in range(max(1, in_flight)):
             if not submit_next():

@@ -506,7 +506,8 @@ def engine_assumptions(run: Run) -> list[str]:
 
 def _partition_words(parts: dict) -> str:
     """The partitioned run in one line: what was searched where, and how much the windows certified."""
-    first, last = parts["rounds"][0] if parts["rounds"] else {}, parts["rounds"][-1] if parts["rounds"] else {}
+    rounds = parts["rounds"] or [{}]
+    first, last = rounds[0], rounds[-1]
     if parts.get("engine") == "combined":
         total = first.get("node_levels", 0)
         share = f"{first.get('certified', 0) / total:.1%}" if total else "—"

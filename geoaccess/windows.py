@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import shapely
 
 from ._pools import thread_pool
 from .combined import CombinedGraph, _search_kernel
@@ -134,9 +133,8 @@ class WindowIndex:
         return out
 
 
-def cut_window(index: WindowIndex, r0: int, r1: int, c0: int, c1: int) -> tuple[Window, np.ndarray, np.ndarray]:
-    """The window [r0, r1) × [c0, c1) of the graph: (Window, its explicit nodes' whole-graph ids, the window node
-    of every explicit node (-1 outside))."""
+def cut_window(index: WindowIndex, r0: int, r1: int, c0: int, c1: int) -> tuple[Window, np.ndarray]:
+    """The window [r0, r1) × [c0, c1) of the graph: (Window, the window node of every explicit node (-1 outside))."""
     g = index.graph
     nc, cols = index.n_cells, index.cols
     h, w = r1 - r0, c1 - c0
@@ -144,6 +142,7 @@ def cut_window(index: WindowIndex, r0: int, r1: int, c0: int, c1: int) -> tuple[
     # cells: row-major in the window
     rr, cc = np.meshgrid(np.arange(r0, r1), np.arange(c0, c1), indexing="ij")
     cells = (rr * cols + cc).ravel()
+    lr_all, lc_all = rr.ravel() - r0, cc.ravel() - c0  # window row and column of each cell
     rows_w = row_of[cells]
     passable = rows_w >= 0
     row_of_w = np.full(len(cells), -1, np.int32)
@@ -151,7 +150,7 @@ def cut_window(index: WindowIndex, r0: int, r1: int, c0: int, c1: int) -> tuple[
     weights_w = weights[rows_w[passable]]          # a copy: the whole graph's minutes, bit for bit
     dr, dc = g.grid.move_dr, g.grid.move_dc
     # moves from outside the window (only cells near its sides can have one) become inf
-    lr, lc = rr.ravel()[passable] - r0, cc.ravel()[passable] - c0
+    lr, lc = lr_all[passable], lc_all[passable]
     near = np.flatnonzero((lr < _MOVE_REACH) | (lr >= h - _MOVE_REACH) | (lc < _MOVE_REACH) | (lc >= w - _MOVE_REACH))
     for k in range(len(dr)):
         sr, sc = lr[near] + dr[k], lc[near] + dc[k]
@@ -181,22 +180,20 @@ def cut_window(index: WindowIndex, r0: int, r1: int, c0: int, c1: int) -> tuple[
     frow = np.repeat(np.arange(n_nodes), np.diff(fsub.indptr))
     leaving = index.to_local(fsub.indices, r0, r1, c0, c1, explicit_map) < 0
     edge_out = np.unique(frow[leaving])
-    rows_g, cols_g = index.rows, index.cols
-    side = np.zeros(len(cells), bool)
-    lr_all, lc_all = rr.ravel() - r0, cc.ravel() - c0
+    side = np.zeros(len(cells), bool)  # near a side of the window that is not the grid's edge
     if r0 > 0:
         side |= lr_all < _MOVE_REACH
-    if r1 < rows_g:
+    if r1 < index.rows:
         side |= lr_all >= h - _MOVE_REACH
     if c0 > 0:
         side |= lc_all < _MOVE_REACH
-    if c1 < cols_g:
+    if c1 < index.cols:
         side |= lc_all >= w - _MOVE_REACH
     band = np.flatnonzero(side & passable)
     boundary = np.union1d(edge_out, band).astype(np.int64)
-    win = Window((h, w), n_nodes, weights_w, offset_w, row_of_w, indptr.astype(itype) if itype == np.int32 else indptr,
-                 indices, data, boundary)
-    return win, explicit, explicit_map
+    win = Window((h, w), n_nodes, weights_w, offset_w, row_of_w, indptr.astype(itype, copy=False), indices, data,
+                 boundary)
+    return win, explicit_map
 
 
 def node_cells(graph: CombinedGraph, max_passes: int = 64) -> np.ndarray:
@@ -234,14 +231,9 @@ def cell_owners(graph: CombinedGraph, polygons: Sequence, coarse: int = 8) -> np
     from . import engine as road_engine
 
     grid = graph.grid
-    shapes = []
-    for i, poly in enumerate(polygons):
-        if poly is None or poly.is_empty:
-            continue
-        if not _is_geographic(grid.crs):
-            tr = road_engine._transformer("EPSG:4326", grid.crs)
-            poly = shapely.transform(poly, lambda c: np.column_stack(tr.transform(c[:, 0], c[:, 1])))
-        shapes.append((poly, i))
+    to_grid = None if _is_geographic(grid.crs) else road_engine._transformer("EPSG:4326", grid.crs)
+    shapes = [(poly if to_grid is None else road_engine._project(poly, to_grid), i) for i, poly in enumerate(polygons)
+              if poly is not None and not poly.is_empty]
     owner = np.full(grid.shape, -1, np.int32)
     if shapes:
         owner = features.rasterize(shapes, out_shape=grid.shape, transform=grid.transform, fill=-1, dtype="int32")
@@ -348,7 +340,7 @@ class WindowedSearch:
                     mine = np.flatnonzero(any_pending & (owner == p))
                     r0, r1 = max(0, int(t_r[mine].min()) - br), min(index.rows, int(t_r[mine].max()) + br + 1)
                     c0, c1 = max(0, int(t_c[mine].min()) - bc), min(index.cols, int(t_c[mine].max()) + bc + 1)
-                    win, _, explicit_map = cut_window(index, r0, r1, c0, c1)
+                    win, explicit_map = cut_window(index, r0, r1, c0, c1)
                     local = index.to_local(targets[mine], r0, r1, c0, c1, explicit_map)
                     src = [index.to_local(s, r0, r1, c0, c1, explicit_map) for s in sources]
                     record["max_window_cells"] = max(record["max_window_cells"], (r1 - r0) * (c1 - c0))

@@ -61,7 +61,7 @@ def test_a_window_certifies_only_times_no_route_leaving_it_could_beat():
     index = windows.WindowIndex(g)
     rows, cols = g.grid.shape
     r0, r1, c0, c1 = rows // 2 - 1, rows, 0, cols // 2 + 1  # the south-west quadrant and a cell around it
-    win, _, explicit_map = windows.cut_window(index, r0, r1, c0, c1)
+    win, explicit_map = windows.cut_window(index, r0, r1, c0, c1)
     nodes = timed_nodes(g)
     local = index.to_local(nodes, r0, r1, c0, c1, explicit_map)
     inside = local >= 0
@@ -80,7 +80,7 @@ def test_the_whole_grid_as_one_window_has_no_boundary_and_is_the_graph_itself():
     g, _ = world(5)
     index = windows.WindowIndex(g)
     rows, cols = g.grid.shape
-    win, _, explicit_map = windows.cut_window(index, 0, rows, 0, cols)
+    win, explicit_map = windows.cut_window(index, 0, rows, 0, cols)
     assert win.n_nodes == g.n_nodes and len(win.boundary) == 0
     nodes = timed_nodes(g)
     local = index.to_local(nodes, 0, rows, 0, cols, explicit_map)
