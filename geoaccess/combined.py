@@ -155,65 +155,99 @@ def _move_minutes(z_from, z_to, length, pace_k, tob_a, tob_b, kph_max, kph_min):
     return length * pace_k / kph
 
 
+# The search state lives in two int32 buffers, each read also as float64 (``.view``), so that what one step
+# touches sits side by side in memory (on a 3 M-cell grid most of a search's time is cache misses):
+#   node state ``st``: 4 int32 per node — minutes (float64, ``dist[2 * n]``), heap slot (``st[4n+2]``: -1 never
+#   queued, -2 settled), label (``st[4n+3]``: index of its nearest source, -1 none);
+#   heap ``hn``: 4 int32 per slot — key (float64, ``hkey[2 * i]``) and node (``hn[4i+2]``); a 4-ary min-heap.
+
 @njit(cache=True)
-def _sift_up(hkey, hnode, pos, i, key, node):
-    """Place ``node`` with ``key`` at heap slot ``i`` (a new last slot, or its own slot after its key fell)."""
-    while i > 0:
-        parent = (i - 1) >> 2
-        pk = hkey[parent]
-        if pk <= key:
-            break
-        hkey[i] = pk
-        hnode[i] = hnode[parent]
-        pos[hnode[i]] = i
-        i = parent
-    hkey[i] = key
-    hnode[i] = node
-    pos[node] = i
+def _new_state(n_nodes):
+    """Node state for a search: every node at inf minutes, never queued, unlabelled; and its float64 view."""
+    st = np.empty(4 * n_nodes, np.int32)
+    dist = st.view(np.float64)
+    for n in range(n_nodes):
+        dist[2 * n] = np.inf
+        st[4 * n + 2] = -1
+        st[4 * n + 3] = -1
+    return st, dist
+
+
+@njit(cache=True)
+def _new_heap(cap):
+    """An empty heap of ``cap`` slots (int32 buffer) and its float64 view."""
+    hn = np.empty(4 * cap, np.int32)
+    return hn, hn.view(np.float64)
+
+
+@njit(cache=True)
+def _grow_heap(hn, size, need, n_nodes):
+    """A heap with room for at least ``need`` items, the first ``size`` kept (at least doubling)."""
+    grown = min(n_nodes, max(hn.shape[0] // 2, need))
+    hn = np.concatenate((hn[:4 * size], np.empty(4 * (grown - size), np.int32)))
+    return hn, hn.view(np.float64)
 
 
 @njit(cache=True, inline="always")
-def _relax(dist, pos, hkey, hnode, size, n, cand):
+def _sift_up(hkey, hn, st, i, key, node):
+    """Place ``node`` with ``key`` at heap slot ``i`` (a new last slot, or its own slot after its key fell)."""
+    while i > 0:
+        parent = (i - 1) >> 2
+        pk = hkey[2 * parent]
+        if pk <= key:
+            break
+        hkey[2 * i] = pk
+        m = hn[4 * parent + 2]
+        hn[4 * i + 2] = m
+        st[4 * m + 2] = i
+        i = parent
+    hkey[2 * i] = key
+    hn[4 * i + 2] = node
+    st[4 * node + 2] = i
+
+
+@njit(cache=True, inline="always")
+def _relax(dist, st, hkey, hn, size, n, cand):
     """Lower node ``n`` to ``cand`` minutes if that is shorter (queue or re-key it); returns the heap size and
-    whether ``n`` was lowered."""
-    if cand < dist[n]:
-        dist[n] = cand
-        if pos[n] == -1:
-            _sift_up(hkey, hnode, pos, size, cand, n)
+    whether ``n`` was lowered. A settled node is never lowered: its minutes are at most the current node's."""
+    if cand < dist[2 * n]:
+        dist[2 * n] = cand
+        p = st[4 * n + 2]
+        if p == -1:
+            _sift_up(hkey, hn, st, size, cand, n)
             return size + 1, True
-        _sift_up(hkey, hnode, pos, pos[n], cand, n)
+        _sift_up(hkey, hn, st, p, cand, n)
         return size, True
     return size, False
 
 
-@njit(cache=True)
-def _heap_pop_fix(hkey, hnode, pos, size):
+@njit(cache=True, inline="always")
+def _heap_pop_fix(hkey, hn, st, size):
     """Move the last item to the root and sift it down (size = items left after removing the root)."""
-    key = hkey[size]
-    node = hnode[size]
+    key = hkey[2 * size]
+    node = hn[4 * size + 2]
     i = 0
     while True:
         first = 4 * i + 1
         if first >= size:
             break
         best = first
-        bk = hkey[first]
-        bn = hnode[first]
+        bk = hkey[2 * first]
         for ch in range(first + 1, min(first + 4, size)):
-            ck = hkey[ch]
+            ck = hkey[2 * ch]
             if ck < bk:
                 best = ch
                 bk = ck
-                bn = hnode[ch]
         if bk >= key:
             break
-        hkey[i] = bk
-        hnode[i] = bn
-        pos[bn] = i
+        hkey[2 * i] = bk
+        bn = hn[4 * best + 2]
+        hn[4 * i + 2] = bn
+        st[4 * bn + 2] = i
         i = best
-    hkey[i] = key
-    hnode[i] = node
-    pos[node] = i
+    hkey[2 * i] = key
+    hn[4 * i + 2] = node
+    st[4 * node + 2] = i
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -266,34 +300,28 @@ def _search_kernel(n_nodes, weights, offset, row_of, rev_indptr, rev_indices, re
     """
     n_cells = row_of.shape[0]
     nmoves = weights.shape[1]
-    dist = np.full(n_nodes, np.inf)
-    label = np.full(n_nodes, -1, np.int32)
-    pos = np.full(n_nodes, -1, np.int32)  # heap slot; -1 never queued, -2 settled
+    st, dist = _new_state(n_nodes)
     # the heap holds the search front only (a few % of the nodes on a grid): it starts small and doubles
-    cap = min(n_nodes, max(sources.shape[0] + 1024, n_nodes // 64))
-    hkey = np.empty(cap, np.float64)
-    hnode = np.empty(cap, np.int32)
+    hn, hkey = _new_heap(min(n_nodes, max(sources.shape[0] + 1024, n_nodes // 64)))
     size = 0
     for s in range(sources.shape[0]):
         node = sources[s]
-        if label[node] < 0:
-            dist[node] = 0.0
-            label[node] = s
-            _sift_up(hkey, hnode, pos, size, 0.0, node)
+        if st[4 * node + 3] < 0:
+            dist[2 * node] = 0.0
+            st[4 * node + 3] = s
+            _sift_up(hkey, hn, st, size, 0.0, node)
             size += 1
     while size > 0:
-        c = hnode[0]
+        c = hn[2]
         d = hkey[0]
-        pos[c] = -2
+        st[4 * c + 2] = -2
         size -= 1
         if size > 0:
-            _heap_pop_fix(hkey, hnode, pos, size)
-        lab = label[c]
+            _heap_pop_fix(hkey, hn, st, size)
+        lab = st[4 * c + 3]
         need = size + nmoves + rev_indptr[c + 1] - rev_indptr[c]  # at most this many queued after c's edges
-        if need > hkey.shape[0]:
-            grown = min(n_nodes, max(2 * hkey.shape[0], need))
-            hkey = np.concatenate((hkey[:size], np.empty(grown - size, np.float64)))
-            hnode = np.concatenate((hnode[:size], np.empty(grown - size, np.int32)))
+        if 4 * need > hn.shape[0]:
+            hn, hkey = _grow_heap(hn, size, need, n_nodes)
         row = row_of[c] if c < n_cells else -1
         if row >= 0:
             for k in range(nmoves):
@@ -301,30 +329,26 @@ def _search_kernel(n_nodes, weights, offset, row_of, rev_indptr, rev_indices, re
                 if w == np.inf:
                     continue
                 n = c + offset[k]
-                if pos[n] == -2:
-                    continue
-                size, lowered = _relax(dist, pos, hkey, hnode, size, n, d + w)
+                size, lowered = _relax(dist, st, hkey, hn, size, n, d + w)
                 if lowered:
-                    label[n] = lab
+                    st[4 * n + 3] = lab
         for j in range(rev_indptr[c], rev_indptr[c + 1]):
             n = rev_indices[j]
-            if pos[n] == -2:
-                continue
-            size, lowered = _relax(dist, pos, hkey, hnode, size, n, d + rev_minutes[j])
+            size, lowered = _relax(dist, st, hkey, hn, size, n, d + rev_minutes[j])
             if lowered:
-                label[n] = lab
-    return dist, label
+                st[4 * n + 3] = lab
+    return dist[0::2].copy(), st[3::4].copy()
 
 
 @njit(cache=True, inline="always")
-def _relax_bounded(dist, pos, hkey, hnode, size, touched, n_touched, n, cand, limit):
+def _relax_bounded(dist, st, hkey, hn, size, touched, n_touched, n, cand, limit):
     """:func:`_relax` within ``limit``, recording each node reached for the first time in ``touched``."""
     if cand > limit:
         return size, n_touched
-    if dist[n] == np.inf and cand < np.inf:
+    if dist[2 * n] == np.inf and cand < np.inf:
         touched[n_touched] = n
         n_touched += 1
-    size, _ = _relax(dist, pos, hkey, hnode, size, n, cand)
+    size, _ = _relax(dist, st, hkey, hn, size, n, cand)
     return size, n_touched
 
 
@@ -337,10 +361,8 @@ def _bounded_kernel(n_nodes, weights, offset, row_of, rev_indptr, rev_indices, r
     """
     n_cells = row_of.shape[0]
     nmoves = weights.shape[1]
-    dist = np.full(n_nodes, np.inf)
-    pos = np.full(n_nodes, -1, np.int32)
-    hkey = np.empty(n_nodes, np.float64)
-    hnode = np.empty(n_nodes, np.int32)
+    st, dist = _new_state(n_nodes)
+    hn, hkey = _new_heap(n_nodes)
     touched = np.empty(n_nodes, np.int32)
     cap = 1024
     out_t = np.empty(cap, np.int64)
@@ -350,21 +372,21 @@ def _bounded_kernel(n_nodes, weights, offset, row_of, rev_indptr, rev_indices, r
     for si in range(sources.shape[0]):
         n_touched = 0
         src = sources[si]
-        dist[src] = 0.0
+        dist[2 * src] = 0.0
         touched[n_touched] = src
         n_touched += 1
         size = 0
-        _sift_up(hkey, hnode, pos, size, 0.0, src)
+        _sift_up(hkey, hn, st, size, 0.0, src)
         size += 1
         while size > 0:
-            c = hnode[0]
+            c = hn[2]
             d = hkey[0]
             if d > limit:
                 break
-            pos[c] = -2
+            st[4 * c + 2] = -2
             size -= 1
             if size > 0:
-                _heap_pop_fix(hkey, hnode, pos, size)
+                _heap_pop_fix(hkey, hn, st, size)
             t = target_of[c]
             if t >= 0:
                 if m == cap:
@@ -382,21 +404,15 @@ def _bounded_kernel(n_nodes, weights, offset, row_of, rev_indptr, rev_indices, r
                     w = weights[row, k]
                     if w == np.inf:
                         continue
-                    n = c + offset[k]
-                    if pos[n] == -2:
-                        continue
-                    size, n_touched = _relax_bounded(dist, pos, hkey, hnode, size, touched, n_touched, n,
+                    size, n_touched = _relax_bounded(dist, st, hkey, hn, size, touched, n_touched, c + offset[k],
                                                      d + w, limit)
             for j in range(rev_indptr[c], rev_indptr[c + 1]):
-                n = rev_indices[j]
-                if pos[n] == -2:
-                    continue
-                size, n_touched = _relax_bounded(dist, pos, hkey, hnode, size, touched, n_touched, n,
+                size, n_touched = _relax_bounded(dist, st, hkey, hn, size, touched, n_touched, rev_indices[j],
                                                  d + rev_minutes[j], limit)
         for i in range(n_touched):
             node = touched[i]
-            dist[node] = np.inf
-            pos[node] = -1
+            dist[2 * node] = np.inf
+            st[4 * node + 2] = -1
     return out_t[:m], out_s[:m], out_m[:m]
 
 
@@ -499,7 +515,8 @@ class CombinedGraph:
 
 def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem | None, *, working_crs: str,
                          origin_lon, origin_lat, dest_lon, dest_lat, direct_km: float = 0.0,
-                         road_legs_km: float = 2.0, access_spacing_m: float | None = None) -> CombinedGraph:
+                         road_legs_km: float = 2.0, access_spacing_m: float | None = None,
+                         move_weights: tuple | None = None) -> CombinedGraph:
     """Join the road graph ``G`` (edges with ``travel_time`` s and optional ``time_profile``) to ``grid``.
 
     Parameters
@@ -517,6 +534,7 @@ def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem |
         nearer road is added, and could make a time longer: these legs only ever grow in number.)
     access_spacing_m : spacing of candidate access points along roads (default: a third of the smaller side of
         the cells where each road is, :func:`_access_spacing`).
+    move_weights : :func:`grid_move_weights` of ``grid`` and ``params`` when already computed (else computed here).
     """
     t0 = time.perf_counter()
     o_lon, o_lat, d_lon, d_lat = (np.asarray(a, float) for a in (origin_lon, origin_lat, dest_lon, dest_lat))
@@ -604,13 +622,20 @@ def build_combined_graph(G, grid: TerrainGrid, params: TerrainParams, dem: Dem |
              "%d direct off-road pairs within %.0f km, %d explicit edges; built in %.2f s",
              f"{nc:,}", f"{facts['passable_cells']:,}", facts["grid_moves"], facts["road_nodes"], n_access,
              facts["direct_pairs"], direct_km, facts["explicit_edges"], facts["build_s"])
-    weights = _in_move_weights(grid.shape[1], grid.elevation, grid.move_dr, grid.move_dc, grid.move_len,
-                               _MIN_PER_M_AT_1_KPH * params.offroad_detour_factor, params.tobler_decay,
-                               params.tobler_slope_offset, params.tobler_max_kph * params.offroad_speed_factor,
-                               params.offroad_min_kph, np.flatnonzero(np.isfinite(grid.elevation.ravel())))
+    weights = move_weights if move_weights is not None else grid_move_weights(grid, params)
     facts["build_s"] = round(time.perf_counter() - t0, 3)
     return CombinedGraph(grid, params, rev, n_nodes, origin_nodes, dest_nodes, road, facts, (o_lon, o_lat),
                          (d_lon, d_lat), working_crs, dem, weights)
+
+
+def grid_move_weights(grid: TerrainGrid, params: TerrainParams) -> tuple:
+    """The minutes of every grid move of ``grid`` under the off-road model ``params`` (:func:`_in_move_weights`):
+    (float32 [passable cells, moves], move offsets, int32 row of each cell). They depend on the grid and the model
+    only, so one table serves every graph built on that grid."""
+    return _in_move_weights(grid.shape[1], grid.elevation, grid.move_dr, grid.move_dc, grid.move_len,
+                            _MIN_PER_M_AT_1_KPH * params.offroad_detour_factor, params.tobler_decay,
+                            params.tobler_slope_offset, params.tobler_max_kph * params.offroad_speed_factor,
+                            params.offroad_min_kph, np.flatnonzero(np.isfinite(grid.elevation.ravel())))
 
 
 def _only(snap, keep: np.ndarray):
@@ -984,7 +1009,7 @@ def compute_travel_times(G, dem: Dem, settlements: pd.DataFrame, facilities: pd.
 
 def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataFrame, facilities: pd.DataFrame, *,
                     params: TerrainParams, working_crs: str, direct_km: float = 0.0, road_legs_km: float = 2.0,
-                    groups: Mapping[str, Sequence[str]] | None = None, search_all=None):
+                    groups: Mapping[str, Sequence[str]] | None = None, search_all=None, move_weights=None):
     """Travel-time result of the combined engine for every settlement, and the per-level cell results.
 
     Parameters
@@ -995,6 +1020,7 @@ def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataF
     params : the off-road model; direct_km : straight off-road trips to facilities within this distance;
     road_legs_km : straight legs to every road within this distance (see :func:`build_combined_graph`).
     search_all : replaces the level searches (see :func:`level_passes`), e.g. windows searched on a cluster.
+    move_weights : the grid's :func:`grid_move_weights` when already computed.
 
     Returns
     -------
@@ -1010,7 +1036,8 @@ def compute_on_grid(G, grid: TerrainGrid, dem: Dem | None, settlements: pd.DataF
     s_lon, s_lat = road_engine._lonlat(settlements)
     f_lon, f_lat = road_engine._lonlat(facilities)
     graph = build_combined_graph(G, grid, params, dem, working_crs=working_crs, origin_lon=s_lon, origin_lat=s_lat,
-                                 dest_lon=f_lon, dest_lat=f_lat, direct_km=direct_km, road_legs_km=road_legs_km)
+                                 dest_lon=f_lon, dest_lat=f_lat, direct_km=direct_km, road_legs_km=road_legs_km,
+                                 move_weights=move_weights)
     t1 = time.perf_counter()
     results = level_passes(graph, facilities["level"].to_numpy(), groups, search_all=search_all)
     t2 = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +104,34 @@ def road_spec(config: RegionConfig) -> dict:
             "timeout": roads["timeout_s"], "retries": int(roads["retries"])}
 
 
+@dataclass(frozen=True)
+class GridAhead:
+    """The combined engine's grid of a region, the minutes of its moves and the units' areas on it (futures).
+
+    They need only the inputs and the DEM, so they are drawn in a thread of their own from the moment the DEM is
+    read, while the road graph is built (:func:`prepare_region` with ``grid_ahead``); each is waited for where it
+    is first used (:class:`geoaccess.travel.TravelModel`, :func:`compute_region_times`).
+    """
+
+    grid: Future
+    weights: Future
+    areas: Future
+
+
+def _grid_ahead(config: RegionConfig, inputs: Inputs, dem, params) -> GridAhead:
+    from .combined import grid_move_weights
+    from .positions import unit_areas
+    from .travel import combined_area_grid, region_grid
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="geoaccess-grid")
+    grid = pool.submit(region_grid, config, inputs, dem)
+    weights = pool.submit(lambda: grid_move_weights(grid.result(), params))
+    areas = pool.submit(lambda: unit_areas(inputs.settlements, inputs.counties, combined_area_grid(grid.result(), dem),
+                                           config.section("positions")))
+    pool.shutdown(wait=False)  # the jobs run on in order; each result is waited for where it is used
+    return GridAhead(grid, weights, areas)
+
+
 @dataclass
 class PreparedRegion:
     """A region ready to route: inputs, the facilities routed to, the DEM and the road graph with its times."""
@@ -116,6 +145,8 @@ class PreparedRegion:
     roads: dict
     speeds: dict
     timings: dict
+    #: the combined engine's grid, its move minutes and the units' areas, drawn while the road graph was built
+    grid_ahead: GridAhead | None = None
 
     def offroad_minutes(self, flon, flat, tlon, tlat):
         """The off-road leg model of this region (terrain-aware; flat without a DEM)."""
@@ -135,8 +166,12 @@ class PreparedRegion:
 
 
 def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True, inputs: Inputs | None = None,
-                   extra_facilities: gpd.GeoDataFrame | None = None) -> PreparedRegion:
-    """Load the inputs, open the DEM and build the road graph with terrain-aware edge times."""
+                   extra_facilities: gpd.GeoDataFrame | None = None, grid_ahead: bool = False) -> PreparedRegion:
+    """Load the inputs, open the DEM and build the road graph with terrain-aware edge times.
+
+    ``grid_ahead``: also draw the combined engine's grid, its move minutes and the units' areas (:class:`GridAhead`)
+    in a thread of their own once the DEM is read, while the road graph is built.
+    """
     from . import network as net_mod
     from .terrain import TerrainParams, add_edge_travel_times
 
@@ -160,13 +195,17 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
     outline = region_polygon(inputs)
     with step("road network"), thread_pool(1, "geoaccess-dem") as pool:
         # the DEM is read (GDAL, without the GIL) while the road graph is built: one step for both
-        dem_job = pool.submit(_open_region_dem, config, inputs, facilities, dem_path, terrain)
+        def dem_then_grid():
+            found = _open_region_dem(config, inputs, facilities, dem_path, terrain)
+            return found, (_grid_ahead(config, inputs, found[0], params) if grid_ahead else None)
+
+        dem_job = pool.submit(dem_then_grid)
         t = time.perf_counter()
         G = net_mod.load_road_network(road_spec(config), data_dir, outline, config.working_crs)
         speeds = config.section("speeds")
         G = net_mod.assign_speeds(G, speeds["road_class"], speeds["default_kph"], use_maxspeed=speeds["use_maxspeed"])
         timings["network_s"] = time.perf_counter() - t
-        dem, dem_warnings, timings["dem_s"] = dem_job.result()
+        (dem, dem_warnings, timings["dem_s"]), ahead = dem_job.result()
     for w in dem_warnings:  # after the road graph's, in the same order every run
         inputs.report.warn(w)
     if terrain and dem is not None:
@@ -183,7 +222,7 @@ def prepare_region(config: RegionConfig, data_dir: Path, *, terrain: bool = True
 
         G = apply_to_graph(config, G, dem, params)
     timings["terrain_s"] = time.perf_counter() - t
-    return PreparedRegion(config, inputs, facilities, G, dem, params, roads, speeds, timings)
+    return PreparedRegion(config, inputs, facilities, G, dem, params, roads, speeds, timings, ahead)
 
 
 def _open_region_dem(config: RegionConfig, inputs: Inputs, facilities, dem_path: Path | None, terrain: bool):
@@ -202,14 +241,6 @@ def _open_region_dem(config: RegionConfig, inputs: Inputs, facilities, dem_path:
                   inputs.report)
     dem = open_dem(dem_path, region_bounds=box, margin_m=margin_m)
     return dem, dem.warnings + check_dem_at(dem, s["lon"].to_numpy(), s["lat"].to_numpy()), time.perf_counter() - t
-
-
-def region_areas(prepared: PreparedRegion, model):
-    """The township and county areas of the region on the model's grid (:func:`positions.unit_areas`)."""
-    from .positions import unit_areas
-
-    return unit_areas(prepared.inputs.settlements, prepared.inputs.counties, model.area_grid(),
-                      prepared.config.section("positions"))
 
 
 def dem_box(dem_path: Path, box: tuple, settlements: pd.DataFrame, facilities: pd.DataFrame, report) -> tuple:
@@ -254,7 +285,7 @@ def finish_table(prepared: PreparedRegion, times: pd.DataFrame, thresholds: dict
 
     ``cells`` (travel.CellTimes) gives the minutes from every grid cell; without it (road-only engine) the
     positions' ranges come from up to ``[positions] samples_per_area`` cells of each unit, timed by ``model``.
-    ``areas``: :func:`region_areas` when already computed (on the same grid).
+    ``areas``: ``positions.unit_areas`` on that grid when already computed.
     Returns the table and a description of the positions method (for the summary).
     """
     from .positions import GROUPS, honest_times, sample_cells, unit_areas
@@ -311,7 +342,8 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
     from .access import times_with_facility_origins
     from .travel import TravelModel
 
-    prep = prepare_region(config, data_dir, terrain=terrain, inputs=inputs, extra_facilities=extra_facilities)
+    prep = prepare_region(config, data_dir, terrain=terrain, inputs=inputs, extra_facilities=extra_facilities,
+                          grid_ahead=engine == "combined")
     model = TravelModel(prep, engine)
     if searcher is not None:
         if engine != "combined":
@@ -320,14 +352,11 @@ def compute_region_times(config: RegionConfig, data_dir: Path, *, terrain: bool 
     th = thresholds or config.thresholds
     s = prep.inputs.settlements
     t = time.perf_counter()
-    with thread_pool(1, "geoaccess-areas") as pool:
-        # the units' areas need only the grid: drawn while the engine searches (its kernels release the GIL)
-        areas = pool.submit(region_areas, prep, model) if engine == "combined" else None
-        # the facilities ride along as extra origins, for the referral table (issue 14; no second search)
-        times, cells, facility_times = times_with_facility_origins(model, s, prep.facilities)
-        prep.timings["engine_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        areas = areas.result() if areas is not None else None
+    # the facilities ride along as extra origins, for the referral table (issue 14; no second search)
+    times, cells, facility_times = times_with_facility_origins(model, s, prep.facilities)
+    prep.timings["engine_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    areas = prep.grid_ahead.areas.result() if prep.grid_ahead is not None else None  # drawn while the roads were built
     model.search_all = None  # later uses of the model (proposals, point times) search in this process
     table, positions = finish_table(prep, times, th, model=model, cells=cells, areas=areas)
     prep.timings["positions_s"] = time.perf_counter() - t

@@ -92,8 +92,6 @@ class TravelModel:
         off = prep.config.section("offroad")
         self.direct_km = float(off["direct_km"])
         self.road_legs_km = float(off["road_legs_km"])
-        self.grid_moves = int(off["grid_moves"])
-        self.buffer_m = float(off["grid_buffer_km"]) * 1000.0
         self.max_offroad_m = float(off["max_offroad_km"]) * 1000.0
         if engine == "raster":
             if prep.dem is None:
@@ -102,6 +100,7 @@ class TravelModel:
                 raise InputError(prep.dem.path, "--engine raster needs the whole DEM window in memory and this one "
                                                 "exceeds GEOACCESS_DEM_MAX_CELLS: use --engine network or a coarser DEM")
         self._grid = None
+        self._weights = None
         #: replaces the combined engine's level searches when set (the partitioned run's windows on a cluster)
         self.search_all = None
 
@@ -111,16 +110,27 @@ class TravelModel:
         """The DEM the grid engines run on: the region's, else (no DEM, --no-terrain) a flat 30″ grid."""
         if self.prep.dem is not None:
             return self.prep.dem
-        return flat_dem(self.prep)
+        return flat_dem(self.prep.inputs)
 
     def terrain_grid(self):
-        from .combined import terrain_grid
-        from .pipeline import region_polygon
-
+        """The combined engine's grid of the region (:func:`region_grid`; drawn ahead when the region was
+        prepared with ``grid_ahead``)."""
         if self._grid is None:
-            self._grid = terrain_grid(self.dem, region=region_polygon(self.prep.inputs), buffer_m=self.buffer_m,
-                                      working_crs=self.config.working_crs, moves=self.grid_moves)
+            ahead = self.prep.grid_ahead
+            self._grid = ahead.grid.result() if ahead is not None else region_grid(self.config, self.prep.inputs,
+                                                                                   self.prep.dem)
         return self._grid
+
+    def move_weights(self) -> tuple:
+        """The minutes of every move of :meth:`terrain_grid` (``combined.grid_move_weights``), computed once per
+        model: every combined graph of this model (the gaps run, point times, cost matrices) shares them."""
+        if self._weights is None:
+            from .combined import grid_move_weights
+
+            ahead = self.prep.grid_ahead
+            self._weights = ahead.weights.result() if ahead is not None else grid_move_weights(self.terrain_grid(),
+                                                                                                self.prep.params)
+        return self._weights
 
     def area_grid(self, cells: CellTimes | None = None) -> AreaGrid:
         """The grid units' areas are drawn on (the engine's, else the DEM window, else a flat 30″ grid)."""
@@ -131,12 +141,11 @@ class TravelModel:
         dem = self.prep.dem
         if dem is not None and not dem.windowed:
             return AreaGrid(dem.transform, dem.shape, _crs_str(dem.crs), dem.array)
-        flat = flat_dem(self.prep)
+        flat = flat_dem(self.prep.inputs)
         return AreaGrid(flat.transform, flat.shape, "EPSG:4326", None)
 
     def _combined_area_grid(self) -> AreaGrid:
-        grid = self.terrain_grid()
-        return AreaGrid(grid.transform, grid.shape, grid.crs, grid.elevation if self.prep.dem is not None else None)
+        return combined_area_grid(self.terrain_grid(), self.prep.dem)
 
     # ----------------------------------------------------------------------- times
     def times(self, settlements: pd.DataFrame, facilities: pd.DataFrame,
@@ -158,7 +167,7 @@ class TravelModel:
                                                    else None, settlements, facilities, params=prep.params,
                                                    working_crs=cfg.working_crs, direct_km=self.direct_km,
                                                    road_legs_km=self.road_legs_km, groups=groups,
-                                                   search_all=self.search_all)
+                                                   search_all=self.search_all, move_weights=self.move_weights())
             cells = CellTimes(self._combined_area_grid(), {g: r.cell_minutes for g, r in results.items()},
                               {g: r.cell_nearest for g, r in results.items()})
             return out, cells
@@ -215,7 +224,7 @@ class TravelModel:
                                      origin_lat=settlements["lat"].to_numpy(float),
                                      dest_lon=candidates["lon"].to_numpy(float),
                                      dest_lat=candidates["lat"].to_numpy(float), direct_km=self.direct_km,
-                                     road_legs_km=self.road_legs_km)
+                                     road_legs_km=self.road_legs_km, move_weights=self.move_weights())
             return g.cost_matrix(limit_min)
         if self.engine == "raster":
             raise InputError(None, "proposals are costed by the combined or the network engine, not --engine raster")
@@ -232,8 +241,27 @@ def _crs_str(crs) -> str:
     return crs.to_string() if hasattr(crs, "to_string") else str(crs)
 
 
-def flat_dem(prep):
-    """A flat 30″ grid over the region (no DEM, or --no-terrain): the grid engines then run on level ground."""
+def region_grid(config, inputs, dem):
+    """The combined engine's grid of a region: its DEM (``dem``; None: a flat 30″ grid) over the region polygon
+    grown by ``[offroad] grid_buffer_km``, with ``grid_moves`` moves per cell. It needs only the inputs and the DEM."""
+    from .combined import terrain_grid
+    from .pipeline import region_polygon
+
+    off = config.section("offroad")
+    return terrain_grid(dem if dem is not None else flat_dem(inputs), region=region_polygon(inputs),
+                        buffer_m=float(off["grid_buffer_km"]) * 1000.0, working_crs=config.working_crs,
+                        moves=int(off["grid_moves"]))
+
+
+def combined_area_grid(grid, dem) -> AreaGrid:
+    """The grid units' areas are drawn on under the combined engine: its own grid (every cell habitable without
+    a DEM)."""
+    return AreaGrid(grid.transform, grid.shape, grid.crs, grid.elevation if dem is not None else None)
+
+
+def flat_dem(inputs):
+    """A flat 30″ grid over the region of ``inputs`` (no DEM, or --no-terrain): the grid engines then run on level
+    ground."""
     from affine import Affine
 
     from .pipeline import region_polygon
@@ -241,7 +269,7 @@ def flat_dem(prep):
 
     import shapely
 
-    x0, y0, x1, y1 = shapely.bounds(region_polygon(prep.inputs))
+    x0, y0, x1, y1 = shapely.bounds(region_polygon(inputs))
     step = 1.0 / 120.0
     pad = 0.3  # degrees, ~30 km: room for the grid buffer
     x0, y0 = np.floor((x0 - pad) / step) * step, np.floor((y0 - pad) / step) * step
