@@ -494,3 +494,31 @@ cache_dir = "{tmp_path / 'cache'}"
     line = _one_line_error(capsys)
     assert "offline" in line.lower() or "cache" in line.lower()
     assert not (tmp_path / "out").exists()
+
+
+def test_the_grid_and_areas_drawn_while_the_roads_are_built_are_the_engines_own(data_dir, monkeypatch):
+    """The grid, its move minutes and the units' areas are drawn in a thread while the road graph is built: the
+    engine uses that one move table (also for later graphs of the same model), and the positions drawn from the
+    areas are those the engine's own grid gives when they are drawn after the searches."""
+    from geoaccess import combined
+    from geoaccess.config import load_region
+    from geoaccess.pipeline import compute_region_times, finish_table
+
+    made = []
+    real = combined._in_move_weights
+
+    def counted(*args):
+        made.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(combined, "_in_move_weights", counted)
+    run = compute_region_times(load_region("tibet"), data_dir)
+    assert len(made) == 1
+    model = run.model
+    s = run.inputs.settlements
+    some = s[s["loc_quality"].eq("exact")].head(3)
+    model.cost_matrix(some, run.facilities.head(5), 60.0)  # another graph of the same model: the same move table
+    assert len(made) == 1
+    again, _ = finish_table(model.prep, run.raw_times, run.thresholds, model=model, cells=run.rasters)
+    pd.testing.assert_frame_equal(pd.DataFrame(again).drop(columns="geometry"),
+                                  pd.DataFrame(run.table).drop(columns="geometry"))
