@@ -105,13 +105,6 @@ class TravelModel:
         self.search_all = None
 
     # ----------------------------------------------------------------------- the grid
-    @property
-    def dem(self):
-        """The DEM the grid engines run on: the region's, else (no DEM, --no-terrain) a flat 30″ grid."""
-        if self.prep.dem is not None:
-            return self.prep.dem
-        return flat_dem(self.prep.inputs)
-
     def terrain_grid(self):
         """The combined engine's grid of the region (:func:`region_grid`; drawn ahead when the region was
         prepared with ``grid_ahead``)."""
@@ -163,8 +156,8 @@ class TravelModel:
         if self.engine == "combined":
             from .combined import compute_on_grid
 
-            out, (results, grid) = compute_on_grid(prep.graph, self.terrain_grid(), self.dem if prep.dem is not None
-                                                   else None, settlements, facilities, params=prep.params,
+            out, (results, grid) = compute_on_grid(prep.graph, self.terrain_grid(), prep.dem, settlements,
+                                                   facilities, params=prep.params,
                                                    working_crs=cfg.working_crs, direct_km=self.direct_km,
                                                    road_legs_km=self.road_legs_km, groups=groups,
                                                    search_all=self.search_all, move_weights=self.move_weights())
