@@ -3,6 +3,7 @@ a shorter one is only recorded (summary.json "steps"); a stopped step says so.""
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import pytest
 
@@ -11,9 +12,9 @@ from geoaccess import progress
 
 @pytest.fixture
 def clock(monkeypatch):
-    """A fake perf_counter the test advances by hand (seconds)."""
+    """A fake perf_counter the test advances by hand (seconds), seen by the progress module only."""
     now = [100.0]
-    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(progress, "time", SimpleNamespace(perf_counter=lambda: now[0]))
     return now
 
 
